@@ -1,0 +1,20 @@
+"""decodelab's own autoregressive generation on `model.forward` (never `model.generate`)."""
+
+from .cache import KVCache, SlotCache
+from .loop import decode_n_tokens, decode_one_token, generate, prompt_position_ids
+from .params import GenerationParams, resolve_params
+from .processors import build_processors
+from .result import GenerationResult
+
+__all__ = [
+    "GenerationParams",
+    "GenerationResult",
+    "KVCache",
+    "SlotCache",
+    "build_processors",
+    "decode_n_tokens",
+    "decode_one_token",
+    "generate",
+    "prompt_position_ids",
+    "resolve_params",
+]

@@ -1,0 +1,125 @@
+"""KV cache settings behind one interface; the only module that knows transformers' Cache API.
+
+Three settings:
+- `none`: no cache. Every step runs the whole sequence again: the plain forward loop that a cache replaces.
+- `dynamic`: transformers' `DynamicCache`, which grows by concatenation at each step.
+- `static`: our `SlotCache`, preallocated to `max_cache_len` slots. The loop tells it the *cache position*
+  (the physical slot index where this step's keys and values go) before each forward; it writes there in
+  place and hands attention the filled slots `[0, cache_position + q)`. It never counts on its own, so the
+  loop owns the slot index, and writing past the end is a clear error, not a silent wrap.
+
+Why attention over the filled slots only: the buffer never moves (no reallocation, no copy per step), yet
+each step costs what the dynamic cache costs, not a full `max_cache_len` attention.
+
+transformers 5.x no longer passes `cache_position` to `forward`; the model asks its cache
+`get_seq_length()` (the query offset) and `get_mask_sizes()` to build the causal + padding mask, so
+`SlotCache` answers both from the slot index the loop set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
+
+
+class SlotLayer(CacheLayerMixin):
+    """One layer's preallocated keys/values, (B, H, max_cache_len, D), written at the loop's cache position."""
+
+    is_sliding = False
+    is_compileable = False  # keeps transformers' SDPA `is_causal` fast path (we attend over filled slots only)
+
+    def __init__(self, max_cache_len: int):
+        super().__init__()
+        self.max_cache_len = max_cache_len
+        self.cache_position = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        batch, heads, _, k_dim = key_states.shape
+        self.device = key_states.device
+        self.keys = key_states.new_zeros((batch, heads, self.max_cache_len, k_dim))
+        self.values = value_states.new_zeros((batch, heads, self.max_cache_len, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, q = self.cache_position, key_states.shape[-2]
+        end = start + q
+        if end > self.max_cache_len:
+            raise ValueError(f"static cache overflow: writing slots [{start}, {end}) but max_cache_len="
+                             f"{self.max_cache_len}; raise max_cache_len")
+        self.keys[:, :, start:end] = key_states
+        self.values[:, :, start:end] = value_states
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.cache_position + query_length, 0  # (kv_length, kv_offset)
+
+    def get_seq_length(self) -> int:
+        return self.cache_position
+
+    def get_max_length(self) -> int:
+        return self.max_cache_len
+
+    def select_rows(self, rows: torch.LongTensor) -> None:
+        """Keep (and reorder / repeat) batch rows: the new batch is `rows` of the old one."""
+        if self.is_initialized:
+            self.keys = self.keys.index_select(0, rows.to(self.keys.device))
+            self.values = self.values.index_select(0, rows.to(self.values.device))
+
+
+class SlotCache(Cache):
+    """Static cache whose write slot is set by the decoding loop (`set_cache_position`)."""
+
+    def __init__(self, num_layers: int, max_cache_len: int):
+        super().__init__(layers=[SlotLayer(max_cache_len) for _ in range(num_layers)])
+        self.max_cache_len = max_cache_len
+
+    def set_cache_position(self, position: int) -> None:
+        for layer in self.layers:
+            layer.cache_position = position
+
+
+class KVCache:
+    """What the loop sees: a model-facing cache object (or None) and the operations a decoding loop needs."""
+
+    def __init__(self, setting: str, model: Any, max_cache_len: int):
+        self.setting = setting
+        self.max_cache_len = max_cache_len
+        config = model.config.get_text_config(decoder=True)
+        if setting == "none":
+            self.model_cache = None
+        elif setting == "dynamic":
+            self.model_cache = DynamicCache(config=config)
+        elif setting == "static":
+            self.model_cache = SlotCache(config.num_hidden_layers, max_cache_len)
+        else:
+            raise ValueError(f"cache={setting!r} is not known: use one of ('none', 'dynamic', 'static')")
+
+    @property
+    def enabled(self) -> bool:
+        return self.model_cache is not None
+
+    def before_forward(self, cache_position: int) -> None:
+        """Tell the cache which slot this forward writes first (only the static cache needs it)."""
+        if isinstance(self.model_cache, SlotCache):
+            self.model_cache.set_cache_position(cache_position)
+
+    def filled(self) -> int:
+        return 0 if self.model_cache is None else int(self.model_cache.get_seq_length())
+
+    def select_rows(self, rows: torch.LongTensor) -> None:
+        """Reorder / repeat / drop batch rows (beam search reordering, shared prefixes)."""
+        if self.model_cache is None:
+            return
+        if isinstance(self.model_cache, SlotCache):
+            for layer in self.model_cache.layers:
+                layer.select_rows(rows)
+        else:
+            self.model_cache.batch_select_indices(rows)
+
+    def reorder(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: row i of the new batch continues row beam_idx[i] of the old one."""
+        self.select_rows(beam_idx)

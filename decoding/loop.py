@@ -1,0 +1,283 @@
+"""The decoding loop we own: prefill -> decode one token -> decode n tokens -> generate.
+
+Three things are kept apart, because mixing them up is how batched generation goes wrong:
+
+- **cache position**: the physical slot index where this forward writes keys and values. It counts up
+  from 0 for every row alike, padding or not: the prompt fills slots [0, T), new token i goes to slot T + i.
+- **position ids**: the logical positions the model's position encoding sees, `cumsum(attention_mask) - 1`,
+  so each left-padded row starts at 0 at its first real token (pad slots get 0; nothing attends them).
+- **attention mask**: which slots are attended. Pad slots are 0 forever; every generated slot is 1, also
+  after a row finished (as in generate; a finished row's tokens are discarded anyway).
+
+For a batch of "a b c" and "d e" left-padded to T = 3, after one new token (x, y):
+
+    slot (cache position)   0   1   2   3
+    row 0 tokens            a   b   c   x
+    row 0 attention mask    1   1   1   1
+    row 0 position ids      0   1   2   3
+    row 1 tokens          pad   d   e   y
+    row 1 attention mask    0   1   1   1
+    row 1 position ids      0   0   1   2
+
+The loop is transformers' `_sample` made explicit: the same forward inputs (2D mask, or none when nothing
+is padded; `logits_to_keep=1`), the same processors, one `torch.multinomial` over the whole batch per step
+(so the global RNG is consumed exactly as generate consumes it), finished rows fed `pad_token_id`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .cache import KVCache
+from .params import GenerationParams, resolve_params
+from .processors import ProcessorList, build_processors
+from .result import GenerationResult
+from .stopping import FINISH_EOS, FINISH_LENGTH, FINISH_STOP_STRING, StopStrings
+
+
+@dataclass
+class DecodeState:
+    """Buffers of one batch. Columns are cache positions (slots); `length` of them are filled."""
+
+    tokens: torch.Tensor  # (B, T + N) long, pad after `length`
+    attention_mask: torch.Tensor  # (B, T + N) long
+    position_ids: torch.Tensor  # (B, T + N) long
+    length: int  # filled columns; the next token goes to slot `length`
+    padded: bool  # any pad slot at all? If not, the model gets no mask (SDPA's causal fast path, as generate)
+
+    def model_mask(self, end: int) -> torch.Tensor | None:
+        return self.attention_mask[:, :end] if self.padded else None
+
+
+def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) position ids of a left-padded prompt: each row's first real token is position 0."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def init_state(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, pad_token_id: int | None
+               ) -> DecodeState:
+    batch, prompt_len = input_ids.shape
+    total = prompt_len + max_new_tokens
+    pad = pad_token_id if pad_token_id is not None else 0
+    tokens = input_ids.new_full((batch, total), pad)
+    tokens[:, :prompt_len] = input_ids
+    mask = attention_mask.new_ones((batch, total), dtype=torch.long)
+    mask[:, :prompt_len] = attention_mask
+    positions = torch.zeros_like(mask)
+    positions[:, :prompt_len] = prompt_position_ids(attention_mask)
+    return DecodeState(tokens, mask, positions, prompt_len, padded=bool((attention_mask == 0).any()))
+
+
+class Forward:
+    """Calls the model on the slots [start, end) and returns the last position's logits as float32 (B, V)."""
+
+    def __init__(self, model: Any, kv: KVCache):
+        self.model = model
+        self.kv = kv
+        params = inspect.signature(model.forward).parameters
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def __call__(self, state: DecodeState, start: int, end: int) -> torch.Tensor:
+        if not self.kv.enabled:
+            start = 0  # no cache: recompute the whole sequence
+        self.kv.before_forward(start)  # cache position of the first slot written
+        out = self.model(
+            input_ids=state.tokens[:, start:end],
+            attention_mask=state.model_mask(end),
+            position_ids=state.position_ids[:, start:end],
+            cache=self.kv.model_cache,
+            use_cache=self.kv.enabled,
+            **self.extra,
+        )
+        return out.logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
+
+
+def select_tokens(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) next tokens: argmax, or one multinomial draw per row from softmax(scores)."""
+    if not do_sample:
+        return torch.argmax(scores, dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def check_finite(logits: torch.Tensor, step: int) -> None:
+    if torch.isnan(logits).any():
+        rows = torch.isnan(logits).any(dim=-1).nonzero().flatten().tolist()
+        raise FloatingPointError(
+            f"the model produced NaN logits at generation step {step} for rows {rows}; refusing to pick a token. "
+            "Check the weights and dtype (float16 overflow?), or run in float32"
+        )
+
+
+def decode_one_token(forward: Forward, state: DecodeState, processors: ProcessorList, do_sample: bool,
+                     generator: torch.Generator | None, start: int, step: int):
+    """Run the model on slots [start, state.length), process the logits, choose one token per row.
+
+    Returns: (tokens (B,), raw logits (B, V), processed scores (B, V)).
+    """
+    logits = forward(state, start, state.length)
+    check_finite(logits, step)
+    scores = processors(state.tokens[:, : state.length], logits)
+    return select_tokens(scores, do_sample, generator), logits, scores
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: GenerationParams,
+                    processors: ProcessorList, generator: torch.Generator | None, tokenizer: Any = None
+                    ) -> GenerationResult:
+    """Prefill the prompt, then decode until every row finished or `max_new_tokens` were generated."""
+    device = state.tokens.device
+    batch, prompt_len = state.tokens.shape[0], state.length
+    n_max = params.max_new_tokens
+    eos = torch.tensor(params.eos_token_id, device=device) if params.eos_token_id else None
+    pad = params.pad_token_id
+    stop_strings = StopStrings(params.stop_strings, tokenizer) if params.stop_strings else None
+    forward = Forward(model, kv)
+
+    logprobs = torch.zeros((batch, n_max), device=device)
+    logprobs_raw = torch.zeros((batch, n_max), device=device)
+    alive_mask = torch.zeros((batch, n_max), dtype=torch.bool, device=device)
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    reasons: list[str | None] = [None] * batch
+
+    _sync(device)
+    t0 = time.perf_counter()
+    prefill_seconds = 0.0
+    start = 0  # cache position of the first slot this forward writes
+    step = 0
+    for step in range(n_max):
+        next_tokens, logits, scores = decode_one_token(forward, state, processors, params.do_sample, generator,
+                                                       start, step)
+        if eos is not None and pad is not None:
+            next_tokens = torch.where(unfinished, next_tokens, pad)
+        slot = state.length
+        state.tokens[:, slot] = next_tokens
+        if slot > 0:
+            state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
+        chosen = next_tokens[:, None]
+        logprobs_raw[:, step] = torch.log_softmax(logits, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
+        logprobs[:, step] = torch.log_softmax(scores, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
+        alive_mask[:, step] = unfinished
+        state.length += 1
+        start = slot
+
+        finished_now = torch.zeros_like(unfinished)
+        if eos is not None:
+            finished_now = torch.isin(next_tokens, eos) & unfinished
+        alive = unfinished & ~finished_now
+        if stop_strings is not None:
+            rows = alive.nonzero().flatten().tolist()
+            for r in stop_strings(state.tokens[:, : state.length], rows):
+                alive[r] = False
+                reasons[r] = FINISH_STOP_STRING
+        for r in finished_now.nonzero().flatten().tolist():
+            reasons[r] = FINISH_EOS
+        unfinished = alive
+        if step == 0:
+            _sync(device)
+            prefill_seconds = time.perf_counter() - t0
+        if not bool(unfinished.any()):
+            break
+    _sync(device)
+    total = time.perf_counter() - t0
+    generated = step + 1
+    reasons = [r if r is not None else FINISH_LENGTH for r in reasons]
+    return GenerationResult(
+        sequences=state.tokens[:, : prompt_len + generated],
+        token_logprobs=logprobs[:, :generated],
+        token_logprobs_raw=logprobs_raw[:, :generated],
+        new_token_mask=alive_mask[:, :generated],
+        finish_reasons=reasons,
+        prompt_length=prompt_len,
+        prefill_seconds=prefill_seconds,
+        decode_seconds=total - prefill_seconds,
+        new_tokens=int(alive_mask.sum()),
+        steps=generated - 1,
+    )
+
+
+def max_positions_of(model: Any) -> int | None:
+    config = model.config.get_text_config(decoder=True)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def prepare_inputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   pad_token_id: int | None, eos_token_id: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the prompt batch; infer the attention mask as generate does when none is given."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
+        raise ValueError(f"input_ids must be a LongTensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}: an empty prompt is not allowed; "
+                         "give at least one token per row (e.g. the BOS token)")
+    input_ids = input_ids.to(model.device).long()
+    if attention_mask is None:
+        eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+        if pad_token_id is not None and pad_token_id not in eos and bool((input_ids == pad_token_id).any()):
+            attention_mask = (input_ids != pad_token_id).long()
+        else:
+            attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.to(input_ids.device).long()
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                         f"{tuple(input_ids.shape)}: they must match")
+    empty_rows = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty_rows:
+        raise ValueError(f"prompt rows {empty_rows} are empty (attention_mask all 0): an empty prompt is not allowed")
+    right_padded = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+    if right_padded:
+        raise ValueError(f"prompt rows {right_padded} are right-padded: decoder-only generation needs left padding "
+                         "(tokenizer.padding_side = 'left')")
+    return input_ids, attention_mask
+
+
+@torch.inference_mode()
+def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             generator: torch.Generator | None = None, tokenizer: Any = None, **params: Any) -> GenerationResult:
+    """Cache-backed generation on `model.forward`, token-identical to `model.generate` for the same arguments.
+
+    Args:
+        model: a transformers causal LM.
+        input_ids: (B, T) left-padded prompt token ids (or (T,) for one prompt).
+        attention_mask: (B, T) 1 for real tokens, 0 for padding; inferred from `pad_token_id` when None.
+        generator: a seeded `torch.Generator` for sampling; None draws from torch's global RNG exactly as
+            generate does.
+        tokenizer: needed only for `stop_strings`.
+        **params: `transformers.GenerationConfig` names (`max_new_tokens`, `do_sample`, `temperature`,
+            `top_k`, `top_p`, `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff`, `repetition_penalty`,
+            `no_repeat_ngram_size`, `min_new_tokens`, `num_return_sequences`, `eos_token_id`,
+            `pad_token_id`, `stop_strings`, `num_beams`, ...) plus `cache` ("none" | "dynamic" | "static")
+            and `max_cache_len` for the static cache.
+
+    Returns:
+        GenerationResult; `sequences` is (B * num_return_sequences, T + N).
+    """
+    defaults = getattr(model, "generation_config", None)
+    pad_hint = params.get("pad_token_id", getattr(defaults, "pad_token_id", None))
+    eos_hint = params.get("eos_token_id", getattr(defaults, "eos_token_id", None))
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, pad_hint, eos_hint)
+    p = resolve_params(model, input_ids.shape[1], max_positions_of(model), **params)
+    if p.is_beam:
+        from .beam import beam_search
+
+        return beam_search(model, input_ids, attention_mask, p, generator=generator, tokenizer=tokenizer)
+    if p.num_return_sequences > 1:  # the n samples of a prompt are adjacent rows, as in generate
+        input_ids = input_ids.repeat_interleave(p.num_return_sequences, dim=0)
+        attention_mask = attention_mask.repeat_interleave(p.num_return_sequences, dim=0)
+    prompt_len = input_ids.shape[1]
+    state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
+    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens)
+    prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
+    processors = build_processors(p, prompt_len, prompt_start if state.padded else None)
+    return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer)

@@ -1,0 +1,57 @@
+"""What `generate` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class GenerationResult:
+    """Outputs of one generate call.
+
+    Attributes:
+        sequences: (B * n, T + N) prompt + new tokens, laid out as `model.generate` lays them out: the
+            `num_return_sequences` rows of a prompt adjacent, `pad_token_id` after a row finishes.
+        token_logprobs: (B * n, N) log-probability of each chosen token under the processed distribution
+            (after temperature / truncation / penalties): the distribution it was drawn from. 0 after a row ends.
+        token_logprobs_raw: (B * n, N) the same under the raw model distribution (softmax of the logits).
+        new_token_mask: (B * n, N) True where the token was generated before the row finished (EOS included).
+        finish_reasons: one of "eos", "stop_string", "length" per row.
+        prompt_length: T, the padded prompt length (new tokens start at this column).
+        prefill_seconds: wall time of the prompt's forward pass and first token.
+        decode_seconds: wall time of the remaining steps.
+        new_tokens: number of generated tokens, summed over rows (EOS counted, padding after it not).
+        steps: forward passes after prefill.
+        sequences_scores: (B * n,) beam scores (beam search only).
+    """
+
+    sequences: torch.Tensor
+    token_logprobs: torch.Tensor
+    token_logprobs_raw: torch.Tensor
+    new_token_mask: torch.Tensor
+    finish_reasons: list[str]
+    prompt_length: int
+    prefill_seconds: float
+    decode_seconds: float
+    new_tokens: int
+    steps: int
+    sequences_scores: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def new_token_ids(self) -> torch.Tensor:
+        """(B * n, N) only the generated part of `sequences`."""
+        return self.sequences[:, self.prompt_length:]
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens generated after the first one, per second of decode time."""
+        rows = self.sequences.shape[0]
+        return max(self.new_tokens - rows, 0) / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        total = self.prefill_seconds + self.decode_seconds
+        return self.new_tokens / total if total > 0 else float("nan")
