@@ -1,0 +1,113 @@
+"""MAUVE (Pillutla et al. 2021, "MAUVE: Measuring the Gap Between Neural Text and Human Text using
+Divergence Frontiers") between the human continuations (P) and the generations (Q), via `mauve-text`.
+
+Features: MAUVE compares the two text distributions in an embedding space. Its default featurizer loads
+gpt2-large from the hub, which we cannot reach, so we compute the features ourselves and pass them as
+`p_features` / `q_features`: the final-layer hidden state of the last token of each text under
+`features_model` (the runner uses the embedded SmolLM2), which is what `mauve.utils.featurize_tokens_from_model`
+takes from GPT-2 (`hidden_states[-1]` at the last token). We run the decoder body (`model.base_model`), not the
+LM head, so no vocabulary-sized logits are computed; its last hidden state already has the final norm
+applied, as `hidden_states[-1]` does. Texts are right-padded in batches: with causal attention the last real
+token never sees the padding after it. As MAUVE does, each text is cut to its first `max_text_length`
+tokens (1024) and empty texts are dropped before featurizing. Scores from different feature models are not
+comparable: the model is part of the metric.
+
+Quantization: MAUVE clusters the pooled features (after PCA keeping 90 % of the variance) with k-means into
+`num_buckets` bins. The authors' rule, "auto", is n / 10 buckets for n texts per side (at least 2), so that
+each bin holds about ten texts; we keep it and compute it explicitly: `max(2, round(min(|P|, |Q|) / 10))`.
+With few texts (tens) the histogram is coarse and the score noisy: compare MAUVE only between runs with the
+same number of texts and the same feature model. The k-means and PCA initialisation come from `seed`, so the
+same features and seed give the same score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+MAX_TEXT_LENGTH = 1024  # mauve's max_text_length default
+
+
+def auto_num_buckets(num_p: int, num_q: int) -> int:
+    """The MAUVE authors' "auto" quantization: about ten texts per bucket, at least two buckets."""
+    return max(2, int(round(min(num_p, num_q) / 10)))
+
+
+@torch.inference_mode()
+def last_token_features(
+    texts: Sequence[str],
+    model: Any,
+    tokenizer: Any,
+    *,
+    batch_size: int = 16,
+    max_text_length: int = MAX_TEXT_LENGTH,
+) -> np.ndarray:
+    """Final-layer hidden state at the last token of each non-empty text: float32 array (N, hidden size)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    if max_text_length < 1:
+        raise ValueError(f"max_text_length={max_text_length} must be a positive integer")
+    ids = [tokens[:max_text_length] for tokens in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    ids = [tokens for tokens in ids if tokens]  # MAUVE drops empty texts
+    if not ids:
+        raise ValueError("MAUVE features need at least one non-empty text, got only empty strings or none")
+    body = getattr(model, "base_model", model)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id works
+    features = []
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        width = max(len(tokens) for tokens in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+        for row, tokens in enumerate(batch):
+            input_ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, H)
+        last = mask.sum(dim=1).to(device) - 1  # (B,) index of each text's last real token
+        features.append(hidden[torch.arange(len(batch), device=device), last].float().cpu())  # (B, H)
+    return torch.cat(features).numpy()
+
+
+def mauve_from_features(p_features: np.ndarray, q_features: np.ndarray, *, seed: int = 0, num_buckets: int | str = "auto") -> float:
+    """MAUVE of P (human) against Q (generated) features, each (N, D); `num_buckets` an int or "auto"."""
+    import mauve
+
+    p_features, q_features = np.asarray(p_features), np.asarray(q_features)
+    for name, array in (("p_features", p_features), ("q_features", q_features)):
+        if array.ndim != 2 or array.shape[0] < 1:
+            raise ValueError(f"{name} must be a non-empty (N, D) array, got shape {array.shape}")
+    if p_features.shape[1] != q_features.shape[1]:
+        raise ValueError(f"p_features and q_features differ in width: {p_features.shape[1]} vs {q_features.shape[1]}")
+    if num_buckets == "auto":
+        num_buckets = auto_num_buckets(len(p_features), len(q_features))
+    elif not isinstance(num_buckets, int) or num_buckets < 2:
+        raise ValueError(f'num_buckets={num_buckets!r} must be "auto" or an integer of at least 2')
+    if num_buckets > len(p_features) + len(q_features):
+        raise ValueError(
+            f"num_buckets={num_buckets} exceeds the {len(p_features) + len(q_features)} texts to cluster: use fewer buckets"
+        )
+    result = mauve.compute_mauve(
+        p_features=p_features, q_features=q_features, num_buckets=num_buckets, seed=seed, verbose=False
+    )
+    return float(result.mauve)
+
+
+def mauve_score(
+    texts: Sequence[str],
+    references: Sequence[str],
+    model: Any,
+    tokenizer: Any,
+    *,
+    seed: int = 0,
+    num_buckets: int | str = "auto",
+    batch_size: int = 16,
+    max_text_length: int = MAX_TEXT_LENGTH,
+) -> float:
+    """MAUVE between human `references` (P) and generated `texts` (Q), featurized by `model`. In (0, 1]."""
+    p = last_token_features(references, model, tokenizer, batch_size=batch_size, max_text_length=max_text_length)
+    q = last_token_features(texts, model, tokenizer, batch_size=batch_size, max_text_length=max_text_length)
+    return mauve_from_features(p, q, seed=seed, num_buckets=num_buckets)
