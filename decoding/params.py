@@ -115,7 +115,9 @@ def _as_token_tuple(name: str, value: Any) -> tuple[int, ...] | None:
     if hasattr(value, "tolist"):
         value = value.tolist()
     items = [value] if isinstance(value, int) else list(value)
-    if not items or not all(isinstance(v, int) and v >= 0 for v in items):
+    if not items:
+        return None  # an empty list disables EOS, as an empty tensor does in generate
+    if not all(isinstance(v, int) and v >= 0 for v in items):
         raise ValueError(f"{name}={value!r} is not allowed: use a non-negative token id or a list of them")
     return tuple(items)
 
