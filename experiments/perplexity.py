@@ -1,0 +1,303 @@
+"""Teacher-forced scoring: rolling-window perplexity of documents, and perplexity of given continuations.
+
+The forward side of "generate versus forward". Each document is scored on its own with the windows of
+`experiments.windows` (disjoint, as lm-evaluation-harness does, or overlapping with a stride), every
+token predicted exactly once; the first is conditioned on the model's BOS token (EOS where it has none).
+
+Aggregation as lm-evaluation-harness's `weighted_perplexity` / `bits_per_byte`: corpus numbers are
+exp(summed NLL / summed units) over tokens, words or bytes, never a mean of per-document perplexities.
+Words (`len(re.split(r"\\s+", text))`) and bytes (UTF-8) are counted on the original text: the `text`
+column, or `original_text` where a loader changed the text before scoring (wikitext's detokeniser).
+
+Throughput decisions, measured in `bench/perplexity_speed.py`:
+- Windows of all documents go into one list sorted by length, so a batch mixes documents and is padded
+  only where lengths differ (most windows are exactly `max_length`).
+- Rows are padded on the left with position ids `cumsum(mask) - 1`, so the scored positions are the last
+  ones of every row and the model computes logits only for those (`logits_to_keep`), which in stride
+  mode skips most of the vocabulary projection.
+- Log-probabilities of the targets are `logit[target] - logsumexp(logits)`, one row at a time: no
+  (B, T, V) log-softmax tensor is ever allocated. NLL sums are float64.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from experiments.windows import Window, check_window_args, continuation_window, rolling_windows
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The token a document's first token is conditioned on: BOS, or EOS for tokenizers without one."""
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to condition the first token on")
+
+
+def model_max_positions(model) -> int | None:
+    """How many positions the model can attend over (None when its config does not say)."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_max_length(model, max_length: int) -> None:
+    check_window_args(max_length)
+    positions = model_max_positions(model)
+    if positions is not None and max_length > positions:
+        raise ValueError(f"max_length={max_length} is beyond the model's {positions} positions; "
+                         f"use max_length <= {positions}")
+
+
+def count_words(text: str) -> int:
+    """Words as lm-evaluation-harness counts them (an empty string counts one)."""
+    return len(re.split(r"\s+", text))
+
+
+def count_bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for logits (B, K, V) and targets (B, K) -> (B, K) float32, one row at a time."""
+    out = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)  # (B, K)
+    for row in range(logits.shape[0]):
+        row_logits = logits[row].float()  # (K, V)
+        picked = row_logits.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)  # (K,)
+        out[row] = picked - torch.logsumexp(row_logits, dim=-1)
+    return out
+
+
+@torch.inference_mode()
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced log-probability of each next token: (B, T) ids -> (B, T - 1).
+
+    Entry [b, t] is log p(input_ids[b, t + 1] | input_ids[b, :t + 1]). Left or right padding is handled
+    with position ids `cumsum(mask) - 1`; entries whose token or next token is padding hold 0.0.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits[:, :-1]  # (B, T - 1, V)
+    logprobs = _target_logprobs(logits, input_ids[:, 1:])  # (B, T - 1)
+    valid = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()  # (B, T - 1)
+    return logprobs.masked_fill(~valid, 0.0)
+
+
+@torch.inference_mode()
+def score_batch(model, windows: Sequence[Window], pad_id: int = 0) -> list[torch.Tensor]:
+    """Log-probabilities of each window's targets, in one forward pass. Returns float32 tensors on CPU."""
+    device = next(model.parameters()).device
+    width = max(len(w.input_ids) for w in windows)
+    keep = max(len(w.target_ids) for w in windows)
+    input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)  # (B, T)
+    targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K), right-aligned like the inputs
+    for row, window in enumerate(windows):
+        input_ids[row, width - len(window.input_ids):] = torch.tensor(window.input_ids)
+        mask[row, width - len(window.input_ids):] = 1
+        targets[row, keep - len(window.target_ids):] = torch.tensor(window.target_ids)
+    input_ids, mask, targets = input_ids.to(device), mask.to(device), targets.to(device)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                   logits_to_keep=keep, use_cache=False).logits  # (B, K, V)
+    logprobs = _target_logprobs(logits, targets).cpu()  # (B, K)
+    return [logprobs[row, keep - len(window.target_ids):] for row, window in enumerate(windows)]
+
+
+def batches_by_length(windows: Sequence[Window], batch_size: int) -> list[list[int]]:
+    """Window indices grouped into batches of similar length (longest first, stable among equals)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def score_windows(model, windows: Sequence[Window], batch_size: int = 8, pad_id: int = 0,
+                  progress: bool = False, desc: str = "scoring") -> list[torch.Tensor]:
+    """Target log-probabilities of every window, batched across documents; in the order given."""
+    scores: list[torch.Tensor | None] = [None] * len(windows)
+    with tqdm(total=len(windows), disable=not progress, desc=desc, unit="window") as bar:
+        for batch in batches_by_length(windows, batch_size):
+            for index, logprobs in zip(batch, score_batch(model, [windows[i] for i in batch], pad_id)):
+                scores[index] = logprobs
+            bar.update(len(batch))
+    return scores  # type: ignore[return-value]
+
+
+@dataclass
+class TextScore:
+    """Summed NLL of one scored text (a document, or a continuation) and its units."""
+
+    id: str
+    nll: float
+    tokens: int
+    words: int | None = None
+    bytes: int | None = None
+
+    def metrics(self) -> dict[str, float]:
+        out = {"ppl/token": math.exp(self.nll / self.tokens)}
+        if self.words:
+            out["ppl/word"] = math.exp(self.nll / self.words)
+        if self.bytes:
+            out["ppl/byte"] = math.exp(self.nll / self.bytes)
+            out["ppl/bpb"] = self.nll / self.bytes / math.log(2)
+        return out
+
+
+@dataclass
+class PerplexityReport:
+    """Corpus and per-text numbers. `skipped_empty` counts texts with nothing to score."""
+
+    texts: list[TextScore]
+    skipped_empty: int = 0
+    windows: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def totals(self) -> TextScore:
+        counted = [t for t in self.texts]
+        words = sum(t.words or 0 for t in counted) if all(t.words is not None for t in counted) else None
+        nbytes = sum(t.bytes or 0 for t in counted) if all(t.bytes is not None for t in counted) else None
+        return TextScore("corpus", math.fsum(t.nll for t in counted), sum(t.tokens for t in counted), words, nbytes)
+
+    def metrics(self, prefix: str = "ppl") -> dict[str, float | int]:
+        """Flat corpus metrics: `<prefix>/token|word|byte|bpb` plus counts."""
+        total = self.totals()
+        if total.tokens == 0:
+            raise ValueError(f"no text had anything to score ({self.skipped_empty} empty ones were skipped)")
+        out: dict[str, float | int] = {key.replace("ppl/", f"{prefix}/"): value for key, value in total.metrics().items()}
+        out.update({f"{prefix}/nll": total.nll, f"{prefix}/tokens": total.tokens, f"{prefix}/documents": len(self.texts),
+                    f"{prefix}/skipped_empty": self.skipped_empty, f"{prefix}/windows": self.windows})
+        if total.words is not None:
+            out[f"{prefix}/words"] = total.words
+        if total.bytes is not None:
+            out[f"{prefix}/bytes"] = total.bytes
+        return out
+
+    def per_text(self) -> list[dict[str, Any]]:
+        return [{"id": t.id, "nll": t.nll, "tokens": t.tokens, "words": t.words, "bytes": t.bytes, **t.metrics()}
+                for t in self.texts]
+
+
+def _documents(documents) -> tuple[list[str], list[str], list[str]]:
+    """(ids, texts to score, texts to count words and bytes on) from a Dataset or a list of strings."""
+    if isinstance(documents, str):
+        raise TypeError("documents must be a sequence of texts or a datasets.Dataset, not one string")
+    columns = getattr(documents, "column_names", None)
+    if columns is None:
+        texts = list(documents)
+        return [str(i) for i in range(len(texts))], texts, texts
+    if "text" not in columns:
+        raise ValueError(f"the documents have no 'text' column (columns: {columns}); load them with "
+                         f"experiments.data.load_documents, which names the text column 'text'")
+    texts = list(documents["text"])
+    ids = [str(i) for i in documents["id"]] if "id" in columns else [str(i) for i in range(len(texts))]
+    originals = list(documents["original_text"]) if "original_text" in columns else texts
+    return ids, texts, originals
+
+
+def corpus_perplexity(model, tokenizer, documents, max_length: int, stride: int | None = None,
+                      batch_size: int = 8, progress: bool = True) -> PerplexityReport:
+    """Rolling-window perplexity of every document (a Dataset with `text`, or a list of strings).
+
+    Empty documents (only whitespace, or no tokens) are skipped and counted in `skipped_empty`.
+    """
+    check_max_length(model, max_length)
+    stride = check_window_args(max_length, stride)
+    ids, texts, originals = _documents(documents)
+    prefix = prefix_token_id(tokenizer)
+    kept = [i for i, text in enumerate(texts) if text.strip()]
+    encoded = tokenizer([texts[i] for i in kept], add_special_tokens=False, verbose=False)["input_ids"] if kept else []
+    owners: list[int] = []  # which document each window belongs to
+    windows: list[Window] = []
+    scored = []
+    for doc, tokens in zip(kept, encoded):
+        if not tokens:
+            continue
+        doc_windows = rolling_windows(tokens, prefix, max_length, stride)
+        windows.extend(doc_windows)
+        owners.extend([doc] * len(doc_windows))
+        scored.append((doc, len(tokens)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix
+    logprobs = score_windows(model, windows, batch_size=batch_size, pad_id=pad_id, progress=progress,
+                             desc="perplexity")
+    nll = {doc: 0.0 for doc, _ in scored}
+    for doc, window_logprobs in zip(owners, logprobs):
+        nll[doc] -= window_logprobs.double().sum().item()
+    results = [TextScore(ids[doc], nll[doc], n_tokens, count_words(originals[doc]), count_bytes(originals[doc]))
+               for doc, n_tokens in scored]
+    return PerplexityReport(results, skipped_empty=len(texts) - len(results), windows=len(windows),
+                            settings={"max_length": max_length, "stride": stride, "batch_size": batch_size})
+
+
+def score_continuations(model, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
+                        prefix_token: int, max_length: int | None = None, batch_size: int = 8, pad_id: int = 0,
+                        continuation_texts: Sequence[str] | None = None, progress: bool = False) -> PerplexityReport:
+    """Perplexity of each continuation given its prompt, from token ids ("generation perplexity").
+
+    Prompts longer than fits are cut from the left; empty continuations are skipped and counted.
+    `continuation_texts` (optional) gives word and byte counts.
+    """
+    if len(prompt_ids) != len(continuation_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(continuation_ids)} continuations; pass one per prompt")
+    if continuation_texts is not None and len(continuation_texts) != len(continuation_ids):
+        raise ValueError(f"{len(continuation_texts)} continuation_texts for {len(continuation_ids)} continuations")
+    max_length = max_length or model_max_positions(model)
+    if max_length is None:
+        raise ValueError("the model's config does not give its positions: pass max_length=")
+    check_max_length(model, max_length)
+    kept = [i for i, cont in enumerate(continuation_ids) if len(cont) > 0]
+    windows = [continuation_window(list(prompt_ids[i]), list(continuation_ids[i]), max_length, prefix_token)
+               for i in kept]
+    logprobs = score_windows(model, windows, batch_size=batch_size, pad_id=pad_id, progress=progress,
+                             desc="generation perplexity")
+    results = []
+    for i, window_logprobs in zip(kept, logprobs):
+        text = continuation_texts[i] if continuation_texts is not None else None
+        results.append(TextScore(str(i), -window_logprobs.double().sum().item(), len(continuation_ids[i]),
+                                 count_words(text) if text is not None else None,
+                                 count_bytes(text) if text is not None else None))
+    return PerplexityReport(results, skipped_empty=len(continuation_ids) - len(kept), windows=len(windows),
+                            settings={"max_length": max_length, "batch_size": batch_size})
+
+
+def split_continuation_tokens(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of prompt and continuation as lm-evaluation-harness splits them.
+
+    The pair is encoded whole and cut after the prompt's own encoding, so the continuation's first token
+    is the one the model sees in context; a prompt's trailing spaces move to the continuation.
+    """
+    stripped = prompt.rstrip(" ")
+    continuation = prompt[len(stripped):] + continuation
+    whole = tokenizer(stripped + continuation, add_special_tokens=False, verbose=False)["input_ids"]
+    context = tokenizer(stripped, add_special_tokens=False, verbose=False)["input_ids"] if stripped else []
+    return whole[:len(context)], whole[len(context):]
+
+
+def generation_perplexity(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
+                          max_length: int | None = None, batch_size: int = 8,
+                          progress: bool = False) -> PerplexityReport:
+    """Perplexity of generated texts given their prompts under a scorer (`model`, `tokenizer`).
+
+    The scorer is the generating model by default in experiments, any model by config; texts are
+    re-tokenised with the scorer's tokenizer, so a scorer with another vocabulary works too.
+    """
+    if isinstance(prompts, str) or isinstance(continuations, str):
+        raise TypeError("prompts and continuations must be sequences of texts, not single strings")
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations; pass one per prompt")
+    pairs = [split_continuation_tokens(tokenizer, p, c) for p, c in zip(prompts, continuations)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
+    return score_continuations(model, [p for p, _ in pairs], [c for _, c in pairs], prefix_token_id(tokenizer),
+                               max_length=max_length, batch_size=batch_size, pad_id=pad_id,
+                               continuation_texts=list(continuations), progress=progress)
