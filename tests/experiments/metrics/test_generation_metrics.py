@@ -1,0 +1,93 @@
+"""The aggregator: which keys appear when, that it agrees with the plain functions, and its errors."""
+
+import math
+
+import pytest
+
+from experiments.metrics import compute_generation_metrics
+from experiments.metrics.diversity import diversity_metrics
+from experiments.metrics.repetition import repetition_pct
+from experiments.metrics.self_bleu import self_bleu
+from experiments.metrics.tokens import tokenize
+from experiments.metrics.zipf import zipf_coefficient
+
+TEXTS = [
+    "The cat sat on the mat and looked at the door.",
+    "A dog ran through the park, then it ran back home.",
+    "I think I think I think I think I think I think",
+    "",
+]
+REFERENCES = [
+    "The cat lay on the rug and watched the door.",
+    "A dog walked in the park before going home.",
+    "She thought about the question for a while.",
+    "Nothing more was said.",
+]
+COUNT_KEYS = {
+    "distinct_1", "distinct_2", "distinct_3", "distinct_4", "rep_2", "rep_3", "rep_4", "diversity",
+    "self_bleu4", "zipf", "repetition_pct", "mean_length",
+}
+REFERENCE_KEYS = {"bleu", "chrf", "rougeL"}
+
+
+def test_without_references_only_the_count_metrics(tokenizer):
+    out = compute_generation_metrics(TEXTS, None, tokenizer)
+    assert set(out) == COUNT_KEYS
+    assert all(isinstance(value, float) for value in out.values())
+
+
+def test_with_references_adds_bleu_chrf_rouge_but_mauve_needs_a_features_model(tokenizer):
+    assert set(compute_generation_metrics(TEXTS, REFERENCES, tokenizer)) == COUNT_KEYS | REFERENCE_KEYS
+
+
+def test_with_a_features_model_adds_mauve(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    out = compute_generation_metrics(TEXTS, REFERENCES, tokenizer, features_model=model, seed=0)
+    assert set(out) == COUNT_KEYS | REFERENCE_KEYS | {"mauve"}
+    assert 0.0 < out["mauve"] <= 1.0 + 1e-9
+
+
+def test_values_are_those_of_the_plain_functions_on_the_same_tokens(tokenizer):
+    out = compute_generation_metrics(TEXTS, None, tokenizer, seed=3, self_bleu_sample_size=3)
+    tokens = tokenize(TEXTS, tokenizer)
+    for key, value in diversity_metrics(tokens).items():
+        assert out[key] == pytest.approx(value)
+    assert out["self_bleu4"] == pytest.approx(self_bleu(tokens, sample_size=3, seed=3))
+    assert out["zipf"] == pytest.approx(zipf_coefficient(tokens))
+    assert out["repetition_pct"] == pytest.approx(repetition_pct(tokens))
+    assert out["mean_length"] == pytest.approx(sum(map(len, tokens)) / 4)
+
+
+def test_whitespace_tokenization_needs_no_tokenizer():
+    out = compute_generation_metrics(["a b a b", "a b c"], None, None, tokenization="whitespace")
+    assert out["mean_length"] == pytest.approx(3.5)
+    assert out["distinct_2"] == pytest.approx(3 / 5)
+    assert out["rep_2"] == pytest.approx(20.0)
+    assert out["repetition_pct"] == 0.0
+
+
+def test_undefined_values_are_nan_not_errors():
+    out = compute_generation_metrics(["word word word"], None, None, tokenization="whitespace")
+    assert math.isnan(out["self_bleu4"])  # one text has no others to compare with
+    assert math.isnan(out["zipf"])  # one distinct token: no slope
+    out = compute_generation_metrics(["", ""], None, None, tokenization="whitespace")
+    assert out["mean_length"] == 0.0 and out["distinct_1"] == 0.0 and out["diversity"] == 1.0
+
+
+def test_bad_inputs_raise(tokenizer):
+    with pytest.raises(ValueError, match="non-empty list"):
+        compute_generation_metrics([], None, tokenizer)
+    with pytest.raises(ValueError, match="non-empty list"):
+        compute_generation_metrics("a text", None, tokenizer)
+    with pytest.raises(ValueError, match="4 texts and 1 references"):
+        compute_generation_metrics(TEXTS, ["x"], tokenizer)
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        compute_generation_metrics(TEXTS, None, None)
+
+
+@pytest.mark.slow
+def test_smollm2_as_features_model(smollm2, tokenizer):
+    model, smol_tokenizer = smollm2
+    out = compute_generation_metrics(TEXTS * 2, REFERENCES * 2, tokenizer, features_model=model,
+                                     features_tokenizer=smol_tokenizer, seed=0)
+    assert 0.0 < out["mauve"] <= 1.0 + 1e-9

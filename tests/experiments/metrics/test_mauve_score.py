@@ -1,0 +1,91 @@
+"""MAUVE on our own features: the featurizer on tiny random models, the score on synthetic features,
+and one end-to-end run on SmolLM2 (slow)."""
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.metrics.mauve_score import auto_num_buckets, last_token_features, mauve_from_features, mauve_score
+
+
+@pytest.mark.parametrize("kind", ["tiny_llama", "tiny_gpt2"])
+def test_features_are_the_last_hidden_state_of_each_text_alone(kind, tokenizer):
+    from experiments.models import load_model
+
+    model, _ = load_model(kind)
+    texts = ["Hello there, how are you today?", "Short.", "", "A somewhat longer sentence about cats."]
+    features = last_token_features(texts, model, tokenizer, batch_size=3)
+    assert features.shape == (3, model.config.hidden_size)  # the empty text is dropped, as MAUVE does
+    for row, text in enumerate([t for t in texts if t]):
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            expected = model(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        # Batched with right padding, each row equals the text run alone.
+        np.testing.assert_allclose(features[row], expected.numpy(), atol=1e-4)
+
+
+def test_features_truncate_long_texts(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    text = "one two three four five six"
+    first_three = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"][:3]])
+    with torch.no_grad():
+        expected = model(first_three, output_hidden_states=True).hidden_states[-1][0, -1]
+    np.testing.assert_allclose(last_token_features([text], model, tokenizer, max_text_length=3)[0], expected, atol=1e-4)
+
+
+def test_features_need_a_non_empty_text(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    with pytest.raises(ValueError, match="non-empty text"):
+        last_token_features(["", ""], model, tokenizer)
+
+
+def test_auto_num_buckets_is_one_per_ten_texts():
+    assert auto_num_buckets(5, 5) == 2
+    assert auto_num_buckets(100, 250) == 10
+    assert auto_num_buckets(1000, 1000) == 100
+
+
+def test_mauve_is_high_for_one_distribution_and_low_for_two():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(40, 16))
+    same = mauve_from_features(p, rng.normal(size=(40, 16)), seed=0)
+    apart = mauve_from_features(p, rng.normal(size=(40, 16)) + 5.0, seed=0)
+    assert same > 0.9
+    assert apart < 0.1
+    # Same features and seed: the same number.
+    assert mauve_from_features(p, p + 5.0, seed=0) == mauve_from_features(p, p + 5.0, seed=0)
+
+
+def test_mauve_rejects_bad_shapes_and_buckets():
+    p = np.zeros((4, 8))
+    with pytest.raises(ValueError, match="differ in width"):
+        mauve_from_features(p, np.zeros((4, 6)))
+    with pytest.raises(ValueError, match="num_buckets=20 exceeds the 8 texts"):
+        mauve_from_features(p, p, num_buckets=20)
+    with pytest.raises(ValueError, match="num_buckets=1"):
+        mauve_from_features(p, p, num_buckets=1)
+    with pytest.raises(ValueError, match="q_features must be a non-empty"):
+        mauve_from_features(p, np.zeros((0, 8)))
+
+
+def test_mauve_score_featurizes_both_sides_then_scores(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    human = [f"Day {i}: the river rose." for i in range(6)]
+    generated = [f"Day {i}: the the the the." for i in range(6)]
+    expected = mauve_from_features(
+        last_token_features(human, model, tokenizer), last_token_features(generated, model, tokenizer), seed=4
+    )
+    assert mauve_score(generated, human, model, tokenizer, seed=4) == expected
+
+
+@pytest.mark.slow
+def test_mauve_on_smollm2_features_separates_unrelated_text(smollm2):
+    model, tokenizer = smollm2
+    subjects = ["The river", "My neighbour", "The old train", "A small bird", "The city council"]
+    verbs = ["moved slowly past the mill", "talked about the weather"]
+    pool = [f"{s} {v} on day {i}." for i in range(2) for s in subjects for v in verbs]
+    far = [f"{i} {i} {i} {i} {i} {i}" for i in range(10)]
+    pool_features = last_token_features(pool, model, tokenizer)
+    human, close = pool_features[0::2], pool_features[1::2]  # two samples of one distribution
+    far_features = last_token_features(far, model, tokenizer)
+    assert mauve_from_features(human, close, seed=0) > mauve_from_features(human, far_features, seed=0)
