@@ -122,15 +122,25 @@ def load_hub(name: str, config: str | None = None, split: str = "test", text_col
     return _standardise(dataset, text_column, source=f"hub dataset {name!r}")
 
 
+# wikitext's tokenised spacing, undone in the order lm-evaluation-harness undoes it (so that our wikitext
+# numbers are comparable to its): (pattern, replacement, is_regex), applied one after the other. Its
+# rule for "/' [0-9]/" is left out: it matches only that literal text.
+_WIKITEXT_RULES = (
+    ("s '", "s'", False),
+    (" @-@ ", "-", False), (" @,@ ", ",", False), (" @.@ ", ".", False),
+    *((f" {mark} ", f"{mark} ", False) for mark in ":;.!?,"),
+    *((rf"{re.escape(left)}\s*([^{re.escape(right)}]*?)\s*{re.escape(right)}", rf"{left}\1{right}", True)
+      for left, right in ("()", "[]", "{}", '""', "''")),
+    ("= = = =", "====", False), ("= = =", "===", False), ("= =", "==", False),
+    (" \u00b0 ", "\u00b0", False), (" \n", "\n", False), ("\n ", "\n", False), (" N ", " 1 ", False),
+    (" 's", "'s", False),
+)
+
+
 def wikitext_detokenize(text: str) -> str:
-    """Undo wikitext's tokenised spacing (" @-@ ", " , ", "( x )") the way lm-evaluation-harness scores it."""
-    for marker, joined in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
-        text = text.replace(marker, joined)
-    text = re.sub(r" ([.,;:!?])", r"\1", text)
-    text = re.sub(r"([(\[{]) ", r"\1", text)
-    text = re.sub(r" ([)\]}])", r"\1", text)
-    text = re.sub(r" (n't|'s|'re|'ve|'m|'ll|'d)\b", r"\1", text)
-    text = re.sub(r'" ([^"]*?) "', r'"\1"', text)
+    """Undo wikitext's tokenised spacing (" @-@ ", " , ", "( x )") as lm-evaluation-harness scores it."""
+    for pattern, replacement, is_regex in _WIKITEXT_RULES:
+        text = re.sub(pattern, replacement, text) if is_regex else text.replace(pattern, replacement)
     return text
 
 
