@@ -33,26 +33,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.metrics.diversity import distinct_n, diversity, diversity_metrics, rep_n
-from experiments.metrics.mauve_score import mauve_score
-from experiments.metrics.reference import reference_metrics
-from experiments.metrics.repetition import repetition_pct
-from experiments.metrics.self_bleu import self_bleu
-from experiments.metrics.tokens import tokenize
-from experiments.metrics.zipf import DEFAULT_TOP_N, zipf_coefficient
+# Modules, not their functions: `from .self_bleu import self_bleu` would rebind `experiments.metrics.self_bleu`
+# from the module to the function, and `import experiments.metrics.self_bleu as m` would then return the function.
+from experiments.metrics import diversity, mauve_score, reference, repetition, self_bleu, tokens, zipf
 
-__all__ = [
-    "compute_generation_metrics",
-    "distinct_n",
-    "diversity",
-    "mauve_score",
-    "reference_metrics",
-    "rep_n",
-    "repetition_pct",
-    "self_bleu",
-    "tokenize",
-    "zipf_coefficient",
-]
+__all__ = ["compute_generation_metrics"]
 
 
 def compute_generation_metrics(
@@ -65,7 +50,7 @@ def compute_generation_metrics(
     seed: int = 0,
     tokenization: str = "model",
     self_bleu_sample_size: int = 100,
-    zipf_top_n: int = DEFAULT_TOP_N,
+    zipf_top_n: int = zipf.DEFAULT_TOP_N,
     mauve_num_buckets: int | str = "auto",
     feature_batch_size: int = 16,
 ) -> dict[str, float]:
@@ -91,26 +76,29 @@ def compute_generation_metrics(
         raise ValueError(
             f"references must pair up with texts one to one: got {len(texts)} texts and {len(references)} references"
         )
-    token_lists = tokenize(texts, tokenizer, tokenization=tokenization)
+    features_tokenizer = features_tokenizer if features_tokenizer is not None else tokenizer
+    if features_model is not None and features_tokenizer is None:
+        raise ValueError("features_model needs a tokenizer: pass features_tokenizer (or tokenizer)")
+    token_lists = tokens.tokenize(texts, tokenizer, tokenization=tokenization)
 
-    metrics = diversity_metrics(token_lists)
+    metrics = diversity.diversity_metrics(token_lists)
     metrics["self_bleu4"] = (
-        self_bleu(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
+        self_bleu.self_bleu(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
         if len(token_lists) >= 2
         else float("nan")
     )
-    metrics["zipf"] = zipf_coefficient(token_lists, top_n=zipf_top_n)
-    metrics["repetition_pct"] = repetition_pct(token_lists)
-    metrics["mean_length"] = sum(len(tokens) for tokens in token_lists) / len(token_lists)
+    metrics["zipf"] = zipf.zipf_coefficient(token_lists, top_n=zipf_top_n)
+    metrics["repetition_pct"] = repetition.repetition_pct(token_lists)
+    metrics["mean_length"] = sum(len(sequence) for sequence in token_lists) / len(token_lists)
 
     if references is not None:
-        metrics.update(reference_metrics(texts, references))
+        metrics.update(reference.reference_metrics(texts, references))
         if features_model is not None:
-            metrics["mauve"] = mauve_score(
+            metrics["mauve"] = mauve_score.mauve_score(
                 texts,
                 references,
                 features_model,
-                features_tokenizer if features_tokenizer is not None else tokenizer,
+                features_tokenizer,
                 seed=seed,
                 num_buckets=mauve_num_buckets,
                 batch_size=feature_batch_size,

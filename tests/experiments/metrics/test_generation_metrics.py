@@ -83,6 +83,15 @@ def test_bad_inputs_raise(tokenizer):
         compute_generation_metrics(TEXTS, ["x"], tokenizer)
     with pytest.raises(ValueError, match="needs a tokenizer"):
         compute_generation_metrics(TEXTS, None, None)
+    with pytest.raises(ValueError, match="features_model needs a tokenizer"):
+        compute_generation_metrics(TEXTS, REFERENCES, None, tokenization="whitespace", features_model=object())
+
+
+def test_submodules_stay_modules():
+    # Re-exporting a function named like its module would shadow the module on the package.
+    import experiments.metrics.self_bleu as module
+
+    assert hasattr(module, "sample_indices")
 
 
 @pytest.mark.slow
