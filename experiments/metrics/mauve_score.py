@@ -72,7 +72,9 @@ def last_token_features(
     return torch.cat(features).numpy()
 
 
-def mauve_from_features(p_features: np.ndarray, q_features: np.ndarray, *, seed: int = 0, num_buckets: int | str = "auto") -> float:
+def mauve_from_features(
+    p_features: np.ndarray, q_features: np.ndarray, *, seed: int = 0, num_buckets: int | str = "auto"
+) -> float:
     """MAUVE of P (human) against Q (generated) features, each (N, D); `num_buckets` an int or "auto"."""
     import mauve
 
@@ -88,7 +90,8 @@ def mauve_from_features(p_features: np.ndarray, q_features: np.ndarray, *, seed:
         raise ValueError(f'num_buckets={num_buckets!r} must be "auto" or an integer of at least 2')
     if num_buckets > len(p_features) + len(q_features):
         raise ValueError(
-            f"num_buckets={num_buckets} exceeds the {len(p_features) + len(q_features)} texts to cluster: use fewer buckets"
+            f"num_buckets={num_buckets} exceeds the {len(p_features) + len(q_features)} texts to cluster: "
+            "use fewer buckets"
         )
     result = mauve.compute_mauve(
         p_features=p_features, q_features=q_features, num_buckets=num_buckets, seed=seed, verbose=False

@@ -11,7 +11,8 @@ from experiments.metrics.evaluate_modules import predictions_to_tokens
 
 _CITATION = """\
 @inproceedings{li2016diversity, title={A Diversity-Promoting Objective Function for Neural Conversation Models},
-  author={Li, Jiwei and Galley, Michel and Brockett, Chris and Gao, Jianfeng and Dolan, Bill}, booktitle={NAACL}, year={2016}}
+  author={Li, Jiwei and Galley, Michel and Brockett, Chris and Gao, Jianfeng and Dolan, Bill},
+  booktitle={NAACL}, year={2016}}
 @inproceedings{su2022contrastive, title={A Contrastive Framework for Neural Text Generation},
   author={Su, Yixuan and Lan, Tian and Wang, Yan and Yogatama, Dani and Kong, Lingpeng and Collier, Nigel},
   booktitle={NeurIPS}, year={2022}}
