@@ -1,0 +1,374 @@
+"""Beam search and beam sampling on our own loop, token-identical to transformers 5's `_beam_search`.
+
+Beam search is a loop of its own, not a logits processor: after every step the surviving beams are a
+new selection of rows, so the token buffer, the per-token records and the KV cache are reordered. It
+still reuses the decoding core: `init_state` (slots, position ids, mask), `Forward` (one model call),
+`build_processors`, `check_finite` and `KVCache.reorder`.
+
+Layout. Every prompt is expanded to K = `num_beams` adjacent rows (row b*K + j is beam j of prompt b),
+as `model.generate` expands it, and the prompt is prefilled once per row, as generate does: the same
+batch shapes give the same floating-point logits, which is what token identity rests on. Position ids
+and the attention mask are the same for all beams of a prompt, so only token rows move on a reorder.
+
+One step, for each prompt ("item"), follows transformers 5 op for op (its tie-breaking and rounding
+included), because any other formulation may pick a different token at a near-tie:
+
+1. `log_softmax` of the float32 logits, then the logits processors on those log-probabilities.
+2. Add each beam's running score and flatten to (items, K*V); keep C = max(2, 1 + #EOS ids) * K
+   candidates: `topk`, or for beam sampling `multinomial` without replacement over the softmax of the
+   flattened scores (same RNG draws as generate), re-sorted by score.
+3. A candidate "hits" when its token is an EOS id, it completes a stop string, or it reaches the length
+   limit. The K best candidates that do not hit become the running beams (hits get -1e9).
+4. Hits among the first K candidates enter the finished store with score
+   `sum_logprobs / generated_len ** length_penalty`, where `generated_len` counts the new tokens only
+   (EOS included, prompt and padding excluded); the store keeps the K best.
+5. Early stopping, per item: `True` stops once K hypotheses finished; `False` stops when the best
+   running beam, scored at the current length, cannot beat the worst finished one; `"never"` does the
+   same but scores the running beam at `max_new_tokens` when `length_penalty > 0` (the optimistic bound).
+
+At the start only beam 0 of each prompt is live (the others score -1e9), so the first step expands one
+beam rather than K copies of it.
+
+Results: `sequences` (B * num_return_sequences, T + N) with each prompt's best hypotheses adjacent,
+best first, filled after a hypothesis ends with generate's fill value (`pad_token_id`, except that a
+pad id of 0 falls back to the first EOS id, and -1 without EOS: transformers' `pad or eos[0]`);
+`sequences_scores`; `token_logprobs` (log-softmax of the processed scores, the distribution the
+token was chosen under, as in the sampling loop) and `token_logprobs_raw` (the model's own); and
+`extras["beam_token_scores"]`, the per-token terms the beam score sums (processed log-probs; with
+diverse beam search, after the diversity penalty), so that
+`sequences_scores == beam_token_scores.sum(-1) / generated_len ** length_penalty`.
+
+Diverse (group) beam search lives in `beam_diverse.py` and reuses `beam_step` per group.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from .cache import KVCache
+from .loop import Forward, _sync, check_finite, init_state
+from .params import GenerationParams
+from .processors import build_processors
+from .result import GenerationResult
+from .stopping import FINISH_EOS, FINISH_LENGTH, FINISH_STOP_STRING, StopStrings
+
+NEG = -1.0e9  # transformers' stand-in for "impossible" beams and candidates (finite: it is added to scores)
+REASONS = (FINISH_LENGTH, FINISH_EOS, FINISH_STOP_STRING)  # finish reason codes 0, 1, 2
+VALUES = 3  # per-token records: processed log-prob, raw log-prob, beam score increment
+
+
+def fill_value(params: GenerationParams) -> int:
+    """What generate writes after a hypothesis ended: `pad_token_id or eos[0] if eos is not None else -1`."""
+    if params.eos_token_id is None:
+        return -1
+    return params.pad_token_id or params.eos_token_id[0]
+
+
+@dataclass
+class Store:
+    """The best finished hypotheses of each item, S of them: transformers' `sequences` / `beam_scores`."""
+
+    scores: torch.Tensor  # (I, S) float32, NEG where empty
+    done: torch.Tensor  # (I, S) bool: slot holds a finished hypothesis (transformers' is_sent_finished)
+    tokens: torch.Tensor  # (I, S, N) long new tokens, fill value after the end
+    lengths: torch.Tensor  # (I, S) long generated length
+    reasons: torch.Tensor  # (I, S) long index into REASONS
+    values: torch.Tensor  # (I, S, 3, N) float32 per-token records (VALUES)
+
+    @classmethod
+    def empty(cls, items: int, width: int, n_max: int, fill: int, device: torch.device) -> "Store":
+        return cls(
+            scores=torch.full((items, width), NEG, device=device),
+            done=torch.zeros((items, width), dtype=torch.bool, device=device),
+            tokens=torch.full((items, width, n_max), fill, dtype=torch.long, device=device),
+            lengths=torch.zeros((items, width), dtype=torch.long, device=device),
+            reasons=torch.zeros((items, width), dtype=torch.long, device=device),
+            values=torch.zeros((items, width, VALUES, n_max), device=device),
+        )
+
+    def rows(self, items: torch.Tensor) -> "Store":
+        return Store(*(getattr(self, f).index_select(0, items) for f in _STORE_FIELDS))
+
+    def put(self, items: torch.Tensor, part: "Store") -> None:
+        for f in _STORE_FIELDS:
+            getattr(self, f).index_copy_(0, items, getattr(part, f))
+
+
+_STORE_FIELDS = ("scores", "done", "tokens", "lengths", "reasons", "values")
+
+
+@dataclass
+class StepInput:
+    """One step of one block of items (all prompts, or one group of every prompt), rows item-major."""
+
+    scores: torch.Tensor  # (I*S, V) processed log-probs
+    logp: torch.Tensor  # (I*S, V) raw log-softmax of the logits
+    logp_processed: torch.Tensor  # (I*S, V) log-softmax of `scores` (same object as logp without processors)
+    run_scores: torch.Tensor  # (I, S) running beam scores
+    run_tokens: torch.Tensor  # (I*S, T + N) running sequences (prompt included)
+    run_values: torch.Tensor  # (I*S, 3, N) running per-token records
+    store: Store  # I items
+    open: torch.Tensor  # (I, 1) bool: the early-stopping heuristic says the item may still improve
+
+
+@dataclass
+class StepOutput:
+    parent: torch.Tensor  # (I, S) beam (within its item) each new running beam continues
+    tokens: torch.Tensor  # (I, S) the token it appends
+    scores: torch.Tensor  # (I, S) its running score
+    values: torch.Tensor  # (I, S, 3) its per-token records for this step
+    hits: torch.Tensor  # (I, C) candidates that hit a stopping criterion
+    store: Store
+
+
+@dataclass
+class StepConfig:
+    """What a step needs beyond tensors; built once per generate call."""
+
+    width: int  # S beams per item
+    candidates: int  # C
+    prompt_length: int  # T
+    n_max: int  # N = max_new_tokens
+    length_penalty: float
+    early_stopping: bool | str
+    do_sample: bool
+    generator: torch.Generator | None
+    eos: torch.Tensor | None  # (E,) long
+    stop_strings: StopStrings | None
+    fill: int
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (I, M, ...) at idx (I, C) along dim 1 -> (I, C, ...)."""
+    while idx.dim() < x.dim():
+        idx = idx.unsqueeze(-1)
+    return torch.take_along_dim(x, idx, dim=1)
+
+
+def _stop_string_hits(cfg: StepConfig, run_tokens: torch.Tensor, length: int, rows: torch.Tensor,
+                      tokens: torch.Tensor) -> torch.Tensor:
+    """(I, C) candidates whose new token completes a stop string. rows / tokens are (I, C) flat parent rows."""
+    window = cfg.stop_strings.window
+    tails = run_tokens[rows.flatten(), max(0, length - window + 1):length]  # (I*C, w-1)
+    seqs = torch.cat([tails, tokens.reshape(-1, 1)], dim=1).tolist()
+    hit = [cfg.stop_strings.row_hit(seq) for seq in seqs]
+    return torch.tensor(hit, dtype=torch.bool, device=tokens.device).view_as(tokens)
+
+
+def beam_step(cfg: StepConfig, x: StepInput, t: int) -> StepOutput:
+    """Choose the next running beams of every item and update its finished store (transformers 5's math)."""
+    items, width = x.run_scores.shape
+    vocab = x.scores.shape[-1]
+    acc = (x.scores.view(items, width, vocab) + x.run_scores[:, :, None]).reshape(items, width * vocab)
+    if cfg.do_sample:
+        idx = torch.multinomial(torch.softmax(acc, dim=-1), num_samples=cfg.candidates, generator=cfg.generator)
+        top = acc.gather(1, idx)
+        top, order = top.sort(dim=-1, descending=True)
+        idx = idx.gather(-1, order)
+    else:
+        top, idx = torch.topk(acc, k=cfg.candidates)  # (I, C)
+    parent = idx // vocab  # (I, C)
+    token = idx % vocab
+    flat_parent = parent + torch.arange(items, device=idx.device)[:, None] * width  # rows of the block
+
+    length = cfg.prompt_length + t  # filled slots before this token
+    if t + 1 >= cfg.n_max:
+        hits = torch.ones_like(token, dtype=torch.bool)
+    else:
+        hits = torch.zeros_like(token, dtype=torch.bool)
+    is_eos = torch.isin(token, cfg.eos) if cfg.eos is not None else torch.zeros_like(hits)
+    is_stop = torch.zeros_like(hits)
+    if cfg.stop_strings is not None:
+        is_stop = _stop_string_hits(cfg, x.run_tokens, length, flat_parent, token) & ~is_eos
+    hits = hits | is_eos | is_stop
+
+    # Per-token records of every candidate at this step: (I, C, 3).
+    step_values = torch.stack([
+        x.logp_processed.reshape(items, -1).gather(1, idx),
+        x.logp.reshape(items, -1).gather(1, idx),
+        x.scores.reshape(items, -1).gather(1, idx),
+    ], dim=-1)
+
+    # Running beams: the best S candidates that did not hit.
+    running = top + hits.to(torch.float32) * NEG
+    keep = torch.topk(running, k=width)[1]  # (I, S)
+    out_scores = running.gather(1, keep)
+
+    # Finished store: hits among the first S candidates, length-penalised, merged with the S best so far.
+    store = x.store
+    just_finished = hits & (torch.arange(cfg.candidates, device=hits.device) < width)[None, :]
+    finished = top / ((t + 1) ** cfg.length_penalty)
+    full = torch.all(store.done, dim=-1, keepdim=True) & (cfg.early_stopping is True)
+    finished += full.to(torch.float32) * NEG
+    finished += (~x.open).to(torch.float32) * NEG
+    finished += (~just_finished) * NEG
+    merged = torch.cat((store.scores, finished), dim=1)  # (I, S + C)
+    pick = torch.topk(merged, k=width)[1]  # (I, S)
+
+    n_max = cfg.n_max
+    cand_tokens = _gather(x.run_tokens[:, cfg.prompt_length:].view(items, width, n_max), parent)  # (I, C, N)
+    cand_tokens[:, :, t] = token
+    cand_values = _gather(x.run_values.view(items, width, VALUES, n_max), parent)  # (I, C, 3, N)
+    cand_values[:, :, :, t] = step_values
+    reasons = torch.where(is_eos, 1, torch.where(is_stop, 2, 0))
+    new_store = Store(
+        scores=_gather(merged, pick),
+        done=_gather(torch.cat((store.done, just_finished), dim=1), pick),
+        tokens=_gather(torch.cat((store.tokens, cand_tokens), dim=1), pick),
+        lengths=_gather(torch.cat((store.lengths, torch.full_like(token, t + 1)), dim=1), pick),
+        reasons=_gather(torch.cat((store.reasons, reasons), dim=1), pick),
+        values=_gather(torch.cat((store.values, cand_values), dim=1), pick),
+    )
+    return StepOutput(parent=parent.gather(1, keep), tokens=token.gather(1, keep), scores=out_scores,
+                      values=_gather(step_values, keep), hits=hits, store=new_store)
+
+
+def still_open(cfg: StepConfig, open_: torch.Tensor, run_scores: torch.Tensor, store: Store, t: int) -> torch.Tensor:
+    """(I, 1) transformers' `_check_early_stop_heuristic` after step t: can the item still improve?"""
+    if cfg.early_stopping == "never" and cfg.length_penalty > 0.0:
+        best_length = cfg.n_max
+    else:
+        best_length = t + 1
+    best_running = run_scores[:, :1] / (best_length ** cfg.length_penalty)
+    worst_finished = torch.where(store.done, torch.min(store.scores, dim=1, keepdim=True)[0], NEG)
+    return open_ & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+
+
+def keep_going(cfg: StepConfig, open_: torch.Tensor, store: Store, hits: torch.Tensor) -> bool:
+    """transformers' `_beam_search_has_unfinished_sequences`."""
+    improvable = bool(open_.any())
+    all_full = bool(store.done.all()) and cfg.early_stopping is True
+    return improvable and not all_full and not bool(hits.all())
+
+
+def step_config(params: GenerationParams, width: int, prompt_length: int, generator, tokenizer,
+                device: torch.device) -> StepConfig:
+    eos = torch.tensor(params.eos_token_id, device=device) if params.eos_token_id else None
+    n_eos = len(params.eos_token_id) if params.eos_token_id else 0
+    return StepConfig(
+        width=width, candidates=max(2, 1 + n_eos) * width, prompt_length=prompt_length,
+        n_max=params.max_new_tokens, length_penalty=params.length_penalty, early_stopping=params.early_stopping,
+        do_sample=params.do_sample, generator=generator, eos=eos,
+        stop_strings=StopStrings(params.stop_strings, tokenizer) if params.stop_strings else None,
+        fill=fill_value(params),
+    )
+
+
+@dataclass
+class Beams:
+    """Everything a beam search carries from step to step. Items are prompts (or prompt x group)."""
+
+    run_scores: torch.Tensor  # (I, S)
+    run_values: torch.Tensor  # (I*S, 3, N)
+    store: Store
+    open: torch.Tensor  # (I, 1) bool
+
+
+def start_beams(items: int, width: int, n_max: int, fill: int, device: torch.device) -> Beams:
+    run_scores = torch.zeros((items, width), device=device)
+    run_scores[:, 1:] = NEG  # only beam 0 is live at first: K copies of one prompt would pick K equal tokens
+    return Beams(run_scores=run_scores, run_values=torch.zeros((items * width, VALUES, n_max), device=device),
+                 store=Store.empty(items, width, n_max, fill, device),
+                 open=torch.ones((items, 1), dtype=torch.bool, device=device))
+
+
+def finish(state, beams: Beams, store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int,
+           timings: tuple[float, float], steps: int) -> GenerationResult:
+    """Assemble the result from per-prompt stores whose slots are sorted best first. store: (B, >=n)."""
+    batch = prompt_ids.shape[0]
+    tokens = store.tokens[:, :n_return].reshape(batch * n_return, -1)  # (B*n, N)
+    lengths = store.lengths[:, :n_return].reshape(-1)  # (B*n,)
+    width = int(lengths.max())
+    values = store.values[:, :n_return].reshape(batch * n_return, VALUES, -1)[:, :, :width]
+    mask = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]  # (B*n, W)
+    values = values * mask[:, None, :]
+    sequences = torch.cat([prompt_ids.repeat_interleave(n_return, dim=0), tokens[:, :width]], dim=1)
+    reasons = [REASONS[r] for r in store.reasons[:, :n_return].reshape(-1).tolist()]
+    prefill, decode = timings
+    return GenerationResult(
+        sequences=sequences,
+        token_logprobs=values[:, 0],
+        token_logprobs_raw=values[:, 1],
+        new_token_mask=mask,
+        finish_reasons=reasons,
+        prompt_length=prompt_ids.shape[1],
+        prefill_seconds=prefill,
+        decode_seconds=decode,
+        new_tokens=int(lengths.sum()),
+        steps=steps,
+        sequences_scores=store.scores[:, :n_return].reshape(-1),
+        extras={"beam_token_scores": values[:, 2], "fill_value": fill},
+    )
+
+
+def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, params: GenerationParams, *,
+                generator: torch.Generator | None = None, tokenizer: Any = None) -> GenerationResult:
+    """Beam search (or beam sampling with `do_sample=True`) on checked, left-padded prompts.
+
+    Args:
+        model: a transformers causal LM.
+        input_ids: (B, T) prompt ids; attention_mask: (B, T).
+        params: resolved parameters with `num_beams > 1`.
+        generator: RNG for beam sampling (None: torch's global RNG, as generate).
+        tokenizer: needed only for `stop_strings`.
+
+    Returns:
+        GenerationResult with `sequences` (B * num_return_sequences, T + N) and `sequences_scores`.
+    """
+    if params.num_beam_groups > 1:
+        from .beam_diverse import diverse_beam_search
+
+        return diverse_beam_search(model, input_ids, attention_mask, params, generator=generator,
+                                   tokenizer=tokenizer)
+    device = input_ids.device
+    batch, prompt_len = input_ids.shape
+    width = params.num_beams
+    n_max = params.max_new_tokens
+    cfg = step_config(params, width, prompt_len, generator, tokenizer, device)
+    state = init_state(input_ids.repeat_interleave(width, dim=0), attention_mask.repeat_interleave(width, dim=0),
+                       n_max, cfg.fill)
+    kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
+    forward = Forward(model, kv)
+    prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(width)  # (B*K,) pad slots per row
+    processors = build_processors(params, prompt_len, prompt_start if state.padded else None)
+    beams = start_beams(batch, width, n_max, cfg.fill, device)
+
+    _sync(device)
+    t0 = time.perf_counter()
+    prefill = 0.0
+    start = 0
+    t = 0
+    for t in range(n_max):
+        logits = forward(state, start, state.length)  # (B*K, V)
+        check_finite(logits, t)
+        logp = torch.log_softmax(logits, dim=-1)
+        scores = processors(state.tokens[:, :state.length], logp) if processors else logp
+        logp_processed = torch.log_softmax(scores, dim=-1) if processors else logp
+        out = beam_step(cfg, StepInput(scores, logp, logp_processed, beams.run_scores, state.tokens,
+                                       beams.run_values, beams.store, beams.open), t)
+        rows = (out.parent + torch.arange(batch, device=device)[:, None] * width).flatten()  # (B*K,)
+        slot = state.length
+        state.tokens = state.tokens.index_select(0, rows)
+        state.tokens[:, slot] = out.tokens.flatten()
+        if slot > 0:
+            state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
+        state.length += 1
+        start = slot
+        run_values = beams.run_values.index_select(0, rows)
+        run_values[:, :, t] = out.values.flatten(0, 1)
+        open_ = still_open(cfg, beams.open, out.scores, out.store, t)
+        beams = replace(beams, run_scores=out.scores, run_values=run_values, store=out.store, open=open_)
+        if t == 0:
+            _sync(device)
+            prefill = time.perf_counter() - t0
+        if not keep_going(cfg, open_, out.store, out.hits):
+            break
+        kv.reorder(rows)
+    _sync(device)
+    total = time.perf_counter() - t0
+    return finish(state, beams, beams.store, input_ids, params.num_return_sequences, cfg.fill,
+                  (prefill, total - prefill), t)
