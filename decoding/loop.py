@@ -165,8 +165,11 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         if slot > 0:
             state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
         chosen = next_tokens[:, None]
-        logprobs_raw[:, step] = torch.log_softmax(logits, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
-        logprobs[:, step] = torch.log_softmax(scores, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
+        raw = torch.log_softmax(logits, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
+        logprobs_raw[:, step] = raw
+        # Without processors the processed distribution is the raw one: skip a second (B, V) log-softmax.
+        logprobs[:, step] = raw if scores is logits else (
+            torch.log_softmax(scores, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0))
         alive_mask[:, step] = unfinished
         state.length += 1
         start = slot
