@@ -1,0 +1,254 @@
+"""The experiment runner: `run(cfg) -> metrics` does the work; `main` is a thin `@hydra.main`.
+
+    python -m experiments.run [overrides]            (or the console script `decodelab-run`)
+    python -m experiments.run -m sweep=top_p         a multirun grid; rerun the same command to resume
+
+A run does what `cfg.task` asks: teacher-forced perplexity on the dataset, generation from prompt /
+human-continuation pairs, or both, and writes into its Hydra run folder:
+- `config.yaml`: the resolved config;
+- `samples.jsonl`: prompt, continuation, human reference, per-token log-probabilities, finish reason;
+- `metrics.json`: flat namespaced keys (`ppl/*`, `gen/*`, `human/*`, `speed/*`, `mem/*`), written last
+  and atomically, so its presence means the job finished. It carries a fingerprint of the config; a
+  rerun of a finished job with the same fingerprint reads it instead of recomputing (`resume=true`).
+
+Errors in the config or input are found before any work starts and end the run with one clear line and a
+non-zero exit. In a multirun a failed job leaves `error.txt` in its folder, the others go on, and the
+sweep exits non-zero at the end (`FailedJobsCallback`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import resource
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import decoding
+from experiments.logging import NullLogger, write_atomic, write_json, write_jsonl
+
+# Parts of the config that change where or how results are shown, not what they are.
+NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_metric")
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def decoding_params(cfg: DictConfig) -> dict[str, Any]:
+    params = OmegaConf.to_container(cfg.decoding, resolve=True)
+    params.pop("name", None)
+    return params
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Validate what can be checked before loading anything, so bad input fails fast and writes nothing."""
+    params = decoding_params(cfg)
+    try:
+        decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
+                                max_cache_len=cfg.cache.max_cache_len, **params)
+    except ValueError as err:
+        raise ValueError(f"decoding={cfg.decoding.get('name', '?')}: {err}") from None
+    if not (cfg.task.perplexity or cfg.task.generate):
+        raise ValueError("task asks for nothing: set task.perplexity and/or task.generate to true")
+
+
+def finished_metrics(out_dir: Path, print_: bool = True, expected: str | None = None) -> dict | None:
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if expected is not None and stored.get("meta/fingerprint") != expected:
+        return None
+    if print_:
+        print(f"resume: {out_dir} already finished with this config; reading its metrics.json")
+    return stored
+
+
+def peak_memory_metrics(device: torch.device) -> dict[str, float]:
+    out = {"mem/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}  # Linux: KiB
+    if device.type == "cuda":
+        out["mem/peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str, float]:
+    """Teacher-forced corpus perplexity, cached on disk across the jobs of a sweep (it does not depend on decoding)."""
+    from experiments.perplexity import corpus_perplexity
+
+    key_data = OmegaConf.to_container(OmegaConf.create({"model": cfg.model, "dataset": cfg.dataset,
+                                                        "perplexity": cfg.perplexity}), resolve=True)
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+    cache_file = Path(cfg.paths.output_root) / "cache" / f"perplexity-{key}.json"
+    if cache_file.is_file():
+        return json.loads(cache_file.read_text())
+    report = corpus_perplexity(model, tokenizer, documents, max_length=cfg.perplexity.max_length,
+                               stride=cfg.perplexity.stride, batch_size=cfg.perplexity.batch_size)
+    metrics = report.metrics(prefix="ppl")
+    write_json(cache_file, metrics)
+    return metrics
+
+
+def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scorer, scorer_tokenizer,
+                    prefix: str, with_references: bool) -> dict[str, float]:
+    from experiments.metrics import compute_generation_metrics
+    from experiments.perplexity import generation_perplexity
+
+    metrics = compute_generation_metrics(
+        list(texts), list(references) if with_references else None, tokenizer,
+        features_model=scorer if (with_references and cfg.metrics.mauve) else None,
+        features_tokenizer=scorer_tokenizer, seed=cfg.seed, tokenization=cfg.metrics.tokenization,
+        self_bleu_sample_size=cfg.metrics.self_bleu_sample_size)
+    try:
+        ppl = generation_perplexity(scorer, scorer_tokenizer, list(prompts), list(texts)).metrics(prefix="ppl")
+        metrics["ppl"] = ppl["ppl/token"]
+    except ValueError:  # every text empty (e.g. EOS at once): nothing to score
+        metrics["ppl"] = float("nan")
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path) -> dict[str, float]:
+    from experiments.data import make_prompt_pairs
+    from experiments.generation import generate_continuations
+
+    p = cfg.prompts
+    pairs = list(make_prompt_pairs(documents, tokenizer, prompt_tokens=p.prompt_tokens,
+                                   continuation_tokens=p.continuation_tokens, mode=p.mode,
+                                   pairs_per_document=p.pairs_per_document, seed=cfg.seed, max_pairs=p.num_prompts))
+    gen = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), cache=cfg.cache.setting,
+                                 max_cache_len=cfg.cache.max_cache_len, batch_size=p.batch_size, seed=cfg.seed)
+    write_jsonl(out_dir / "samples.jsonl", gen.samples)
+    if cfg.scorer is None:
+        scorer, scorer_tokenizer = model, tokenizer
+    else:
+        scorer, scorer_tokenizer = instantiate(cfg.scorer)
+    texts = [s["continuation"] for s in gen.samples]
+    humans = [s["human"] for s in gen.samples]
+    prompts = [s["prompt"] for s in gen.samples]
+    metrics = quality_metrics(cfg, texts, humans, prompts, tokenizer, scorer, scorer_tokenizer, "gen", True)
+    unique = {(pair["doc_id"], pair["start"]): pair for pair in pairs}.values()  # one human row per prompt
+    metrics.update(quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
+                                   tokenizer, scorer, scorer_tokenizer, "human", False))
+    metrics.update(gen.speed_metrics())
+    metrics["gen/samples"] = float(len(gen.samples))
+    metrics["gen/finish_eos_pct"] = 100.0 * sum(s["finish_reason"] == "eos" for s in gen.samples) / len(gen.samples)
+    return metrics, gen.samples
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Do the work one config asks for; return its flat metrics (also written to metrics.json)."""
+    out_dir = Path(cfg.paths.output_dir)
+    print_fingerprint = fingerprint(cfg)
+    if cfg.resume:
+        done = finished_metrics(out_dir, expected=print_fingerprint)
+        if done is not None:
+            return done
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    documents = instantiate(cfg.dataset)  # before the model: a missing file should fail in a second, not after 20
+    model, tokenizer = instantiate(cfg.model)
+    metrics: dict[str, float] = {}
+    samples: list[dict] = []
+    if cfg.task.perplexity:
+        metrics.update(perplexity_metrics(cfg, model, tokenizer, documents))
+    if cfg.task.generate:
+        gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir)
+        metrics.update(gen_metrics)
+    metrics.update(peak_memory_metrics(model.device))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    log_to_logger(cfg, metrics, samples)
+    write_json(out_dir / "metrics.json", {**metrics, "meta/fingerprint": print_fingerprint})
+    print_summary(cfg, metrics)
+    return metrics
+
+
+def run_name(cfg: DictConfig) -> str:
+    try:
+        overrides = HydraConfig.get().job.override_dirname
+    except ValueError:
+        overrides = ""
+    return overrides or f"{cfg.decoding.get('name', 'run')}"
+
+
+def log_to_logger(cfg: DictConfig, metrics: dict[str, float], samples: list[dict]) -> None:
+    logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    logger.start(config, run_name(cfg), tags=[str(cfg.decoding.get("name", ""))])
+    try:
+        logger.log_metrics(metrics)
+        logger.log_samples([{k: s[k] for k in ("prompt", "continuation", "human", "finish_reason")}
+                            for s in samples[:100]])
+    finally:
+        logger.finish()
+
+
+def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.name}: model={cfg.model.name} dataset={cfg.dataset.source} "
+                        f"decoding={cfg.decoding.get('name')} cache={cfg.cache.setting}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    shown = [k for k in metrics if k.split("/")[0] in ("ppl", "gen", "human", "speed", "mem")
+             and not k.endswith(("/nll", "/tokens", "/words", "/bytes", "/windows"))]
+    for key in shown:
+        value = metrics[key]
+        table.add_row(key, "nan" if math.isnan(value) else f"{value:.4g}")
+    Console(stderr=True).print(table)
+
+
+def _is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+class FailedJobsCallback(Callback):
+    """After a multirun: list the jobs that failed (their error.txt) and exit non-zero if any did."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = sorted(Path(config.hydra.sweep.dir).rglob("error.txt"))
+        if failed:
+            for path in failed:
+                print(f"failed job: {path.parent}: {path.read_text().strip().splitlines()[0]}", file=sys.stderr)
+            raise SystemExit(1)
+
+
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, OSError, ConnectionError, KeyError)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    out_dir = Path(cfg.paths.output_dir)
+    (out_dir / "error.txt").unlink(missing_ok=True)
+    try:
+        metrics = run(cfg)
+    except EXPECTED_ERRORS as err:
+        message = f"error: {type(err).__name__}: {err}"
+        if _is_multirun():  # one failing job must not end the sweep
+            write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
+            print(message, file=sys.stderr)
+            return float("nan")
+        print(message, file=sys.stderr)
+        raise SystemExit(2)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
