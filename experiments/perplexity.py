@@ -15,8 +15,9 @@ Throughput decisions, measured in `bench/perplexity_speed.py`:
 - Rows are padded on the left with position ids `cumsum(mask) - 1`, so the scored positions are the last
   ones of every row and the model computes logits only for those (`logits_to_keep`), which in stride
   mode skips most of the vocabulary projection.
-- Log-probabilities of the targets are `logit[target] - logsumexp(logits)`, one row at a time: no
-  (B, T, V) log-softmax tensor is ever allocated. NLL sums are float64.
+- Log-probabilities of the targets are `logit[target] - logsumexp(logits)` over chunks of a few
+  positions: no (B, T, V) log-softmax tensor is ever allocated, and on CPU each chunk stays in cache.
+  NLL sums are float64.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.windows import Window, check_window_args, continuation_window, rolling_windows
+
+
+# Logits per log-probability chunk: about 2 MB on CPU (fits in cache), 1 GiB on an accelerator.
+_CHUNK_ELEMENTS = {"cpu": 1 << 19, "accelerator": 1 << 28}
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -68,13 +73,22 @@ def count_bytes(text: str) -> int:
 
 
 def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for logits (B, K, V) and targets (B, K) -> (B, K) float32, one row at a time."""
-    out = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)  # (B, K)
-    for row in range(logits.shape[0]):
-        row_logits = logits[row].float()  # (K, V)
-        picked = row_logits.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)  # (K,)
-        out[row] = picked - torch.logsumexp(row_logits, dim=-1)
-    return out
+    """log p(target) for logits (B, K, V) and targets (B, K) -> (B, K) float32, a few positions at a time.
+
+    Chunks of about `_CHUNK_ELEMENTS` logits: on CPU a chunk stays in cache between the max, the exp-sum
+    and the gather (2.4x faster than one logsumexp over a window); on GPU chunks are large, few launches.
+    """
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)  # (B * K, V)
+    flat_targets = targets.reshape(-1, 1)  # (B * K, 1)
+    out = torch.empty(flat_targets.shape[0], dtype=torch.float32, device=logits.device)  # (B * K,)
+    budget = _CHUNK_ELEMENTS["cpu" if logits.device.type == "cpu" else "accelerator"]
+    step = max(1, budget // vocab)
+    for start in range(0, flat_logits.shape[0], step):
+        chunk = flat_logits[start:start + step].float()  # (C, V)
+        picked = chunk.gather(-1, flat_targets[start:start + step]).squeeze(-1)  # (C,)
+        out[start:start + step] = picked - torch.logsumexp(chunk, dim=-1)
+    return out.view(targets.shape)
 
 
 @torch.inference_mode()
@@ -165,10 +179,10 @@ class PerplexityReport:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> TextScore:
-        counted = [t for t in self.texts]
-        words = sum(t.words or 0 for t in counted) if all(t.words is not None for t in counted) else None
-        nbytes = sum(t.bytes or 0 for t in counted) if all(t.bytes is not None for t in counted) else None
-        return TextScore("corpus", math.fsum(t.nll for t in counted), sum(t.tokens for t in counted), words, nbytes)
+        texts = self.texts
+        words = sum(t.words or 0 for t in texts) if all(t.words is not None for t in texts) else None
+        nbytes = sum(t.bytes or 0 for t in texts) if all(t.bytes is not None for t in texts) else None
+        return TextScore("corpus", math.fsum(t.nll for t in texts), sum(t.tokens for t in texts), words, nbytes)
 
     def metrics(self, prefix: str = "ppl") -> dict[str, float | int]:
         """Flat corpus metrics: `<prefix>/token|word|byte|bpb` plus counts."""
