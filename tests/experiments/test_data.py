@@ -66,6 +66,22 @@ def test_hub_unreachable_says_so_and_what_to_use(monkeypatch, tmp_path):
     assert time.perf_counter() - start < 30
 
 
+def test_unreachable_endpoint_fails_fast_without_offline_flags(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.perf_counter()
+    assert not data.hub_reachable()
+    with pytest.raises(data.HubUnreachableError, match="hub is unreachable"):
+        load_documents("hub", "test", name="someone/corpus", cache_dir=str(tmp_path))
+    assert time.perf_counter() - start < 10  # no retries with back-off
+    assert datasets.config.HF_HUB_OFFLINE is False  # the cache-only mode was undone
+
+
 def test_local_files_in_every_format(tmp_path):
     folder = tmp_path / "txt"
     folder.mkdir()
