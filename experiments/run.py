@@ -32,6 +32,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,8 +43,25 @@ from experiments.logging import NullLogger, write_atomic, write_json, write_json
 NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_metric")
 
 
+def build(node: DictConfig) -> Any:
+    """`hydra.utils.instantiate`, re-raising the component's own error (not Hydra's wrapper) so it reads clearly."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+def plain(cfg: DictConfig, drop: tuple[str, ...] = ("hydra",)) -> dict[str, Any]:
+    """The resolved config as plain data, without the `hydra` node (present when tests compose with it)."""
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in drop])
+    return OmegaConf.to_container(kept, resolve=True)
+
+
 def fingerprint(cfg: DictConfig) -> str:
-    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
+    data = plain(cfg, NOT_IN_FINGERPRINT)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -133,7 +151,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     if cfg.scorer is None:
         scorer, scorer_tokenizer = model, tokenizer
     else:
-        scorer, scorer_tokenizer = instantiate(cfg.scorer)
+        scorer, scorer_tokenizer = build(cfg.scorer)
     texts = [s["continuation"] for s in gen.samples]
     humans = [s["human"] for s in gen.samples]
     prompts = [s["prompt"] for s in gen.samples]
@@ -157,8 +175,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             return done
     check_config(cfg)
     torch.manual_seed(cfg.seed)
-    documents = instantiate(cfg.dataset)  # before the model: a missing file should fail in a second, not after 20
-    model, tokenizer = instantiate(cfg.model)
+    documents = build(cfg.dataset)  # before the model: a missing file should fail in a second, not after 20
+    model, tokenizer = build(cfg.model)
     metrics: dict[str, float] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
@@ -168,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(gen_metrics)
     metrics.update(peak_memory_metrics(model.device))
     metrics = {k: float(v) for k, v in metrics.items()}
-    write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain(cfg))))
     log_to_logger(cfg, metrics, samples)
     write_json(out_dir / "metrics.json", {**metrics, "meta/fingerprint": print_fingerprint})
     print_summary(cfg, metrics)
@@ -184,9 +202,8 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def log_to_logger(cfg: DictConfig, metrics: dict[str, float], samples: list[dict]) -> None:
-    logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
+    logger = build(cfg.logger) if cfg.get("logger") else NullLogger()
+    config = plain(cfg)
     logger.start(config, run_name(cfg), tags=[str(cfg.decoding.get("name", ""))])
     try:
         logger.log_metrics(metrics)

@@ -1,0 +1,48 @@
+"""Helpers shared by the runner tests: compose the real config, run real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+REPO = Path(__file__).resolve().parents[2]
+
+# A run small enough for a test: tiny random Llama, one document, a handful of short prompts.
+CORPUS = REPO / "tests" / "experiments" / "data" / "corpus"
+TINY_RUN = [
+    "model=tiny_llama",
+    "dataset=files",
+    f"dataset.path={CORPUS}",
+    "prompts.num_prompts=4",
+    "prompts.pairs_per_document=2",
+    "prompts.batch_size=2",
+    "prompts.prompt_tokens=8",
+    "prompts.continuation_tokens=8",
+    "perplexity.max_length=128",
+    "perplexity.batch_size=16",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path):
+    """The config exactly as `python -m experiments.run <overrides>` would see it, writing to output_dir."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.output_root = str(output_dir.parent / "outputs_root")
+    return cfg
+
+
+def run_cli(args: list[str], root: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -m experiments.run <args>` in a subprocess whose outputs go under `root`."""
+    env = dict(os.environ, DECODELAB_ROOT=str(root), WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
+    return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)

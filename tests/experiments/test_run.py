@@ -1,0 +1,95 @@
+"""One run end to end, in process: real config, real W&B offline files, tiny model."""
+
+import json
+import math
+
+import pytest
+
+from experiments.logging import find_offline_runs, read_offline_run
+from experiments.run import run
+from tests.experiments.runner_helpers import TINY_RUN, compose_config
+
+GEN_KEYS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "rep_2", "rep_3", "rep_4", "diversity",
+            "self_bleu4", "zipf", "repetition_pct", "ppl", "mean_length"]
+REQUIRED_KEYS = (
+    ["ppl/token", "ppl/word", "ppl/byte", "ppl/bpb"]
+    + [f"gen/{k}" for k in GEN_KEYS + ["mauve", "bleu", "rougeL", "chrf"]]
+    + [f"human/{k}" for k in GEN_KEYS]
+    + ["speed/prefill_tok_s", "speed/decode_tok_s", "speed/ttft_s", "mem/peak_rss_mb"]
+)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "job"
+    cfg = compose_config([*TINY_RUN, "decoding=top_p", "name=test_run"], out)
+    metrics = run(cfg)
+    return cfg, out, metrics
+
+
+def test_run_writes_config_samples_and_metrics(finished_run):
+    cfg, out, metrics = finished_run
+    assert (out / "config.yaml").is_file()
+    stored = json.loads((out / "metrics.json").read_text())
+    missing = [k for k in REQUIRED_KEYS if k not in stored]
+    assert not missing, missing
+    assert all(isinstance(stored[k], float) for k in REQUIRED_KEYS)
+    assert stored["ppl/token"] > 1 and stored["speed/decode_tok_s"] > 0 and 0 <= stored["gen/mauve"] <= 1
+    assert stored["gen/ppl"] == metrics["gen/ppl"]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and len({s["doc_id"] for s in samples}) >= 2
+    for sample in samples:
+        assert {"prompt", "continuation", "human", "token_logprobs", "token_logprobs_raw", "finish_reason"} <= set(sample)
+        assert len(sample["token_logprobs"]) == len(sample["token_ids"]) <= 8
+        assert all(lp <= 0 for lp in sample["token_logprobs_raw"])
+
+
+def test_wandb_offline_files_hold_the_metrics(finished_run):
+    cfg, out, metrics = finished_run
+    runs = find_offline_runs(out / "wandb")
+    assert len(runs) == 1
+    logged = read_offline_run(runs[0])
+    assert logged["group"] == "test_run"
+    assert logged["config"]["decoding"]["top_p"] == 0.95
+    for key in ("ppl/token", "gen/distinct_2", "speed/decode_tok_s"):
+        assert math.isclose(logged["summary"][key], metrics[key], rel_tol=1e-9)
+    assert logged["summary"]["samples/nrows"] == 4  # the samples table
+
+
+def test_rerun_resumes_from_metrics_json(finished_run, capsys):
+    cfg, out, metrics = finished_run
+    before = (out / "metrics.json").stat().st_mtime_ns
+    again = run(cfg)
+    assert (out / "metrics.json").stat().st_mtime_ns == before
+    assert again["gen/ppl"] == metrics["gen/ppl"]
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_same_config_and_seed_give_same_samples(finished_run, tmp_path):
+    cfg, out, metrics = finished_run
+    cfg2 = compose_config([*TINY_RUN, "decoding=top_p", "name=test_run", "logger=none"], tmp_path / "again")
+    metrics2 = run(cfg2)
+    assert (tmp_path / "again" / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
+    for key in ("gen/ppl", "gen/distinct_2", "gen/self_bleu4", "gen/mauve", "ppl/token"):
+        assert metrics2[key] == metrics[key]
+
+
+def test_a_changed_config_is_not_taken_for_finished(finished_run):
+    cfg, out, _ = finished_run
+    from experiments.run import finished_metrics, fingerprint
+
+    changed = compose_config([*TINY_RUN, "decoding=top_p", "decoding.top_p=0.5"], out)
+    assert finished_metrics(out, expected=fingerprint(changed)) is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["decoding.top_p=1.5"], "top_p=1.5 is not allowed"),
+    (["decoding=greedy", "+decoding.num_return_sequences=2"], "num_return_sequences=2"),
+    (["decoding=top_k", "decoding.top_k=-5"], "top_k=-5 is not allowed"),
+    (["dataset=files", "dataset.path=/nonexistent/docs.txt"], "/nonexistent/docs.txt"),
+])
+def test_bad_input_fails_before_writing_anything(overrides, message, tmp_path):
+    cfg = compose_config([*TINY_RUN, "decoding=top_p", *overrides], tmp_path / "job")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(cfg)
+    assert not (tmp_path / "job" / "metrics.json").exists() and not (tmp_path / "job" / "samples.jsonl").exists()
