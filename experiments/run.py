@@ -39,6 +39,19 @@ from omegaconf import DictConfig, OmegaConf
 import decoding
 from experiments.logging import NullLogger, write_atomic, write_json, write_jsonl
 
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name: its overrides, made filesystem-safe; long ones cut and suffixed by a hash.
+
+    Deterministic, so rerunning a sweep command finds the folders of its finished jobs.
+    """
+    name = overrides.replace("/", "_") or "default"
+    if len(name) <= 120:
+        return name
+    return f"{name[:100]}-{hashlib.sha256(overrides.encode()).hexdigest()[:12]}"
+
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+
 # Parts of the config that change where or how results are shown, not what they are.
 NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_metric")
 

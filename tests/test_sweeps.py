@@ -1,0 +1,108 @@
+"""Real multirun sweeps in subprocesses: basic, joblib and submitit_local launchers, resume, failures.
+
+Each test runs `python -m experiments.run -m ...` exactly as a user would, on the tiny random Llama and a
+three-document local corpus, and reads what the jobs left on disk.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.logging import find_offline_runs, read_offline_run
+from tests.experiments.runner_helpers import CORPUS, run_cli
+
+pytestmark = pytest.mark.slow
+
+# Short job folder names: the sweep's own keys plus these.
+SWEEP_BASE = ["model=tiny_llama", "dataset=files", "dataset.path=corpus", "task=generate", "metrics.mauve=false",
+              "prompts.num_prompts=2", "prompts.pairs_per_document=1", "prompts.prompt_tokens=8",
+              "prompts.continuation_tokens=8"]
+
+
+@pytest.fixture()
+def root(tmp_path):
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    return tmp_path
+
+
+def job_dirs(root: Path, name: str) -> list[Path]:
+    return sorted(p.parent for p in (root / "outputs" / "multirun" / name).rglob("metrics.json"))
+
+
+def test_sweep_config_runs_its_grid_with_the_basic_launcher(root):
+    result = run_cli(["-m", "sweep=top_p", "name=grid", *SWEEP_BASE], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = job_dirs(root, "grid")
+    assert len(jobs) == 5
+    top_ps = sorted(json.loads((job / "metrics.json").read_text()) and
+                    float(next(l for l in (job / "config.yaml").read_text().splitlines() if "top_p:" in l).split()[-1])
+                    for job in jobs)
+    assert top_ps == [0.5, 0.7, 0.9, 0.95, 1.0]
+    groups = {read_offline_run(r)["group"] for r in find_offline_runs(root / "outputs" / "multirun" / "grid")}
+    assert groups == {"grid"}  # the runs of one multirun share a group
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_two_point_sweep_with_parallel_launchers(root, launcher):
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=20"]
+    result = run_cli(["-m", f"hydra/launcher={launcher}", *extra, "decoding=top_p", "decoding.top_p=0.5,0.9",
+                      f"name={launcher}", *SWEEP_BASE], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(root, launcher)
+    assert len(jobs) == 2 and "decoding.top_p=0.5" in jobs[0].name and "decoding.top_p=0.9" in jobs[1].name
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["gen/samples"] == 2 and (job / "samples.jsonl").is_file()
+        logged = read_offline_run(find_offline_runs(job)[0])
+        assert logged["config"]["decoding"]["top_p"] in (0.5, 0.9)
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_jobs(root):
+    args = ["-m", "decoding=top_p", "decoding.top_p=0.5,0.9", "name=resume", *SWEEP_BASE]
+    env = dict(os.environ, DECODELAB_ROOT=str(root), WANDB_SILENT="true")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not job_dirs(root, "resume") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep dies after its first job
+    proc.wait()
+    finished = job_dirs(root, "resume")
+    assert len(finished) == 1, "the first job should have finished before the kill"
+    first_mtime = (finished[0] / "metrics.json").stat().st_mtime_ns
+    result = run_cli(args, root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = job_dirs(root, "resume")
+    assert len(jobs) == 2
+    assert (finished[0] / "metrics.json").stat().st_mtime_ns == first_mtime  # not recomputed
+    assert "already finished" in result.stdout
+
+
+def test_a_failing_job_does_not_end_the_sweep(root):
+    result = run_cli(["-m", "decoding=top_p", "decoding.top_p=0.5,1.5", "name=failing", *SWEEP_BASE], root)
+    assert result.returncode != 0
+    jobs = job_dirs(root, "failing")
+    assert len(jobs) == 1 and "decoding.top_p=0.5" in jobs[0].name
+    errors = list((root / "outputs" / "multirun" / "failing").rglob("error.txt"))
+    assert len(errors) == 1 and "top_p=1.5 is not allowed" in errors[0].read_text()
+    assert "failed job" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=nonexistent"], "model/nonexistent"),
+    (["decoding=top_p", "decoding.top_p=2.0"], "top_p=2.0 is not allowed"),
+    (["dataset.path=missing_folder"], "missing_folder"),
+])
+def test_bad_input_is_one_clear_error_and_no_results(root, args, message):
+    result = run_cli([*SWEEP_BASE, *args], root)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not list((root / "outputs").rglob("metrics.json")) if (root / "outputs").exists() else True
+    assert "Traceback" not in result.stderr
