@@ -1,0 +1,56 @@
+"""Model loading: the embedded SmolLM2 and its converted-weights cache, hub ids, tiny random models."""
+
+import pytest
+import torch
+
+from experiments import models
+
+
+def test_tiny_models_are_deterministic_by_seed():
+    a = models.build_tiny_model("tiny_gpt2", seed=3)
+    b = models.build_tiny_model("tiny_gpt2", seed=3)
+    c = models.build_tiny_model("tiny_gpt2", seed=4)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+        assert not torch.equal(a(ids).logits, c(ids).logits)
+
+
+def test_unknown_tiny_kind_and_dtype_are_named():
+    with pytest.raises(ValueError, match="tiny model kind='tiny_bert'"):
+        models.tiny_config("tiny_bert")
+    with pytest.raises(ValueError, match="model dtype='float8'"):
+        models.resolve_dtype("float8")
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="device='cuda' was asked for but CUDA is not available"):
+        models.resolve_device("cuda")
+
+
+def test_hub_id_without_network_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="neither a local folder nor reachable on the hub"):
+        models.load_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+@pytest.mark.slow
+def test_local_folder_loads_through_the_hub_code_path():
+    # The converted SmolLM2 folder is an ordinary transformers folder: the path users take with their own models.
+    folder = models.convert_embedded_smollm2()
+    model, tokenizer = models.load_pretrained(str(folder))
+    assert model.config.model_type == "llama" and tokenizer.padding_side == "left"
+
+
+@pytest.mark.slow
+def test_converted_cache_equals_the_gguf_model():
+    from transformers import AutoModelForCausalLM
+
+    cached, tokenizer = models.load_smollm2()
+    gguf = models.embedded_gguf_path()
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    ids = tokenizer("Fellow citizens of the Senate", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(cached(ids).logits, direct(ids).logits)
