@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.decodelab-installed
 
-.PHONY: run test test-fast bench install clean
+.PHONY: run demo test test-fast bench install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.demo $(ARGS)
+	$(PY) -m experiments.run $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
@@ -32,3 +32,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+demo: $(STAMP)
+	$(PY) -m experiments.demo $(ARGS)

@@ -51,3 +51,20 @@ def test_every_target_instantiates(choice, tmp_path):
         assert model.config.vocab_size == len(tokenizer)
     if group == "dataset":
         assert len(obj) >= 1 and "text" in obj.column_names
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"])
+def test_launchers_compose(launcher, tmp_path):
+    cfg = compose_config([f"hydra/launcher={launcher}", "sweep=top_k"], tmp_path / "run")
+    target = cfg.hydra.launcher._target_
+    assert launcher.split("_")[0] in target.lower()
+    assert cfg.hydra.sweeper.params["decoding.top_k"] == "1,10,40,100,640"
+
+
+def test_holtzman_experiment_sweeps_the_papers_methods(tmp_path):
+    cfg = compose_config(["experiment=holtzman_table1"], tmp_path / "run")
+    methods = cfg.hydra.sweeper.params["decoding"].split(",")
+    assert methods == ["greedy", "beam16", "sample", "temperature", "top_k", "top_k640", "top_k40_t07", "top_p"]
+    for method in methods:
+        decoding = compose_config(["experiment=holtzman_table1", f"decoding={method}"], tmp_path / "r").decoding
+        assert decoding.name == method
