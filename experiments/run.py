@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import resource
 import sys
@@ -178,8 +179,15 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     return metrics, gen.samples
 
 
+def quiet_third_party_loggers() -> None:
+    """Hydra logs at INFO; these libraries chatter there about things a user cannot act on."""
+    for name in ("faiss", "faiss.loader", "absl", "datasets", "httpx", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Do the work one config asks for; return its flat metrics (also written to metrics.json)."""
+    quiet_third_party_loggers()
     out_dir = Path(cfg.paths.output_dir)
     print_fingerprint = fingerprint(cfg)
     if cfg.resume:
