@@ -188,6 +188,13 @@ class Typical(LogitsProcessor):
         return scores.masked_fill(drop, NEG_INF)
 
 
+def _drop_below(scores: torch.Tensor, probs: torch.Tensor, threshold, min_tokens_to_keep: int) -> torch.Tensor:
+    """Mask tokens whose probability is below `threshold`, except the `min_tokens_to_keep` highest."""
+    k = min(min_tokens_to_keep, scores.shape[-1])
+    drop = (probs < threshold) & (scores < torch.topk(scores, k)[0][..., -1, None])
+    return scores.masked_fill(drop, NEG_INF)
+
+
 class EpsilonCutoff(LogitsProcessor):
     """Truncation sampling (Hewitt et al. 2022): drop tokens with probability below epsilon."""
 
@@ -198,10 +205,7 @@ class EpsilonCutoff(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        drop = scores.softmax(dim=-1) < self.epsilon
-        k = min(self.min_tokens_to_keep, scores.shape[-1])
-        drop = drop & (scores < torch.topk(scores, k)[0][..., -1, None])
-        return scores.masked_fill(drop, NEG_INF)
+        return _drop_below(scores, scores.softmax(dim=-1), self.epsilon, self.min_tokens_to_keep)
 
 
 class EtaCutoff(LogitsProcessor):
@@ -218,10 +222,7 @@ class EtaCutoff(LogitsProcessor):
         entropy = torch.distributions.Categorical(logits=scores).entropy()  # (B,)
         eps = torch.tensor(self.epsilon, device=scores.device)
         eta = torch.min(eps, torch.sqrt(eps) * torch.exp(-entropy))[..., None]
-        drop = probs < eta
-        k = min(self.min_tokens_to_keep, scores.shape[-1])
-        drop = drop & (scores < torch.topk(scores, k)[0][..., -1, None])
-        return scores.masked_fill(drop, NEG_INF)
+        return _drop_below(scores, probs, eta, self.min_tokens_to_keep)
 
 
 class ProcessorList(list):
