@@ -106,6 +106,11 @@ def select_tokens(scores: torch.Tensor, do_sample: bool, generator: torch.Genera
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
+def chosen_logprob(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B,) log softmax(scores)[token] without materialising the (B, V) log-softmax."""
+    return scores.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)
+
+
 def check_finite(logits: torch.Tensor, step: int) -> None:
     if torch.isnan(logits).any():
         rows = torch.isnan(logits).any(dim=-1).nonzero().flatten().tolist()
@@ -164,12 +169,10 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         state.tokens[:, slot] = next_tokens
         if slot > 0:
             state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
-        chosen = next_tokens[:, None]
-        raw = torch.log_softmax(logits, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0)
+        raw = chosen_logprob(logits, next_tokens).masked_fill(~unfinished, 0)
         logprobs_raw[:, step] = raw
-        # Without processors the processed distribution is the raw one: skip a second (B, V) log-softmax.
-        logprobs[:, step] = raw if scores is logits else (
-            torch.log_softmax(scores, -1).gather(1, chosen).squeeze(1).masked_fill(~unfinished, 0))
+        # Without processors the processed distribution is the raw one: skip a second pass over (B, V).
+        logprobs[:, step] = raw if scores is logits else chosen_logprob(scores, next_tokens).masked_fill(~unfinished, 0)
         alive_mask[:, step] = unfinished
         state.length += 1
         start = slot
