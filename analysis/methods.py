@@ -1,0 +1,103 @@
+"""Name each run's decoding method as a paper would, and order methods as Holtzman et al.'s Table 1 does.
+
+A label is read from the decoding config itself, not from `decoding.name`: the name is whatever the
+config file was called, while a sweep changes the parameters under the same name (`top_p` with
+`decoding.top_p=0.5`). So `{"do_sample": true, "top_k": 40, "temperature": 0.7}` reads "Top-k, k=40, t=0.7"
+whichever file it came from.
+
+Defaults are `transformers.GenerationConfig`'s, as the runner resolves them: temperature 1, top-p 1,
+one beam, and top-k 50 whenever the config samples without naming top_k (generate adds it; our configs
+name `top_k: 0` to mean "no top-k").
+
+Order: greedy, beam search (by width), beam sampling, pure sampling, sampling with temperature only,
+top-k, nucleus, other truncations; within a family by parameter values. That is the paper's order with
+the families sorted by their parameters rather than by the paper's hand-picked sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from analysis.runs import is_missing
+
+GENERATE_DEFAULT_TOP_K = 50
+
+# (config key, family name, how its value reads); a run that sets several gets all of them, in this order.
+TRUNCATIONS = (
+    ("top_k", "Top-k", "k={}"),
+    ("top_p", "Nucleus", "p={}"),
+    ("min_p", "Min-p", "min_p={}"),
+    ("typical_p", "Typical", "typical_p={}"),
+    ("epsilon_cutoff", "Epsilon", "\u03b5={}"),
+    ("eta_cutoff", "Eta", "\u03b7={}"),
+)
+NO_EFFECT = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (None, 0.0), "typical_p": (1.0, None),
+             "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None)}
+FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling": 3, "Sampling": 4,
+               "Top-k": 5, "Nucleus": 6}
+
+
+def _num(value: Any) -> str:
+    """0.95 -> "0.95", 40.0 -> "40"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def decoding_of(row: pd.Series | dict) -> dict[str, Any]:
+    """The `decoding.*` settings of a tidy-table row, as a plain dict without the prefix and missing values."""
+    return {k[len("decoding."):]: v for k, v in dict(row).items()
+            if isinstance(k, str) and k.startswith("decoding.") and not is_missing(v)}
+
+
+def effective_top_k(dec: dict[str, Any]) -> int | None:
+    if not dec.get("do_sample"):
+        return None
+    top_k = dec.get("top_k", GENERATE_DEFAULT_TOP_K)
+    return None if top_k in NO_EFFECT["top_k"] else int(top_k)
+
+
+def family_and_params(dec: dict[str, Any]) -> tuple[str, list[str]]:
+    beams = int(dec.get("num_beams") or 1)
+    if not dec.get("do_sample"):
+        return ("Greedy", []) if beams == 1 else ("Beam search", [f"b={beams}"])
+    families, params = [], []
+    for key, family, shown in TRUNCATIONS:
+        value = effective_top_k(dec) if key == "top_k" else dec.get(key)
+        if value is not None and value not in NO_EFFECT[key]:
+            families.append(family)
+            params.append(shown.format(_num(value)))
+    temperature = dec.get("temperature", 1.0)
+    if temperature not in (1.0, None):
+        params.append(f"t={_num(temperature)}")
+    if beams > 1:
+        return "Beam sampling", [f"b={beams}", *params]
+    if not families:
+        return ("Sampling", params) if params else ("Pure sampling", [])
+    return ", ".join(families), params
+
+
+def extras(dec: dict[str, Any]) -> list[str]:
+    """Settings outside the method proper that still change the text."""
+    out = []
+    if dec.get("repetition_penalty") not in (None, 1.0):
+        out.append(f"repetition penalty={_num(dec['repetition_penalty'])}")
+    if dec.get("no_repeat_ngram_size") not in (None, 0):
+        out.append(f"no-repeat n={_num(dec['no_repeat_ngram_size'])}")
+    return out
+
+
+def method_label(dec: dict[str, Any]) -> str:
+    """A decoding config as the paper names it: "Greedy", "Beam search, b=16", "Top-k, k=40, t=0.7"."""
+    family, params = family_and_params(dec)
+    return ", ".join([family, *params, *extras(dec)])
+
+
+def method_sort_key(dec: dict[str, Any]) -> tuple:
+    family, _ = family_and_params(dec)
+    rank = FAMILY_RANK.get(family, 7)
+    numbers = tuple(float(dec.get(k) or 0) if isinstance(dec.get(k) or 0, (int, float)) else 0.0
+                    for k in ("num_beams", "top_k", "top_p", "min_p", "typical_p", "temperature"))
+    return (rank, family, numbers)

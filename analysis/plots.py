@@ -1,0 +1,213 @@
+"""The report's figures, drawn with matplotlib's Agg backend into PNG files.
+
+One function per figure; each returns the `Plot` it wrote, or None when the runs hold nothing to draw
+(a sweep without MAUVE has no MAUVE panel; one run has no curves). An empty axis is never written:
+a figure that exists shows data.
+
+- `quality_curves`: generation perplexity, MAUVE, rep-n and distinct-n against one swept parameter,
+  the human continuations' value as a dashed reference line of the same colour (human MAUVE does not
+  exist: MAUVE compares generations with those very texts).
+- `perplexity_vs_generation`: each method's generation perplexity as a bar, beside the dataset's
+  teacher-forced perplexity and the human continuations' perplexity as lines.
+- `quality_diversity`: each run as a point, diversity against generation perplexity, human as a star.
+- `speed_curves`: tokens/s against batch size or beam width (lines), or per cache setting (bars).
+
+Perplexities are drawn on a log axis: decoding methods differ by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.runs import has_values, safe_name  # noqa: E402
+from analysis.sweeps import Curve, human_groups, method_order, run_labels  # noqa: E402
+
+DPI = 110
+PARAM_TITLES = {"decoding.top_p": "top-p", "decoding.top_k": "top-k", "decoding.temperature": "temperature",
+                "decoding.num_beams": "beam width", "decoding.min_p": "min-p", "decoding.typical_p": "typical-p",
+                "decoding.epsilon_cutoff": "epsilon cutoff", "decoding.eta_cutoff": "eta cutoff",
+                "prompts.batch_size": "batch size (prompts per generate call)", "cache.setting": "KV cache"}
+
+
+@dataclass
+class Plot:
+    file: str  # name of the PNG beside the HTML page
+    title: str
+    caption: str
+
+
+def _values(frame: pd.DataFrame, keys: list[str], metric: str) -> list[float]:
+    if metric not in frame.columns:
+        return [float("nan")] * len(keys)
+    return [float(v) for v in pd.to_numeric(frame.loc[keys, metric], errors="coerce")]
+
+
+def _human(frame: pd.DataFrame, key: str, metric: str) -> float | None:
+    """The human continuations' value for the prompts run `key` used (same for every run of its context)."""
+    human = f"human/{metric.split('/', 1)[1]}"
+    if human not in frame.columns or pd.isna(frame.loc[key, human]):
+        return None
+    return float(frame.loc[key, human])
+
+
+def _save(fig, out_dir: Path, file: str) -> None:
+    fig.tight_layout()
+    fig.savefig(out_dir / file, dpi=DPI)
+    plt.close(fig)
+
+
+def _log_if_wide(axis, values: list[float], which: str = "y") -> None:
+    positive = [v for v in values if v == v and v > 0]
+    if positive and len(positive) == len([v for v in values if v == v]) and max(positive) / min(positive) > 20:
+        (axis.set_yscale if which == "y" else axis.set_xscale)("log")
+
+
+QUALITY_PANELS = (
+    ("Generation perplexity", ("gen/ppl",), "lower is likelier; human = what people wrote"),
+    ("MAUVE", ("gen/mauve",), "closer to 1 = closer to the human distribution"),
+    ("rep-n (within-text repetition, %)", ("gen/rep_2", "gen/rep_3", "gen/rep_4"), ""),
+    ("distinct-n (across texts)", ("gen/distinct_1", "gen/distinct_2", "gen/distinct_3", "gen/distinct_4"), ""),
+)
+
+
+def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir: Path) -> Plot | None:
+    panels = [p for p in QUALITY_PANELS if any(has_values(frame.loc[c.keys], m) for c in found for m in p[1])]
+    if not panels:
+        return None
+    title = PARAM_TITLES.get(param, param)
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (panel_title, metrics, _) in zip(axes.flat, panels):
+        drawn: list[float] = []
+        for c_index, curve in enumerate(found):
+            for m_index, metric in enumerate(metrics):
+                color = colors[(c_index * len(metrics) + m_index) % len(colors)]
+                ys = _values(frame, curve.keys, metric)
+                name = metric.split("/", 1)[1] if len(metrics) > 1 else "generated"
+                label = f"{name} ({curve.fixed})" if len(found) > 1 and curve.fixed else name
+                axis.plot(curve.values, ys, marker="o", color=color, label=label)
+                drawn += ys
+                human = _human(frame, curve.keys[0], metric)
+                if human is not None:
+                    axis.axhline(human, color=color, linestyle="--", linewidth=1,
+                                 label=f"human {name}" if len(metrics) > 1 else "human")
+                    drawn.append(human)
+        if metrics == ("gen/ppl",):
+            _log_if_wide(axis, drawn)
+        _log_if_wide(axis, [float(v) for c in found for v in c.values], which="x")
+        axis.set_title(panel_title, fontsize=10)
+        axis.set_xlabel(title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.suptitle(f"Quality and diversity against {title}", fontsize=11)
+    file = f"quality_vs_{safe_name(param)}.png"
+    _save(fig, out_dir, file)
+    return Plot(file, f"Quality and diversity against {title}",
+                "Each point is one run; dashed lines are the human continuations of the same prompts. "
+                + " ".join(f"{t}: {note}." for t, _, note in panels if note))
+
+
+def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
+    if not has_values(frame, "gen/ppl"):
+        return None
+    order = method_order(frame)
+    labels = run_labels(frame)
+    ppl = _values(frame, order, "gen/ppl")
+    fig, axis = plt.subplots(figsize=(7.5, 0.45 * len(order) + 1.8))
+    positions = list(range(len(order)))[::-1]  # first method on top
+    axis.barh(positions, ppl, color="#4c72b0", label="generations (per token)")
+    axis.set_yticks(positions, [labels[k] for k in order], fontsize=8)
+    references = [v for v in ppl if v == v]
+    styles = ("-", ":", "-.", (0, (5, 1)))
+    for index, (human_label, keys) in enumerate(human_groups(frame)):
+        human = _human(frame, keys[0], "gen/ppl")
+        if human is not None:
+            axis.axvline(human, color="#c44e52", linestyle=styles[index % 4], label=f"{human_label} continuations")
+            references.append(human)
+        if has_values(frame.loc[keys], "ppl/token"):
+            tf = float(frame.loc[keys[0], "ppl/token"])
+            axis.axvline(tf, color="#55a868", linestyle=styles[(index + 1) % 4],
+                         label="dataset, teacher-forced" + (f" ({human_label})" if index else ""))
+            references.append(tf)
+    if references and min(references) > 0:
+        axis.set_xscale("log")
+    axis.set_xlabel("perplexity per token (log scale)")
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    axis.set_title("Perplexity versus generation", fontsize=11)
+    _save(fig, out_dir, "perplexity_vs_generation.png")
+    return Plot("perplexity_vs_generation.png", "Perplexity versus generation",
+                "Bars: how likely the scorer finds each method's continuations. Lines: the human continuations "
+                "of the same prompts, and the model's teacher-forced perplexity on the dataset.")
+
+
+def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
+    if not (has_values(frame, "gen/ppl") and has_values(frame, "gen/diversity")) or len(frame) < 2:
+        return None
+    labels = run_labels(frame)
+    fig, axis = plt.subplots(figsize=(6.5, 4.5))
+    xs, ys = _values(frame, list(frame.index), "gen/diversity"), _values(frame, list(frame.index), "gen/ppl")
+    axis.scatter(xs, ys, color="#4c72b0", zorder=3)
+    for key, x, y in zip(frame.index, xs, ys):
+        if x == x and y == y:
+            axis.annotate(labels[key], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for human_label, keys in human_groups(frame):
+        hx, hy = _human(frame, keys[0], "gen/diversity"), _human(frame, keys[0], "gen/ppl")
+        if hx is not None and hy is not None:
+            axis.scatter([hx], [hy], marker="*", s=160, color="#c44e52", zorder=4, label=human_label)
+            ys = ys + [hy]
+    _log_if_wide(axis, ys)
+    axis.set_xlabel("diversity = \u220f(1 - rep-n/100), n=2..4  (1 = no repeated n-grams)")
+    axis.set_ylabel("generation perplexity")
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
+    axis.set_title("Quality versus diversity, every run", fontsize=11)
+    _save(fig, out_dir, "quality_vs_diversity.png")
+    return Plot("quality_vs_diversity.png", "Quality versus diversity",
+                "Each run as one point; the star is the human continuations. Degenerate decoding sits low and "
+                "left (likely, repetitive text); human text is diverse at a moderate perplexity.")
+
+
+SPEED_SERIES = (("speed/prefill_tok_s", "prefill"), ("speed/decode_tok_s", "decode"), ("speed/tok_s", "end to end"))
+
+
+def speed_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir: Path) -> Plot | None:
+    if not any(has_values(frame.loc[c.keys], m) for c in found for m, _ in SPEED_SERIES):
+        return None
+    title = PARAM_TITLES.get(param, param)
+    fig, axis = plt.subplots(figsize=(6.5, 4.0))
+    categorical = any(isinstance(v, str) for c in found for v in c.values)
+    width = 0.8 / max(1, len(found) * len(SPEED_SERIES))
+    for c_index, curve in enumerate(found):
+        for s_index, (metric, name) in enumerate(SPEED_SERIES):
+            ys = _values(frame, curve.keys, metric)
+            label = f"{name} ({curve.fixed})" if len(found) > 1 and curve.fixed else name
+            if categorical:
+                slot = c_index * len(SPEED_SERIES) + s_index
+                axis.bar([i + (slot + 0.5) * width - 0.4 for i in range(len(ys))], ys, width=width, label=label)
+                axis.set_xticks(range(len(curve.values)), [str(v) for v in curve.values])
+            else:
+                axis.plot(curve.values, ys, marker="o", label=label)
+    if not categorical:
+        _log_if_wide(axis, [float(v) for c in found for v in c.values], which="x")
+    axis.set_xlabel(title)
+    axis.set_ylabel("tokens / second")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"Speed against {title}", fontsize=11)
+    file = f"speed_vs_{safe_name(param)}.png"
+    _save(fig, out_dir, file)
+    return Plot(file, f"Speed against {title}", "Tokens per second as the decoding loop timed them: prefill "
+                "(prompt tokens), decode (tokens after the first) and end to end (all new tokens).")

@@ -1,0 +1,103 @@
+"""`python -m analysis.report <run or multirun dirs...> --out DIR`: an HTML report of what runs wrote.
+
+    python -m analysis.report outputs/multirun/holtzman_table1 --out reports/holtzman
+    python -m analysis.report outputs/multirun/sweep_top_p outputs/multirun/sweep_top_k --out reports/sweeps
+    python -m analysis.report outputs/multirun/sweep_top_p --source wandb --out reports/from-wandb
+    python -m analysis.report wandb:ENTITY/decodelab/sweep_top_p --out reports/online   (network + W&B key)
+
+DIR gets `index.html` (self-contained: inline CSS, no script), the PNG figures beside it and
+`runs.csv`, the tidy table of every run (settings and metrics) the page was drawn from.
+
+The report never loads a model and never recomputes a metric: it arranges what runs wrote (see
+`analysis.runs` for where that is read from). Sections appear only when the runs hold their data: a
+sweep over top-p gets curves against top-p, a Holtzman-style set of methods gets Table 1, runs that
+differ in cache setting or batch size get speed plots against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from analysis import plots as figures
+from analysis.html import Section, render_page
+from analysis.provenance import provenance
+from analysis.runs import SOURCES, load_runs, runs_frame
+from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, swept
+from analysis.tables import all_metrics_table, holtzman_table, perplexity_table, speed_table
+
+
+def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]]) -> list[Section]:
+    sections = [Section("methods", "Decoding methods against human text", tables=[holtzman_table(frame)])]
+
+    ppl = Section("perplexity", "Perplexity versus generation")
+    ppl.tables += [t for t in [perplexity_table(frame)] if t]
+    ppl.plots += [p for p in (figures.perplexity_vs_generation(frame, out_dir),
+                              figures.quality_diversity(frame, out_dir)) if p]
+    if ppl.tables or ppl.plots:
+        sections.append(ppl)
+
+    quality = Section("sweeps", "Quality and diversity across the sweep")
+    found = swept(frame, QUALITY_PARAMS)
+    quality.plots += [p for p in (figures.quality_curves(frame, param, c, out_dir) for param, c in found.items()) if p]
+    if not quality.plots:
+        quality.intro = ("No curve: no two runs differ in just one of top-p, top-k, temperature, beam width, "
+                         "min-p, typical-p, epsilon or eta.")
+    sections.append(quality)
+
+    speed = Section("speed", "Speed")
+    speed.tables += [t for t in [speed_table(frame)] if t]
+    found = swept(frame, SPEED_PARAMS)
+    speed.plots += [p for p in (figures.speed_curves(frame, param, c, out_dir) for param, c in found.items()) if p]
+    if speed.tables and not speed.plots:
+        speed.intro = "No speed curve: no two runs differ in just the batch size, the beam width or the cache setting."
+    if speed.tables or speed.plots:
+        sections.append(speed)
+
+    sections.append(Section("all-metrics", "Every number", tables=[all_metrics_table(frame)], collapsed=True))
+    if skipped:
+        sections.append(Section("skipped", "Skipped folders", intro="; ".join(f"{p}: {why}" for p, why in skipped)))
+    return sections
+
+
+def build_report(paths: list[str], out_dir: str | Path, source: str = "auto", title: str | None = None) -> Path:
+    """Write the report for the runs under `paths` into `out_dir`; return the path of index.html."""
+    found = load_runs(paths, source=source)
+    frame = runs_frame(found.runs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):  # figures of an earlier report that this one may not redraw
+        old.unlink()
+    sections = build_sections(frame, out_dir, found.skipped)
+    studies = sorted({str(v) for v in frame.get("name", []) if isinstance(v, str)})
+    title = title or f"decodelab report: {', '.join(studies) or 'runs'}"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = f"{len(found.runs)} runs from {', '.join(map(str, paths))}; drawn {stamp}"
+    page = render_page(title, subtitle, provenance(frame, found.runs), sections, out_dir)
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
+    frame.to_csv(out_dir / "runs.csv")
+    return out_dir / "index.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", help="run folders, multirun folders, W&B offline-run folders, "
+                        "or wandb:ENTITY/PROJECT[/GROUP]")
+    parser.add_argument("--out", required=True, help="folder for index.html, the PNG figures and runs.csv")
+    parser.add_argument("--source", choices=SOURCES, default="auto",
+                        help="auto: metrics.json where present, else W&B run files; disk or wandb: only those")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    try:
+        page = build_report(args.paths, args.out, source=args.source, title=args.title)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(page)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The report's tables as data: every cell keeps the raw number and the metric key it came from.
+
+Why cells carry the raw value: the HTML prints a rounded number for people and the exact float
+(`repr`, which round-trips) in a `data-value` attribute beside the run key and metric key, so a test can
+read the page back and compare every cell with the run's `metrics.json`. No table computes a number of
+its own (no ratios, no means): what is shown is what a run wrote.
+
+Tables:
+- `holtzman_table`: Holtzman et al. 2020, Table 1: method, generation perplexity, Self-BLEU-4, Zipf
+  coefficient, repetition %, MAUVE, with the human continuations first as the reference row. Human
+  MAUVE is not measured (MAUVE compares generations against the human texts), so that cell says so.
+- `perplexity_table`: teacher-forced perplexity of the dataset beside the perplexity of generations.
+- `speed_table`: throughput and memory with the settings that drive them.
+- `all_metrics_table`: every metric of every run, so nothing a run measured is hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis.runs import has_values, metric_columns
+from analysis.sweeps import effective_settings, human_groups, method_order, run_labels
+
+
+@dataclass
+class Cell:
+    value: float | str | None  # a number from metrics.json, a setting, or None (not measured)
+    run: str | None = None  # the run key the number belongs to
+    metric: str | None = None  # its key in metrics.json
+    note: str = ""  # why a cell is empty
+
+
+@dataclass
+class Row:
+    label: str
+    cells: list[Cell]
+    kind: str = "run"  # "run" | "human"
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    caption: str
+    columns: list[str]  # the first column holds the row labels
+    rows: list[Row] = field(default_factory=list)
+
+
+def metric_cell(frame: pd.DataFrame, key: str, metric: str) -> Cell:
+    """The number run `key` wrote for `metric`; NaN when it wrote NaN (undefined), empty when it wrote nothing."""
+    written = frame.attrs.get("written", {}).get(key)
+    if metric not in frame.columns or (metric not in written if written is not None
+                                       else pd.isna(frame.loc[key, metric])):
+        return Cell(None, note="not measured")
+    return Cell(float(frame.loc[key, metric]), run=key, metric=metric)  # float: not numpy's float64
+
+
+HOLTZMAN_COLUMNS = (
+    ("ppl", "Perplexity (generations)"),
+    ("self_bleu4", "Self-BLEU-4"),
+    ("zipf", "Zipf coefficient"),
+    ("repetition_pct", "Repetition %"),
+    ("mauve", "MAUVE"),
+)
+
+
+def holtzman_table(frame: pd.DataFrame) -> Table:
+    labels = run_labels(frame)
+    table = Table("table1", "Decoding methods against the human continuations (Holtzman et al. 2020, Table 1)",
+                  "Perplexity is the scorer's per-token perplexity of each method's continuations (given the prompt); "
+                  "Self-BLEU-4 and Zipf are over all continuations of a run; repetition % counts continuations "
+                  "that end in a repetition loop; MAUVE compares the continuations with the human ones. "
+                  "Human rows score the human continuations of the same prompts in the same way.",
+                  ["Method", *(title for _, title in HOLTZMAN_COLUMNS)])
+    for label, keys in human_groups(frame):
+        first = keys[0]
+        cells = [metric_cell(frame, first, f"human/{m}") if m != "mauve" else
+                 Cell(None, note="MAUVE compares generations with these texts") for m, _ in HOLTZMAN_COLUMNS]
+        table.rows.append(Row(label, cells, kind="human"))
+    for key in method_order(frame):
+        table.rows.append(Row(labels[key], [metric_cell(frame, key, f"gen/{m}") for m, _ in HOLTZMAN_COLUMNS]))
+    return table
+
+
+def perplexity_table(frame: pd.DataFrame) -> Table | None:
+    """Teacher-forced perplexity of the dataset (per token, word, byte) beside generation perplexity."""
+    if not (has_values(frame, "ppl/token") or has_values(frame, "gen/ppl")):
+        return None
+    labels = run_labels(frame)
+    columns = (("ppl/token", "Dataset ppl/token (teacher-forced)"), ("ppl/word", "Dataset ppl/word"),
+               ("ppl/bpb", "Dataset bits/byte"), ("gen/ppl", "Generations ppl/token"),
+               ("human/ppl", "Human ppl/token"))
+    table = Table("perplexity", "Teacher-forced and generation perplexity",
+                  "Teacher-forced perplexity measures the model on the dataset's own text; generation perplexity "
+                  "is how likely the scorer finds what a decoding method wrote, and human ppl is the same measure of the "
+                  "human continuations. Low generation perplexity is not quality: in Holtzman et al. greedy and beam "
+                  "search fall far below the human value by repeating themselves.",
+                  ["Method", *(title for _, title in columns)])
+    for key in method_order(frame):
+        table.rows.append(Row(labels[key], [metric_cell(frame, key, m) for m, _ in columns]))
+    return table
+
+
+SPEED_METRICS = (("speed/prefill_tok_s", "Prefill tok/s"), ("speed/decode_tok_s", "Decode tok/s"),
+                 ("speed/tok_s", "tok/s (end to end)"), ("speed/ttft_s", "Time to first token, s"),
+                 ("mem/peak_rss_mb", "Peak RSS, MB"))
+SPEED_SETTINGS = (("cache.setting", "Cache"), ("prompts.batch_size", "Batch size"), ("decoding.num_beams", "Beams"))
+
+
+def speed_table(frame: pd.DataFrame) -> Table | None:
+    if not has_values(frame, "speed/tok_s"):
+        return None
+    labels = run_labels(frame)
+    settings = effective_settings(frame)
+    present = [(k, t) for k, t in SPEED_SETTINGS if k in settings.columns]
+    table = Table("speed", "Speed", "Tokens per second measured by the decoding loop (prefill: prompt tokens; decode: "
+                  "new tokens after the first); peak resident memory of the whole run.",
+                  ["Method", *(t for _, t in present), *(t for _, t in SPEED_METRICS)])
+    for key in method_order(frame):
+        cells = [Cell(settings.loc[key, k]) for k, _ in present] + [metric_cell(frame, key, m) for m, _ in SPEED_METRICS]
+        table.rows.append(Row(labels[key], cells))
+    return table
+
+
+def all_metrics_table(frame: pd.DataFrame) -> Table:
+    order = method_order(frame)
+    labels = run_labels(frame)
+    table = Table("all-metrics", "Every metric of every run", "Exactly as each run's metrics.json holds it.",
+                  ["Metric", *(labels[k] for k in order)])
+    for metric in sorted(metric_columns(frame)):
+        table.rows.append(Row(metric, [metric_cell(frame, key, metric) for key in order]))
+    return table
+
+
+COUNT_SUFFIXES = ("/samples", "/tokens", "/words", "/bytes", "/documents", "/windows", "/new_tokens")
+
+
+def format_value(value: float | str | None, metric: str | None = None) -> str:
+    """How a value reads in the page; the exact number stays in the cell's data attribute."""
+    if value is None:
+        return "\u2014"
+    if isinstance(value, str):
+        return value
+    number = float(value) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if math.isnan(number):
+        return "NaN"
+    if number.is_integer() and (metric is None or metric.endswith(COUNT_SUFFIXES)) and abs(number) < 1e9:
+        return f"{number:,.0f}"
+    magnitude = abs(number)
+    if magnitude >= 1e6:
+        return f"{number:.3e}"
+    if magnitude >= 100:
+        return f"{number:,.1f}"
+    if magnitude >= 1 or magnitude == 0:
+        return f"{number:.2f}"
+    return f"{number:.3f}" if magnitude >= 0.01 else f"{number:.2e}"
