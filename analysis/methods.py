@@ -10,8 +10,8 @@ one beam, and top-k 50 whenever the config samples without naming top_k (generat
 name `top_k: 0` to mean "no top-k").
 
 Order: greedy, beam search (by width), beam sampling, pure sampling, sampling with temperature only,
-top-k, nucleus, other truncations; within a family by parameter values. That is the paper's order with
-the families sorted by their parameters rather than by the paper's hand-picked sequence.
+top-k, nucleus, other truncations; within a family untempered runs first, then by parameter values.
+For the eight methods of `experiment=holtzman_table1` that is the paper's Table 1 order.
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ def method_label(dec: dict[str, Any]) -> str:
 
 
 def method_sort_key(dec: dict[str, Any]) -> tuple:
+    """Family first; within a family runs at temperature 1 before tempered ones (the paper lists top-k 40,
+    top-k 640, then top-k 40 at t=0.7), then by parameter values."""
     family, _ = family_and_params(dec)
-    rank = FAMILY_RANK.get(family, 7)
-    numbers = tuple(float(dec.get(k) or 0) if isinstance(dec.get(k) or 0, (int, float)) else 0.0
+    temperature = dec.get("temperature", 1.0)
+    numbers = tuple(float(dec[k]) if isinstance(dec.get(k), (int, float)) else 0.0
                     for k in ("num_beams", "top_k", "top_p", "min_p", "typical_p", "temperature"))
-    return (rank, family, numbers)
+    return (FAMILY_RANK.get(family, 7), family, temperature != 1.0, numbers)

@@ -24,6 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.runs import has_values, safe_name  # noqa: E402
@@ -63,10 +65,18 @@ def _save(fig, out_dir: Path, file: str) -> None:
     plt.close(fig)
 
 
+def _log_scale(axis, which: str = "y") -> None:
+    """A log axis labelled 1, 10, 100 (not 10^0 and crowded minor labels)."""
+    (axis.set_yscale if which == "y" else axis.set_xscale)("log")
+    ticks = axis.yaxis if which == "y" else axis.xaxis
+    ticks.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
+    ticks.set_minor_formatter(NullFormatter())
+
+
 def _log_if_wide(axis, values: list[float], which: str = "y") -> None:
     positive = [v for v in values if v == v and v > 0]
     if positive and len(positive) == len([v for v in values if v == v]) and max(positive) / min(positive) > 20:
-        (axis.set_yscale if which == "y" else axis.set_xscale)("log")
+        _log_scale(axis, which)
 
 
 QUALITY_PANELS = (
@@ -75,6 +85,37 @@ QUALITY_PANELS = (
     ("rep-n (within-text repetition, %)", ("gen/rep_2", "gen/rep_3", "gen/rep_4"), ""),
     ("distinct-n (across texts)", ("gen/distinct_1", "gen/distinct_2", "gen/distinct_3", "gen/distinct_4"), ""),
 )
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple[str, ...]) -> None:
+    """One metric: a colour per curve. Several (rep-n, distinct-n): a colour per metric, a marker per curve.
+    Human values are dashed lines in the colour of their series."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    several = len(metrics) > 1
+    drawn: list[float] = []
+    for c_index, curve in enumerate(found):
+        for m_index, metric in enumerate(metrics):
+            color = colors[(m_index if several else c_index) % len(colors)]
+            ys = _values(frame, curve.keys, metric)
+            axis.plot(curve.values, ys, marker=MARKERS[c_index % len(MARKERS)] if several else "o", color=color)
+            drawn += ys
+            human = _human(frame, curve.keys[0], metric)
+            if human is not None:
+                axis.axhline(human, color=color, linestyle="--", linewidth=1)
+                drawn.append(human)
+    handles = [Line2D([], [], color=colors[i % len(colors)], marker="o" if not several else None,
+                      label=(metric.split("/", 1)[1] if several else
+                             (curve.fixed if len(found) > 1 else "generated")))
+               for i, (metric, curve) in enumerate(
+                   [(m, found[0]) for m in metrics] if several else [(metrics[0], c) for c in found])]
+    if several and len(found) > 1:
+        handles += [Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], label=c.fixed)
+                    for i, c in enumerate(found)]
+    handles.append(Line2D([], [], color="gray", linestyle="--", linewidth=1, label="human"))
+    axis.legend(handles=handles, fontsize=7)
+    if metrics == ("gen/ppl",):
+        _log_if_wide(axis, drawn)
 
 
 def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir: Path) -> Plot | None:
@@ -84,32 +125,15 @@ def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir:
     title = PARAM_TITLES.get(param, param)
     ncols = min(2, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.8 * nrows), squeeze=False)
     for axis in axes.flat[len(panels):]:
         axis.set_visible(False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, (panel_title, metrics, _) in zip(axes.flat, panels):
-        drawn: list[float] = []
-        for c_index, curve in enumerate(found):
-            for m_index, metric in enumerate(metrics):
-                color = colors[(c_index * len(metrics) + m_index) % len(colors)]
-                ys = _values(frame, curve.keys, metric)
-                name = metric.split("/", 1)[1] if len(metrics) > 1 else "generated"
-                label = f"{name} ({curve.fixed})" if len(found) > 1 and curve.fixed else name
-                axis.plot(curve.values, ys, marker="o", color=color, label=label)
-                drawn += ys
-                human = _human(frame, curve.keys[0], metric)
-                if human is not None:
-                    axis.axhline(human, color=color, linestyle="--", linewidth=1,
-                                 label=f"human {name}" if len(metrics) > 1 else "human")
-                    drawn.append(human)
-        if metrics == ("gen/ppl",):
-            _log_if_wide(axis, drawn)
+        _quality_panel(axis, frame, found, metrics)
         _log_if_wide(axis, [float(v) for c in found for v in c.values], which="x")
         axis.set_title(panel_title, fontsize=10)
         axis.set_xlabel(title)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
     fig.suptitle(f"Quality and diversity against {title}", fontsize=11)
     file = f"quality_vs_{safe_name(param)}.png"
     _save(fig, out_dir, file)
@@ -124,7 +148,7 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     order = method_order(frame)
     labels = run_labels(frame)
     ppl = _values(frame, order, "gen/ppl")
-    fig, axis = plt.subplots(figsize=(7.5, 0.45 * len(order) + 1.8))
+    fig, axis = plt.subplots(figsize=(7.5, 0.45 * len(order) + 2.2))
     positions = list(range(len(order)))[::-1]  # first method on top
     axis.barh(positions, ppl, color="#4c72b0", label="generations (per token)")
     axis.set_yticks(positions, [labels[k] for k in order], fontsize=8)
@@ -140,11 +164,15 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
             axis.axvline(tf, color="#55a868", linestyle=styles[(index + 1) % 4],
                          label="dataset, teacher-forced" + (f" ({human_label})" if index else ""))
             references.append(tf)
+    for position, value in zip(positions, ppl):
+        if value == value:
+            axis.annotate(f"{value:,.4g}", (value, position), xytext=(3, 0), textcoords="offset points",
+                          va="center", fontsize=7)
     if references and min(references) > 0:
-        axis.set_xscale("log")
+        _log_scale(axis, "x")
     axis.set_xlabel("perplexity per token (log scale)")
     axis.grid(axis="x", alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
     axis.set_title("Perplexity versus generation", fontsize=11)
     _save(fig, out_dir, "perplexity_vs_generation.png")
     return Plot("perplexity_vs_generation.png", "Perplexity versus generation",

@@ -43,7 +43,7 @@ class Curve:
     param: str  # the swept config key, e.g. "decoding.top_p"
     keys: list[str]  # runs, sorted by the parameter
     values: list  # the parameter's value for each run
-    fixed: str  # what the rest of the settings were, where several curves differ ("" if only one)
+    fixed: str  # what the curve holds fixed: its method without the swept parameter, other differing settings
 
 
 def setting_columns(frame: pd.DataFrame) -> list[str]:
@@ -113,17 +113,36 @@ def curves(frame: pd.DataFrame, param: str) -> list[Curve]:
         groups = [list(index) for _, index in grouped.groups.items()]
     else:
         groups = [list(settings.index)]
-    differing = varying(settings, rest)
+    differing = [c for c in varying(settings, rest) if not c.startswith("decoding.")]
     for keys in groups:
         keys = [k for k in keys if not is_missing(settings.loc[k, param])]
         values = [settings.loc[k, param] for k in keys]
         if len(set(values)) < 2:
             continue
         order = sorted(range(len(keys)), key=lambda i: (str(type(values[i])), values[i]))
-        fixed = describe(settings.loc[keys[0]], [c for c in differing if not c.startswith("decoding.")] +
-                         [c for c in differing if c.startswith("decoding.")])
-        found.append(Curve(param, [keys[i] for i in order], [values[i] for i in order], fixed))
+        found.append(Curve(param, [keys[i] for i in order], [values[i] for i in order],
+                           curve_label(frame.loc[keys[0]], settings.loc[keys[0]], param, differing)))
     return found
+
+
+# What a parameter is set to when it does nothing, to name the rest of a curve's method.
+NEUTRAL = {"decoding.top_k": 0, "decoding.top_p": 1.0, "decoding.temperature": 1.0, "decoding.num_beams": 1}
+
+
+def curve_label(row: pd.Series, settings: pd.Series, param: str, differing: list[str]) -> str:
+    """What a curve holds fixed: its method without the swept parameter, plus other settings that differ
+    between curves ("Top-k, k=40" for a temperature curve at k=40)."""
+    decoding = decoding_of(row)
+    name = param[len("decoding."):] if param.startswith("decoding.") else None
+    if name:
+        if param in NEUTRAL:
+            decoding[name] = NEUTRAL[param]
+        else:
+            decoding.pop(name, None)
+    label = method_label(decoding)
+    if differing:
+        label += f" [{describe(settings, differing)}]"
+    return label
 
 
 def swept(frame: pd.DataFrame, params: tuple[str, ...]) -> dict[str, list[Curve]]:

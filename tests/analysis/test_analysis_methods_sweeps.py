@@ -1,0 +1,81 @@
+"""Method labels and order, swept parameters read off the configs, human rows per context."""
+
+import pytest
+
+from analysis.methods import method_label
+from analysis.runs import load_runs, runs_frame
+from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, human_groups, method_order, run_labels, swept
+from tests.analysis.conftest import HUMAN, config_for, metrics_for, write_job
+
+
+@pytest.mark.parametrize("decoding, label", [
+    ({"do_sample": False}, "Greedy"),
+    ({"do_sample": False, "num_beams": 16}, "Beam search, b=16"),
+    ({"do_sample": True, "top_k": 0}, "Pure sampling"),
+    ({"do_sample": True}, "Top-k, k=50"),  # generate's default top_k=50 when sampling
+    ({"do_sample": True, "top_k": 0, "temperature": 0.9}, "Sampling, t=0.9"),
+    ({"do_sample": True, "top_k": 40, "temperature": 0.7}, "Top-k, k=40, t=0.7"),
+    ({"do_sample": True, "top_k": 0, "top_p": 0.95}, "Nucleus, p=0.95"),
+    ({"do_sample": True, "top_k": 0, "top_p": 1.0}, "Pure sampling"),  # p=1 truncates nothing
+    ({"do_sample": True, "top_k": 0, "min_p": 0.1}, "Min-p, min_p=0.1"),
+    ({"do_sample": True, "num_beams": 4, "top_k": 0}, "Beam sampling, b=4"),
+    ({"do_sample": False, "repetition_penalty": 1.2}, "Greedy, repetition penalty=1.2"),
+])
+def test_method_label_reads_the_parameters_not_the_config_name(decoding, label):
+    assert method_label({"name": "whatever", **decoding}) == label
+
+
+def test_holtzman_methods_in_table_order(holtzman_dir):
+    frame = runs_frame(load_runs([holtzman_dir]).runs)
+    labels = run_labels(frame)
+    assert [labels[k] for k in method_order(frame)] == [
+        "Greedy", "Beam search, b=16", "Pure sampling", "Sampling, t=0.9",
+        "Top-k, k=40", "Top-k, k=640", "Top-k, k=40, t=0.7", "Nucleus, p=0.95"]  # the paper's order
+
+
+def test_a_top_p_sweep_is_one_curve_sorted_by_p(top_p_dir):
+    frame = runs_frame(load_runs([top_p_dir]).runs)
+    found = swept(frame, QUALITY_PARAMS)
+    assert list(found) == ["decoding.top_p"]
+    (curve,) = found["decoding.top_p"]
+    assert curve.values == [0.5, 0.9, 1.0]
+    assert [frame.loc[k, "gen/ppl"] for k in curve.keys] == [4.0, 12.0, 40.0]
+    assert swept(frame, SPEED_PARAMS) == {}  # nothing but top_p varied
+
+
+def test_curves_hidden_in_the_holtzman_methods(holtzman_dir):
+    """Pure sampling is the top-p=1, t=1 point; top_k 0 (off) is no point on a top-k axis."""
+    frame = runs_frame(load_runs([holtzman_dir]).runs)
+    found = swept(frame, QUALITY_PARAMS)
+    names = {p: [[frame.loc[k, "decoding.name"] for k in c.keys] for c in curves] for p, curves in found.items()}
+    assert names["decoding.top_p"] == [["top_p", "sample"]]
+    assert names["decoding.top_k"] == [["top_k", "top_k640"]]
+    assert sorted(names["decoding.temperature"]) == [["temperature", "sample"], ["top_k40_t07", "top_k"]]
+    assert "decoding.num_beams" not in found  # greedy and beam16 differ in more than the width
+
+
+def test_speed_settings_make_speed_curves_and_labels_name_them(tmp_path):
+    decoding = {"name": "greedy", "do_sample": False}
+    for cache in ("none", "dynamic", "static"):
+        write_job(tmp_path / f"cache={cache}", config_for(decoding, cache=cache), metrics_for(2.0))
+    for batch in (1, 4):
+        write_job(tmp_path / f"batch={batch}", config_for(decoding, batch_size=batch), metrics_for(2.0))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    found = swept(frame, SPEED_PARAMS)
+    assert sorted(found) == ["cache.setting", "prompts.batch_size"]
+    assert [c.values for c in found["prompts.batch_size"]] == [[1, 4, 8]]  # the cache=dynamic run has batch 8
+    assert sorted(found["cache.setting"][0].values) == ["dynamic", "none", "static"]
+    labels = set(run_labels(frame))
+    assert "Greedy [cache.setting=static, prompts.batch_size=8]" in labels and len(labels) == len(frame)
+
+
+def test_runs_with_different_prompts_get_their_own_human_row(tmp_path):
+    decoding = {"name": "greedy", "do_sample": False}
+    other_human = {k: v * 2 for k, v in HUMAN.items()}
+    write_job(tmp_path / "seed0", config_for(decoding, seed=0), metrics_for(2.0))
+    write_job(tmp_path / "seed0b", config_for({**decoding, "num_beams": 4}, seed=0), metrics_for(1.5))
+    write_job(tmp_path / "seed1", config_for(decoding, seed=1), metrics_for(2.5, human=other_human))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    groups = dict(human_groups(frame))
+    assert set(groups) == {"Human [seed=0]", "Human [seed=1]"}
+    assert len(groups["Human [seed=0]"]) == 2  # decoding does not change the human continuations
