@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.runs import has_values, safe_name  # noqa: E402
 from analysis.sweeps import Curve, human_groups, method_order, run_labels  # noqa: E402
+from analysis.tables import format_value  # noqa: E402
 
 DPI = 110
 PARAM_TITLES = {"decoding.top_p": "top-p", "decoding.top_k": "top-k", "decoding.temperature": "temperature",
@@ -116,6 +117,14 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
     axis.legend(handles=handles, fontsize=7)
     if metrics == ("gen/ppl",):
         _log_if_wide(axis, drawn)
+    _pad_if_flat(axis, drawn)
+
+
+def _pad_if_flat(axis, values: list[float]) -> None:
+    """Every value equal (rep-n all 0): give the axis a visible range instead of a 1e-17 offset."""
+    finite = [v for v in values if v == v]
+    if finite and max(finite) == min(finite):
+        axis.set_ylim(finite[0] - max(1.0, abs(finite[0])) * 0.5, finite[0] + max(1.0, abs(finite[0])) * 0.5)
 
 
 def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir: Path) -> Plot | None:
@@ -166,7 +175,7 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
             references.append(tf)
     for position, value in zip(positions, ppl):
         if value == value:
-            axis.annotate(f"{value:,.4g}", (value, position), xytext=(3, 0), textcoords="offset points",
+            axis.annotate(format_value(value, "gen/ppl"), (value, position), xytext=(3, 0), textcoords="offset points",
                           va="center", fontsize=7)
     if references and min(references) > 0:
         _log_scale(axis, "x")

@@ -95,9 +95,9 @@ def perplexity_table(frame: pd.DataFrame) -> Table | None:
                ("human/ppl", "Human ppl/token"))
     table = Table("perplexity", "Teacher-forced and generation perplexity",
                   "Teacher-forced perplexity measures the model on the dataset's own text; generation perplexity "
-                  "is how likely the scorer finds what a decoding method wrote, and human ppl is the same measure of the "
-                  "human continuations. Low generation perplexity is not quality: in Holtzman et al. greedy and beam "
-                  "search fall far below the human value by repeating themselves.",
+                  "is how likely the scorer finds what a decoding method wrote, and human ppl is the same measure "
+                  "of the human continuations. Low generation perplexity is not quality: in Holtzman et al. greedy "
+                  "and beam search fall far below the human value by repeating themselves.",
                   ["Method", *(title for _, title in columns)])
     for key in method_order(frame):
         table.rows.append(Row(labels[key], [metric_cell(frame, key, m) for m, _ in columns]))
@@ -116,11 +116,13 @@ def speed_table(frame: pd.DataFrame) -> Table | None:
     labels = run_labels(frame)
     settings = effective_settings(frame)
     present = [(k, t) for k, t in SPEED_SETTINGS if k in settings.columns]
-    table = Table("speed", "Speed", "Tokens per second measured by the decoding loop (prefill: prompt tokens; decode: "
-                  "new tokens after the first); peak resident memory of the whole run.",
+    table = Table("speed", "Throughput and memory per run",
+                  "Tokens per second measured by the decoding loop (prefill: prompt tokens; decode: new tokens "
+                  "after the first); peak resident memory of the whole run.",
                   ["Method", *(t for _, t in present), *(t for _, t in SPEED_METRICS)])
     for key in method_order(frame):
-        cells = [Cell(settings.loc[key, k]) for k, _ in present] + [metric_cell(frame, key, m) for m, _ in SPEED_METRICS]
+        cells = [Cell(settings.loc[key, k]) for k, _ in present]
+        cells += [metric_cell(frame, key, m) for m, _ in SPEED_METRICS]
         table.rows.append(Row(labels[key], cells))
     return table
 

@@ -15,6 +15,7 @@ we are root (what CI's set-up does); otherwise the caller skips with the reason.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import queue
@@ -67,14 +68,20 @@ class _Pipe:
     def __init__(self, binary: str, profile: str):
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        # Chromium expects its end of the command pipe on fd 3 and its event pipe on fd 4.
+        # Chromium expects its end of the command pipe on fd 3 and its event pipe on fd 4. In the child,
+        # first copy both ends above 10 (either may already sit on 3 or 4), then put them in place. dup2'd
+        # fds are inheritable; close_fds=False keeps them (every other fd Python made is close-on-exec).
         def remap():
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
+            high_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+            high_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+            os.close(high_r)
+            os.close(high_w)
 
         self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=remap, pass_fds=(3, 4))  # keep 3 and 4 open after remap
+                                     preexec_fn=remap, close_fds=False)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self.messages: queue.Queue = queue.Queue()

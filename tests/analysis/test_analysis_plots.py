@@ -46,9 +46,11 @@ def test_no_data_no_figure(tmp_path):
 def test_speed_figures_for_cache_settings_and_batch_sizes(tmp_path):
     decoding = {"name": "greedy", "do_sample": False}
     for cache, speed in (("none", 20.0), ("dynamic", 80.0), ("static", 120.0)):
-        write_job(tmp_path / "runs" / f"cache={cache}", config_for(decoding, cache=cache), metrics_for(2.0, tok_s=speed))
+        write_job(tmp_path / "runs" / f"cache={cache}", config_for(decoding, cache=cache),
+                  metrics_for(2.0, tok_s=speed))
     for batch, speed in ((1, 30.0), (4, 90.0)):
-        write_job(tmp_path / "runs" / f"b={batch}", config_for(decoding, batch_size=batch), metrics_for(2.0, tok_s=speed))
+        write_job(tmp_path / "runs" / f"b={batch}", config_for(decoding, batch_size=batch),
+                  metrics_for(2.0, tok_s=speed))
     frame = runs_frame(load_runs([tmp_path / "runs"]).runs)
     found = swept(frame, SPEED_PARAMS)
     for param in ("cache.setting", "prompts.batch_size"):
