@@ -80,7 +80,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="16 new tokens, 3 repeats")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 steadies a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.new_tokens, args.repeats = 16, 3
     model, tokenizer = load_model(args.model, device=args.device)
@@ -103,7 +106,7 @@ def main() -> None:
                 ratios.append(ours / theirs)
                 table.add_row(str(batch_size), mode, cache, f"{ours:.1f}", f"{theirs:.1f}", f"{ours / theirs:.2f}",
                               "" if vs_dynamic is None else f"{vs_dynamic:.2f}")
-                console.print(table.rows[-1] if False else f"done: batch={batch_size} {mode} {cache}")
+                console.print(f"done: batch={batch_size} {mode} {cache}: ratio {ours / theirs:.2f}")
     console.print(table)
     console.print(f"min ratio {min(ratios):.2f}; outputs identical in every cell")
 
