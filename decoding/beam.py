@@ -72,7 +72,7 @@ def fill_value(params: GenerationParams) -> int:
 class Store:
     """The best finished hypotheses of each item, S of them: transformers' `sequences` / `beam_scores`."""
 
-    scores: torch.Tensor  # (I, S) float32, NEG where empty
+    scores: torch.Tensor  # (I, S) NEG (float32) or -inf (float64, diverse search) where empty
     done: torch.Tensor  # (I, S) bool: slot holds a finished hypothesis (transformers' is_sent_finished)
     tokens: torch.Tensor  # (I, S, N) long new tokens, fill value after the end
     lengths: torch.Tensor  # (I, S) long generated length
@@ -80,9 +80,11 @@ class Store:
     values: torch.Tensor  # (I, S, 3, N) float32 per-token records (VALUES)
 
     @classmethod
-    def empty(cls, items: int, width: int, n_max: int, fill: int, device: torch.device) -> "Store":
+    def empty(cls, items: int, width: int, n_max: int, fill: int, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> "Store":
+        empty_score = NEG if dtype == torch.float32 else -torch.inf
         return cls(
-            scores=torch.full((items, width), NEG, device=device),
+            scores=torch.full((items, width), empty_score, dtype=dtype, device=device),
             done=torch.zeros((items, width), dtype=torch.bool, device=device),
             tokens=torch.full((items, width, n_max), fill, dtype=torch.long, device=device),
             lengths=torch.zeros((items, width), dtype=torch.long, device=device),
@@ -112,17 +114,7 @@ class StepInput:
     run_tokens: torch.Tensor  # (I*S, T + N) running sequences (prompt included)
     run_values: torch.Tensor  # (I*S, 3, N) running per-token records
     store: Store  # I items
-    open: torch.Tensor  # (I, 1) bool: the early-stopping heuristic says the item may still improve
-
-
-@dataclass
-class StepOutput:
-    parent: torch.Tensor  # (I, S) beam (within its item) each new running beam continues
-    tokens: torch.Tensor  # (I, S) the token it appends
-    scores: torch.Tensor  # (I, S) its running score
-    values: torch.Tensor  # (I, S, 3) its per-token records for this step
-    hits: torch.Tensor  # (I, C) candidates that hit a stopping criterion
-    store: Store
+    open: torch.Tensor  # (I, 1) bool: the item may still gain finished hypotheses
 
 
 @dataclass
@@ -142,6 +134,31 @@ class StepConfig:
     fill: int
 
 
+@dataclass
+class Candidates:
+    """The C best continuations of each item at step t, best first."""
+
+    top: torch.Tensor  # (I, C) accumulated score (running score + processed log-prob)
+    parent: torch.Tensor  # (I, C) beam of the item it extends
+    token: torch.Tensor  # (I, C)
+    ended: torch.Tensor  # (I, C) bool: EOS or stop string, the hypothesis is complete
+    hits: torch.Tensor  # (I, C) bool: ended, or at the length limit
+    reasons: torch.Tensor  # (I, C) long index into REASONS
+    values: torch.Tensor  # (I, C, 3) per-token records of the new token
+    keep: torch.Tensor  # (I, S) the candidates that become the running beams
+    run_scores: torch.Tensor  # (I, S) their scores
+
+
+@dataclass
+class StepOutput:
+    parent: torch.Tensor  # (I, S) beam (within its item) each new running beam continues
+    tokens: torch.Tensor  # (I, S) the token it appends
+    scores: torch.Tensor  # (I, S) its running score
+    values: torch.Tensor  # (I, S, 3) its per-token records for this step
+    hits: torch.Tensor  # (I, C)
+    store: Store
+
+
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (I, M, ...) at idx (I, C) along dim 1 -> (I, C, ...)."""
     while idx.dim() < x.dim():
@@ -159,8 +176,8 @@ def _stop_string_hits(cfg: StepConfig, run_tokens: torch.Tensor, length: int, ro
     return torch.tensor(hit, dtype=torch.bool, device=tokens.device).view_as(tokens)
 
 
-def beam_step(cfg: StepConfig, x: StepInput, t: int) -> StepOutput:
-    """Choose the next running beams of every item and update its finished store (transformers 5's math)."""
+def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
+    """Steps 2-3 of the module docstring: the C best continuations and the S that keep running."""
     items, width = x.run_scores.shape
     vocab = x.scores.shape[-1]
     acc = (x.scores.view(items, width, vocab) + x.run_scores[:, :, None]).reshape(items, width * vocab)
@@ -171,60 +188,73 @@ def beam_step(cfg: StepConfig, x: StepInput, t: int) -> StepOutput:
         idx = idx.gather(-1, order)
     else:
         top, idx = torch.topk(acc, k=cfg.candidates)  # (I, C)
-    parent = idx // vocab  # (I, C)
+    parent = idx // vocab
     token = idx % vocab
-    flat_parent = parent + torch.arange(items, device=idx.device)[:, None] * width  # rows of the block
 
-    length = cfg.prompt_length + t  # filled slots before this token
-    if t + 1 >= cfg.n_max:
-        hits = torch.ones_like(token, dtype=torch.bool)
-    else:
-        hits = torch.zeros_like(token, dtype=torch.bool)
-    is_eos = torch.isin(token, cfg.eos) if cfg.eos is not None else torch.zeros_like(hits)
-    is_stop = torch.zeros_like(hits)
+    no = torch.zeros_like(token, dtype=torch.bool)
+    is_eos = torch.isin(token, cfg.eos) if cfg.eos is not None else no
+    is_stop = no
     if cfg.stop_strings is not None:
-        is_stop = _stop_string_hits(cfg, x.run_tokens, length, flat_parent, token) & ~is_eos
-    hits = hits | is_eos | is_stop
-
-    # Per-token records of every candidate at this step: (I, C, 3).
-    step_values = torch.stack([
+        rows = parent + torch.arange(items, device=idx.device)[:, None] * width
+        is_stop = _stop_string_hits(cfg, x.run_tokens, cfg.prompt_length + t, rows, token) & ~is_eos
+    ended = is_eos | is_stop
+    hits = ended | (t + 1 >= cfg.n_max)
+    values = torch.stack([
         x.logp_processed.reshape(items, -1).gather(1, idx),
         x.logp.reshape(items, -1).gather(1, idx),
         x.scores.reshape(items, -1).gather(1, idx),
-    ], dim=-1)
+    ], dim=-1)  # (I, C, 3)
 
-    # Running beams: the best S candidates that did not hit.
-    running = top + hits.to(torch.float32) * NEG
+    # Running beams: the best S candidates that did not end (transformers: `+ hits * -1e9`, then top-k). At
+    # the length limit every candidate hits and the search stops, so transformers' running beams of that
+    # step are never used; we take the best non-ending ones, not a tie-break among -1e9s, because diverse
+    # beam search penalises the tokens they chose.
+    running = top + ended.to(torch.float32) * NEG
     keep = torch.topk(running, k=width)[1]  # (I, S)
-    out_scores = running.gather(1, keep)
+    return Candidates(top=top, parent=parent, token=token, ended=ended, hits=hits,
+                      reasons=torch.where(is_eos, 1, torch.where(is_stop, 2, 0)), values=values, keep=keep,
+                      run_scores=running.gather(1, keep))
 
-    # Finished store: hits among the first S candidates, length-penalised, merged with the S best so far.
-    store = x.store
-    just_finished = hits & (torch.arange(cfg.candidates, device=hits.device) < width)[None, :]
-    finished = top / ((t + 1) ** cfg.length_penalty)
-    full = torch.all(store.done, dim=-1, keepdim=True) & (cfg.early_stopping is True)
-    finished += full.to(torch.float32) * NEG
-    finished += (~x.open).to(torch.float32) * NEG
-    finished += (~just_finished) * NEG
-    merged = torch.cat((store.scores, finished), dim=1)  # (I, S + C)
-    pick = torch.topk(merged, k=width)[1]  # (I, S)
 
-    n_max = cfg.n_max
-    cand_tokens = _gather(x.run_tokens[:, cfg.prompt_length:].view(items, width, n_max), parent)  # (I, C, N)
-    cand_tokens[:, :, t] = token
-    cand_values = _gather(x.run_values.view(items, width, VALUES, n_max), parent)  # (I, C, 3, N)
-    cand_values[:, :, :, t] = step_values
-    reasons = torch.where(is_eos, 1, torch.where(is_stop, 2, 0))
-    new_store = Store(
+def merge_finished(cfg: StepConfig, x: StepInput, cand: Candidates, entry_scores: torch.Tensor,
+                   entered: torch.Tensor, t: int) -> Store:
+    """Keep the S best of the stored hypotheses and the candidates `entered` (I, C) with `entry_scores`.
+
+    Candidates not entered must carry scores below every stored one (transformers adds -1e9s).
+    """
+    items, width = x.run_scores.shape
+    store, n_max = x.store, cfg.n_max
+    merged = torch.cat((store.scores, entry_scores), dim=1)  # (I, S + C)
+    pick = torch.topk(merged, k=width)[1]  # (I, S), best first
+    tokens = _gather(x.run_tokens[:, cfg.prompt_length:].view(items, width, n_max), cand.parent)  # (I, C, N)
+    tokens[:, :, t] = cand.token
+    values = _gather(x.run_values.view(items, width, VALUES, n_max), cand.parent)  # (I, C, 3, N)
+    values[:, :, :, t] = cand.values
+    return Store(
         scores=_gather(merged, pick),
-        done=_gather(torch.cat((store.done, just_finished), dim=1), pick),
-        tokens=_gather(torch.cat((store.tokens, cand_tokens), dim=1), pick),
-        lengths=_gather(torch.cat((store.lengths, torch.full_like(token, t + 1)), dim=1), pick),
-        reasons=_gather(torch.cat((store.reasons, reasons), dim=1), pick),
-        values=_gather(torch.cat((store.values, cand_values), dim=1), pick),
+        done=_gather(torch.cat((store.done, entered), dim=1), pick),
+        tokens=_gather(torch.cat((store.tokens, tokens), dim=1), pick),
+        lengths=_gather(torch.cat((store.lengths, torch.full_like(cand.token, t + 1)), dim=1), pick),
+        reasons=_gather(torch.cat((store.reasons, cand.reasons), dim=1), pick),
+        values=_gather(torch.cat((store.values, values), dim=1), pick),
     )
-    return StepOutput(parent=parent.gather(1, keep), tokens=token.gather(1, keep), scores=out_scores,
-                      values=_gather(step_values, keep), hits=hits, store=new_store)
+
+
+def beam_step(cfg: StepConfig, x: StepInput, t: int) -> StepOutput:
+    """Choose the next running beams of every item and update its finished store (transformers 5's math)."""
+    cand = expand(cfg, x, t)
+    width = cfg.width
+    # Hits among the first S candidates enter the store, length-penalised; transformers 5 keeps the others
+    # out by adding -1e9 (once per reason), which we copy: the sums decide ties at -1e9.
+    entered = cand.hits & (torch.arange(cfg.candidates, device=cand.hits.device) < width)[None, :]
+    scores = cand.top / ((t + 1) ** cfg.length_penalty)
+    full = torch.all(x.store.done, dim=-1, keepdim=True) & (cfg.early_stopping is True)
+    scores += full.to(torch.float32) * NEG
+    scores += (~x.open).to(torch.float32) * NEG
+    scores += (~entered) * NEG
+    store = merge_finished(cfg, x, cand, scores, entered, t)
+    return StepOutput(parent=cand.parent.gather(1, cand.keep), tokens=cand.token.gather(1, cand.keep),
+                      scores=cand.run_scores, values=_gather(cand.values, cand.keep), hits=cand.hits, store=store)
 
 
 def still_open(cfg: StepConfig, open_: torch.Tensor, run_scores: torch.Tensor, store: Store, t: int) -> torch.Tensor:
@@ -268,16 +298,35 @@ class Beams:
     open: torch.Tensor  # (I, 1) bool
 
 
-def start_beams(items: int, width: int, n_max: int, fill: int, device: torch.device) -> Beams:
+def start_beams(items: int, width: int, n_max: int, fill: int, device: torch.device,
+                score_dtype: torch.dtype = torch.float32) -> Beams:
     run_scores = torch.zeros((items, width), device=device)
     run_scores[:, 1:] = NEG  # only beam 0 is live at first: K copies of one prompt would pick K equal tokens
     return Beams(run_scores=run_scores, run_values=torch.zeros((items * width, VALUES, n_max), device=device),
-                 store=Store.empty(items, width, n_max, fill, device),
+                 store=Store.empty(items, width, n_max, fill, device, score_dtype),
                  open=torch.ones((items, 1), dtype=torch.bool, device=device))
 
 
-def finish(state, beams: Beams, store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int,
-           timings: tuple[float, float], steps: int) -> GenerationResult:
+def advance(state, run_values: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, values: torch.Tensor,
+            t: int) -> torch.Tensor:
+    """Row i of the new beams continues old row rows[i] with tokens[i]; returns the reordered run_values.
+
+    state: the DecodeState (tokens reordered, one slot appended); values (B*K, 3): this step's records.
+    Position ids and mask need no reorder: they are the same for all beams of a prompt.
+    """
+    slot = state.length
+    state.tokens = state.tokens.index_select(0, rows)
+    state.tokens[:, slot] = tokens
+    if slot > 0:
+        state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
+    state.length += 1
+    run_values = run_values.index_select(0, rows)
+    run_values[:, :, t] = values
+    return run_values
+
+
+def finish(store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int, timings: tuple[float, float],
+           steps: int) -> GenerationResult:
     """Assemble the result from per-prompt stores whose slots are sorted best first. store: (B, >=n)."""
     batch = prompt_ids.shape[0]
     tokens = store.tokens[:, :n_return].reshape(batch * n_return, -1)  # (B*n, N)
@@ -300,7 +349,7 @@ def finish(state, beams: Beams, store: Store, prompt_ids: torch.Tensor, n_return
         decode_seconds=decode,
         new_tokens=int(lengths.sum()),
         steps=steps,
-        sequences_scores=store.scores[:, :n_return].reshape(-1),
+        sequences_scores=store.scores[:, :n_return].reshape(-1).to(torch.float32),
         extras={"beam_token_scores": values[:, 2], "fill_value": fill},
     )
 
@@ -351,15 +400,8 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         out = beam_step(cfg, StepInput(scores, logp, logp_processed, beams.run_scores, state.tokens,
                                        beams.run_values, beams.store, beams.open), t)
         rows = (out.parent + torch.arange(batch, device=device)[:, None] * width).flatten()  # (B*K,)
-        slot = state.length
-        state.tokens = state.tokens.index_select(0, rows)
-        state.tokens[:, slot] = out.tokens.flatten()
-        if slot > 0:
-            state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
-        state.length += 1
-        start = slot
-        run_values = beams.run_values.index_select(0, rows)
-        run_values[:, :, t] = out.values.flatten(0, 1)
+        start = state.length
+        run_values = advance(state, beams.run_values, rows, out.tokens.flatten(), out.values.flatten(0, 1), t)
         open_ = still_open(cfg, beams.open, out.scores, out.store, t)
         beams = replace(beams, run_scores=out.scores, run_values=run_values, store=out.store, open=open_)
         if t == 0:
@@ -370,5 +412,5 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         kv.reorder(rows)
     _sync(device)
     total = time.perf_counter() - t0
-    return finish(state, beams, beams.store, input_ids, params.num_return_sequences, cfg.fill,
+    return finish(beams.store, input_ids, params.num_return_sequences, cfg.fill,
                   (prefill, total - prefill), t)
