@@ -101,7 +101,7 @@ def group_step(params: GenerationParams, cfg, x: StepInput, t: int):
 
 
 def _check(params: GenerationParams) -> None:
-    if params.diversity_penalty == 0:
+    if params.num_beam_groups > 1 and params.diversity_penalty == 0:
         raise ValueError(f"num_beam_groups={params.num_beam_groups} is not allowed with diversity_penalty=0: the "
                          "groups would all be the same beam search. Set diversity_penalty > 0, or num_beam_groups=1")
     if params.do_sample:

@@ -34,6 +34,8 @@ class SlotLayer(CacheLayerMixin):
         super().__init__()
         self.max_cache_len = max_cache_len
         self.cache_position = 0
+        self.filled = 0  # slots [0, filled) were written
+        self.spare: tuple[torch.Tensor, torch.Tensor] | None = None  # second buffer pair for `reorder`
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         batch, heads, _, k_dim = key_states.shape
@@ -52,6 +54,7 @@ class SlotLayer(CacheLayerMixin):
                              f"{self.max_cache_len}; raise max_cache_len")
         self.keys[:, :, start:end] = key_states
         self.values[:, :, start:end] = value_states
+        self.filled = max(self.filled, end)
         return self.keys[:, :, :end], self.values[:, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -68,6 +71,25 @@ class SlotLayer(CacheLayerMixin):
         if self.is_initialized:
             self.keys = self.keys.index_select(0, rows.to(self.keys.device))
             self.values = self.values.index_select(0, rows.to(self.values.device))
+            self.spare = None
+
+    def reorder(self, rows: torch.LongTensor) -> None:
+        """Beam search: same batch size, row i continues old row rows[i]. Copies only the filled slots, into a
+        spare buffer pair that then becomes the live one (one copy per step, no allocation after the first)."""
+        if not self.is_initialized or self.filled == 0:
+            return
+        if rows.shape[0] != self.keys.shape[0]:
+            self.select_rows(rows)
+            return
+        if self.spare is None:
+            self.spare = (torch.empty_like(self.keys), torch.empty_like(self.values))
+        rows = rows.to(self.keys.device)
+        end = self.filled
+        keys, values = self.spare
+        torch.index_select(self.keys[:, :, :end], 0, rows, out=keys[:, :, :end])
+        torch.index_select(self.values[:, :, :end], 0, rows, out=values[:, :, :end])
+        self.spare = (self.keys, self.values)
+        self.keys, self.values = keys, values
 
 
 class SlotCache(Cache):
@@ -121,5 +143,15 @@ class KVCache:
             self.model_cache.batch_select_indices(rows)
 
     def reorder(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search: row i of the new batch continues row beam_idx[i] of the old one."""
-        self.select_rows(beam_idx)
+        """Beam search: row i of the new batch continues row beam_idx[i] of the old one (same batch size).
+
+        The dynamic cache uses transformers' own `reorder_cache` (index_select, as generate does); the slot
+        cache copies only its filled slots, into a spare buffer (`SlotLayer.reorder`).
+        """
+        if self.model_cache is None:
+            return
+        if isinstance(self.model_cache, SlotCache):
+            for layer in self.model_cache.layers:
+                layer.reorder(beam_idx)
+        else:
+            self.model_cache.reorder_cache(beam_idx)
