@@ -95,6 +95,7 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     several = len(metrics) > 1
     drawn: list[float] = []
+    any_human = False
     for c_index, curve in enumerate(found):
         for m_index, metric in enumerate(metrics):
             color = colors[(m_index if several else c_index) % len(colors)]
@@ -105,6 +106,7 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
             if human is not None:
                 axis.axhline(human, color=color, linestyle="--", linewidth=1)
                 drawn.append(human)
+                any_human = True
     handles = [Line2D([], [], color=colors[i % len(colors)], marker="o" if not several else None,
                       label=(metric.split("/", 1)[1] if several else
                              (curve.fixed if len(found) > 1 else "generated")))
@@ -113,7 +115,8 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
     if several and len(found) > 1:
         handles += [Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], label=c.fixed)
                     for i, c in enumerate(found)]
-    handles.append(Line2D([], [], color="gray", linestyle="--", linewidth=1, label="human"))
+    if any_human:  # MAUVE has no human value: no line, no legend entry
+        handles.append(Line2D([], [], color="gray", linestyle="--", linewidth=1, label="human"))
     axis.legend(handles=handles, fontsize=7)
     if metrics == ("gen/ppl",):
         _log_if_wide(axis, drawn)

@@ -4,8 +4,6 @@ decodes with sane dimensions, and the rendered page is not blank.
 A broken page (a missing PNG, a script error) is opened first to show that the check can fail.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,4 +48,3 @@ def test_the_report_opens_without_errors_and_shows_its_figures(chromium, tiny_sw
     shot = np.asarray(Image.open(shot_path).convert("L"), dtype=float)
     assert shot.shape[1] == 1280 and shot.shape[0] > 2000  # the whole page: tables and figures
     assert shot.var() > 100  # text, tables and plots, not a blank page
-    Path(tmp_path / "keep").write_text(str(shot_path))  # where to look when a human wants to
