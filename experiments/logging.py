@@ -58,6 +58,9 @@ class NullLogger:
     def log_samples(self, rows: list[dict]) -> None:
         pass
 
+    def log_charts(self, metrics: dict[str, float]) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -112,6 +115,18 @@ class WandbLogger(NullLogger):
             self.run.log({"samples": table})
 
         self._guard("table", _log)
+
+    def log_charts(self, metrics: dict[str, float]) -> None:
+        """The charts W&B shows for one job (generated beside human, the three perplexities)."""
+        if self.run is None:
+            return
+
+        def _log():
+            from analysis.wandb_charts import run_charts
+
+            self.run.log(run_charts(metrics))
+
+        self._guard("charts", _log)
 
     def finish(self) -> None:
         if self.run is None:

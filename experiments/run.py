@@ -228,6 +228,7 @@ def log_to_logger(cfg: DictConfig, metrics: dict[str, float], samples: list[dict
     logger.start(config, run_name(cfg), tags=[str(cfg.decoding.get("name", ""))])
     try:
         logger.log_metrics(metrics)
+        logger.log_charts(metrics)
         logger.log_samples([{k: s[k] for k in ("prompt", "continuation", "human", "finish_reason")}
                             for s in samples[:100]])
     finally:

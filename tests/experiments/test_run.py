@@ -54,6 +54,7 @@ def test_wandb_offline_files_hold_the_metrics(finished_run):
     for key in ("ppl/token", "gen/distinct_2", "speed/decode_tok_s"):
         assert math.isclose(logged["summary"][key], metrics[key], rel_tol=1e-9)
     assert logged["summary"]["samples/nrows"] == 4  # the samples table
+    assert any(k.startswith("charts/perplexities") for k in logged["summary"])  # the charts W&B shows
 
 
 def test_rerun_resumes_from_metrics_json(finished_run, capsys):
