@@ -283,7 +283,19 @@ def test_smollm2_matches_generate(smollm2, kwargs):
     reference, ours = reference_and_ours(model, batch.input_ids, batch.attention_mask, cache=cache,
                                          eos_token_id=eos, **kwargs)
     assert_same(reference, ours)
-    assert "eos" in ours.finish_reasons
+
+
+@pytest.mark.slow
+def test_smollm2_hypotheses_end_with_eos_at_different_steps(smollm2):
+    model, tokenizer = smollm2
+    prompts = ["The state of the union is", "Mr. Speaker, Mr. Vice President, Members of Congress,", "Tonight"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    kwargs = dict(num_beams=4, num_return_sequences=4, length_penalty=0.0, max_new_tokens=8)
+    eos = eos_ids_from_beams(model, batch.input_ids, batch.attention_mask, steps=(2, 5), **kwargs)
+    reference, ours = reference_and_ours(model, batch.input_ids, batch.attention_mask, eos_token_id=eos, **kwargs)
+    assert_same(reference, ours)
+    ended = [length for length, reason in zip(finished_lengths(ours), ours.finish_reasons) if reason == "eos"]
+    assert len(set(ended)) > 1
 
 
 @pytest.mark.slow
