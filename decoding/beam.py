@@ -109,7 +109,7 @@ class StepInput:
 
     scores: torch.Tensor  # (I*S, V) processed log-probs
     logp: torch.Tensor  # (I*S, V) raw log-softmax of the logits
-    logp_processed: torch.Tensor  # (I*S, V) log-softmax of `scores` (same object as logp without processors)
+    lse: torch.Tensor | None  # (I*S,) logsumexp of `scores`, None when `scores` is `logp` (no processors)
     run_scores: torch.Tensor  # (I, S) running beam scores
     run_tokens: torch.Tensor  # (I*S, T + N) running sequences (prompt included)
     run_values: torch.Tensor  # (I*S, 3, N) running per-token records
@@ -188,6 +188,8 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
         idx = idx.gather(-1, order)
     else:
         top, idx = torch.topk(acc, k=cfg.candidates)  # (I, C)
+        if bool(torch.isnan(top[:, 0]).any()):  # top-k ranks NaN first: a NaN logit anywhere shows here
+            check_finite(x.logp, t)
     parent = idx // vocab
     token = idx % vocab
 
@@ -199,11 +201,11 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
         is_stop = _stop_string_hits(cfg, x.run_tokens, cfg.prompt_length + t, rows, token) & ~is_eos
     ended = is_eos | is_stop
     hits = ended | (t + 1 >= cfg.n_max)
-    values = torch.stack([
-        x.logp_processed.reshape(items, -1).gather(1, idx),
-        x.logp.reshape(items, -1).gather(1, idx),
-        x.scores.reshape(items, -1).gather(1, idx),
-    ], dim=-1)  # (I, C, 3)
+    raw = x.logp.reshape(items, -1).gather(1, idx)
+    step = x.scores.reshape(items, -1).gather(1, idx)
+    # log-softmax of the processed scores, for the chosen tokens only
+    processed = raw if x.lse is None else step - x.lse.view(items, width).gather(1, parent)
+    values = torch.stack([processed, raw, step], dim=-1)  # (I, C, 3)
 
     # Running beams: the best S candidates that did not end (transformers: `+ hits * -1e9`, then top-k). At
     # the length limit every candidate hits and the search stops, so transformers' running beams of that
@@ -393,11 +395,12 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     t = 0
     for t in range(n_max):
         logits = forward(state, start, state.length)  # (B*K, V)
-        check_finite(logits, t)
+        if cfg.do_sample:  # multinomial would fail on NaN first; beam search checks its candidates (`expand`)
+            check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
         scores = processors(state.tokens[:, :state.length], logp) if processors else logp
-        logp_processed = torch.log_softmax(scores, dim=-1) if processors else logp
-        out = beam_step(cfg, StepInput(scores, logp, logp_processed, beams.run_scores, state.tokens,
+        lse = torch.logsumexp(scores, dim=-1) if processors else None
+        out = beam_step(cfg, StepInput(scores, logp, lse, beams.run_scores, state.tokens,
                                        beams.run_values, beams.store, beams.open), t)
         rows = (out.parent + torch.arange(batch, device=device)[:, None] * width).flatten()  # (B*K,)
         start = state.length

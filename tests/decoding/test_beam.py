@@ -249,6 +249,18 @@ def test_stop_strings_end_a_hypothesis_like_generate():
 PROMPT = torch.tensor([[5, 6, 7]])
 
 
+@pytest.mark.parametrize("kwargs", [dict(num_beams=3), dict(num_beams=3, do_sample=True),
+                                    dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0)])
+def test_nan_logits_raise_instead_of_a_garbage_beam(kwargs):
+    from experiments.models import build_tiny_model
+
+    model = build_tiny_model("tiny_llama", vocab_size=100)
+    with torch.no_grad():
+        model.lm_head.weight[5] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN logits at generation step 0"):
+        decoding.generate(model, PROMPT, max_new_tokens=3, **kwargs)
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(num_beams=2, num_return_sequences=3), r"num_return_sequences=3 is not allowed: it must be <= num_beams=2"),
     (dict(num_beams=2, num_return_sequences=3, do_sample=True), r"num_return_sequences=3 is not allowed"),
