@@ -109,7 +109,7 @@ class StepInput:
 
     scores: torch.Tensor  # (I*S, V) processed log-probs
     logp: torch.Tensor  # (I*S, V) raw log-softmax of the logits
-    lse: torch.Tensor | None  # (I*S,) logsumexp of `scores`, None when `scores` is `logp` (no processors)
+    logp_processed: torch.Tensor  # (I*S, V) log-softmax of `scores` (the same tensor as logp without processors)
     run_scores: torch.Tensor  # (I, S) running beam scores
     run_tokens: torch.Tensor  # (I*S, T + N) running sequences (prompt included)
     run_values: torch.Tensor  # (I*S, 3, N) running per-token records
@@ -203,8 +203,7 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
     hits = ended | (t + 1 >= cfg.n_max)
     raw = x.logp.reshape(items, -1).gather(1, idx)
     step = x.scores.reshape(items, -1).gather(1, idx)
-    # log-softmax of the processed scores, for the chosen tokens only
-    processed = raw if x.lse is None else step - x.lse.view(items, width).gather(1, parent)
+    processed = raw if x.logp_processed is x.logp else x.logp_processed.reshape(items, -1).gather(1, idx)
     values = torch.stack([processed, raw, step], dim=-1)  # (I, C, 3)
 
     # Running beams: the best S candidates that did not end (transformers: `+ hits * -1e9`, then top-k). At
@@ -399,8 +398,9 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
         scores = processors(state.tokens[:, :state.length], logp) if processors else logp
-        lse = torch.logsumexp(scores, dim=-1) if processors else None
-        out = beam_step(cfg, StepInput(scores, logp, lse, beams.run_scores, state.tokens,
+        # (a full log_softmax: on CPU it is faster than a logsumexp for the candidates alone)
+        logp_processed = torch.log_softmax(scores, dim=-1) if processors else logp
+        out = beam_step(cfg, StepInput(scores, logp, logp_processed, beams.run_scores, state.tokens,
                                        beams.run_values, beams.store, beams.open), t)
         rows = (out.parent + torch.arange(batch, device=device)[:, None] * width).flatten()  # (B*K,)
         start = state.length

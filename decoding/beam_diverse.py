@@ -95,7 +95,7 @@ def group_step(params: GenerationParams, cfg, x: StepInput, t: int):
     open_ = x.open & ~group_done(params, store, cand.top[:, 0], t)
     if t + 1 >= cfg.n_max:  # the length limit: running beams of groups not done become hypotheses
         last = torch.zeros_like(entered).scatter(1, cand.keep, True) & open_
-        x = StepInput(x.scores, x.logp, x.lse, x.run_scores, x.run_tokens, x.run_values, store, open_)
+        x = StepInput(x.scores, x.logp, x.logp_processed, x.run_scores, x.run_tokens, x.run_values, store, open_)
         store = merge_finished(cfg, x, cand, _entries(cand.top, last, t + 1, params.length_penalty), last, t)
     return cand, store, open_
 
@@ -162,8 +162,8 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
                 scores = diversity(group_logp.view(batch, width, -1), earlier).flatten(0, 1)
             if processors[g]:
                 scores = processors[g](tokens[:, :state.length], scores)
-            lse = None if scores is group_logp else torch.logsumexp(scores, dim=-1)
-            x = StepInput(scores, group_logp, lse, beams.run_scores[items], tokens,
+            processed = group_logp if scores is group_logp else torch.log_softmax(scores, dim=-1)
+            x = StepInput(scores, group_logp, processed, beams.run_scores[items], tokens,
                           beams.run_values.index_select(0, rows), beams.store.rows(items), beams.open[items])
             was_open = x.open
             cand, store, open_ = group_step(params, cfg, x, t)
