@@ -18,7 +18,8 @@ included), because any other formulation may pick a different token at a near-ti
    candidates: `topk`, or for beam sampling `multinomial` without replacement over the softmax of the
    flattened scores (same RNG draws as generate), re-sorted by score.
 3. A candidate "hits" when its token is an EOS id, it completes a stop string, or it reaches the length
-   limit. The K best candidates that do not hit become the running beams (hits get -1e9).
+   limit. The K best candidates that do not end (EOS, stop string) become the running beams (the others
+   get -1e9; at the length limit the search stops, so those beams only matter to diverse search).
 4. Hits among the first K candidates enter the finished store with score
    `sum_logprobs / generated_len ** length_penalty`, where `generated_len` counts the new tokens only
    (EOS included, prompt and padding excluded); the store keeps the K best.
@@ -38,7 +39,10 @@ token was chosen under, as in the sampling loop) and `token_logprobs_raw` (the m
 diverse beam search, after the diversity penalty), so that
 `sequences_scores == beam_token_scores.sum(-1) / generated_len ** length_penalty`.
 
-Diverse (group) beam search lives in `beam_diverse.py` and reuses `beam_step` per group.
+Speed: the step costs a few small ops per beam next to the forward pass; the KV cache reorder is one
+`index_select` per layer (the static slot cache copies only its filled slots, into a spare buffer,
+and never concatenates). Diverse (group) beam search lives in `beam_diverse.py` and reuses `expand`
+and `merge_finished` per group.
 """
 
 from __future__ import annotations
@@ -93,14 +97,14 @@ class Store:
         )
 
     def rows(self, items: torch.Tensor) -> "Store":
-        return Store(*(getattr(self, f).index_select(0, items) for f in _STORE_FIELDS))
+        return Store(*(getattr(self, f).index_select(0, items) for f in STORE_FIELDS))
 
     def put(self, items: torch.Tensor, part: "Store") -> None:
-        for f in _STORE_FIELDS:
+        for f in STORE_FIELDS:
             getattr(self, f).index_copy_(0, items, getattr(part, f))
 
 
-_STORE_FIELDS = ("scores", "done", "tokens", "lengths", "reasons", "values")
+STORE_FIELDS = ("scores", "done", "tokens", "lengths", "reasons", "values")
 
 
 @dataclass

@@ -43,7 +43,8 @@ from typing import Any
 
 import torch
 
-from .beam import (Store, StepInput, advance, expand, finish, merge_finished, start_beams, step_config)
+from .beam import (STORE_FIELDS, Store, StepInput, advance, expand, finish, merge_finished, start_beams,
+                   step_config)
 from .cache import KVCache
 from .loop import Forward, _sync, check_finite, init_state
 from .params import GenerationParams
@@ -173,7 +174,7 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
             chosen = cand.token.gather(1, cand.keep)  # (B, S)
             rows_next[rows] = rows.view(batch, width).gather(1, cand.parent.gather(1, cand.keep)).flatten()
             tokens_next[rows] = chosen.flatten()
-            values_next[rows] = cand.values.gather(1, cand.keep[:, :, None].expand(-1, -1, 3)).flatten(0, 1)
+            values_next[rows] = torch.take_along_dim(cand.values, cand.keep[:, :, None], dim=1).flatten(0, 1)
             # A group done before this step "chooses" pad (4.x); its real beams no longer matter.
             earlier = torch.cat([earlier, torch.where(was_open, chosen, pad)], dim=1)
         start = state.length
@@ -192,8 +193,7 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
 
 def pool(store: Store, batch: int) -> Store:
     """Per prompt, the hypotheses of all its groups, best first: (B*G, S) items -> (B, G*S)."""
-    fields = ("scores", "done", "tokens", "lengths", "reasons", "values")
-    flat = {f: getattr(store, f).reshape(batch, -1, *getattr(store, f).shape[2:]) for f in fields}
+    flat = {f: getattr(store, f).reshape(batch, -1, *getattr(store, f).shape[2:]) for f in STORE_FIELDS}
     order = torch.sort(flat["scores"], dim=1, descending=True, stable=True).indices  # (B, G*S)
     return Store(**{f: torch.take_along_dim(v, order.view(*order.shape, *([1] * (v.dim() - 2))), dim=1)
                     for f, v in flat.items()})
