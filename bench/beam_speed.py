@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
+from timing import timed  # bench/timing.py (the script folder is on sys.path)
 
 import decoding
 from experiments.models import load_model
@@ -31,16 +31,6 @@ PROMPTS = [
     "Our economy",
     "Fellow citizens of the Senate and House of Representatives:",
 ]
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def run_cell(model, batch, width: int, new_tokens: int, repeats: int, caches: list[str]) -> list[float]:

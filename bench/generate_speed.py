@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
+from timing import timed  # bench/timing.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -35,16 +35,6 @@ PROMPTS = [
     "Let me begin with the most urgent question before us:",
 ]
 MODES = {"greedy": dict(do_sample=False), "top_p": dict(do_sample=True, top_p=0.9, top_k=0)}
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def run_cell(model, batch, mode, cache, new_tokens, repeats):
