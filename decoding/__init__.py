@@ -5,6 +5,7 @@ from .loop import decode_n_tokens, decode_one_token, generate, prompt_position_i
 from .params import GenerationParams, resolve_params
 from .processors import build_processors
 from .result import GenerationResult
+from .sweep import generate_sweep
 
 __all__ = [
     "GenerationParams",
@@ -15,6 +16,7 @@ __all__ = [
     "decode_n_tokens",
     "decode_one_token",
     "generate",
+    "generate_sweep",
     "prompt_position_ids",
     "resolve_params",
 ]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,6 +52,11 @@ class DecodeState:
 
     def model_mask(self, end: int) -> torch.Tensor | None:
         return self.attention_mask[:, :end] if self.padded else None
+
+    def select_rows(self, rows: torch.Tensor) -> "DecodeState":
+        """A state whose row i is row `rows[i]` of this one (rows may repeat: a shared prefix copied)."""
+        return DecodeState(self.tokens.index_select(0, rows), self.attention_mask.index_select(0, rows),
+                           self.position_ids.index_select(0, rows), self.length, self.padded)
 
 
 def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -120,16 +125,39 @@ def check_finite(logits: torch.Tensor, step: int) -> None:
         )
 
 
-def decode_one_token(forward: Forward, state: DecodeState, processors: ProcessorList, do_sample: bool,
-                     generator: torch.Generator | None, start: int, step: int):
+Sampler = Callable[[torch.Tensor], torch.Tensor]  # processed scores (B, V) -> next tokens (B,)
+
+
+def batch_sampler(do_sample: bool, generator: torch.Generator | None) -> Sampler:
+    """One rule for the whole batch: argmax, or one multinomial over all rows from `generator`."""
+    return lambda scores: select_tokens(scores, do_sample, generator)
+
+
+def decode_one_token(forward: Forward, state: DecodeState, processors: ProcessorList, sampler: Sampler,
+                     start: int, step: int):
     """Run the model on slots [start, state.length), process the logits, choose one token per row.
 
     Returns: (tokens (B,), raw logits (B, V), processed scores (B, V)).
     """
     logits = forward(state, start, state.length)
+    return choose_tokens(state, logits, processors, sampler, step)
+
+
+def choose_tokens(state: DecodeState, logits: torch.Tensor, processors: ProcessorList, sampler: Sampler, step: int):
     check_finite(logits, step)
     scores = processors(state.tokens[:, : state.length], logits)
-    return select_tokens(scores, do_sample, generator), logits, scores
+    return sampler(scores), logits, scores
+
+
+def copy_prefix(state: DecodeState, kv: KVCache, logits: torch.Tensor, rows: torch.Tensor
+                ) -> tuple[DecodeState, torch.Tensor]:
+    """After one prefill of the distinct prompts: row i of the batch continues prompt `rows[i]`.
+
+    Copies the prompt's slots, its KV cache and its last logits, so n samples of a prompt (and every
+    configuration of a sweep) share one prefill instead of recomputing it.
+    """
+    kv.select_rows(rows)
+    return state.select_rows(rows), logits.index_select(0, rows)
 
 
 def _sync(device: torch.device) -> None:
@@ -138,11 +166,19 @@ def _sync(device: torch.device) -> None:
 
 
 def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: GenerationParams,
-                    processors: ProcessorList, generator: torch.Generator | None, tokenizer: Any = None
-                    ) -> GenerationResult:
-    """Prefill the prompt, then decode until every row finished or `max_new_tokens` were generated."""
+                    processors: ProcessorList, generator: torch.Generator | None, tokenizer: Any = None, *,
+                    sampler: Sampler | None = None, prefix_rows: torch.Tensor | None = None) -> GenerationResult:
+    """Prefill the prompt, then decode until every row finished or `max_new_tokens` were generated.
+
+    Args:
+        sampler: chooses tokens from processed scores; default: `params.do_sample` with `generator`.
+        prefix_rows: (R,) when given, `state` holds the distinct prompts only; they are prefilled once and
+            row i of the decoded batch starts from prompt `prefix_rows[i]` (`copy_prefix`).
+    """
     device = state.tokens.device
-    batch, prompt_len = state.tokens.shape[0], state.length
+    sampler = sampler or batch_sampler(params.do_sample, generator)
+    batch = state.tokens.shape[0] if prefix_rows is None else prefix_rows.shape[0]
+    prompt_len = state.length
     n_max = params.max_new_tokens
     eos = torch.tensor(params.eos_token_id, device=device) if params.eos_token_id else None
     pad = params.pad_token_id
@@ -161,8 +197,10 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     start = 0  # cache position of the first slot this forward writes
     step = 0
     for step in range(n_max):
-        next_tokens, logits, scores = decode_one_token(forward, state, processors, params.do_sample, generator,
-                                                       start, step)
+        logits = forward(state, start, state.length)
+        if step == 0 and prefix_rows is not None:
+            state, logits = copy_prefix(state, kv, logits, prefix_rows)
+        next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
         if eos is not None and pad is not None:
             next_tokens = torch.where(unfinished, next_tokens, pad)
         slot = state.length
@@ -278,12 +316,16 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
         from .beam import beam_search
 
         return beam_search(model, input_ids, attention_mask, p, generator=generator, tokenizer=tokenizer)
-    if p.num_return_sequences > 1:  # the n samples of a prompt are adjacent rows, as in generate
-        input_ids = input_ids.repeat_interleave(p.num_return_sequences, dim=0)
-        attention_mask = attention_mask.repeat_interleave(p.num_return_sequences, dim=0)
+    # The n samples of a prompt are adjacent rows, as in generate; they share one prefill of the prompt.
+    prefix_rows = None
+    if p.num_return_sequences > 1:
+        prefix_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(
+            p.num_return_sequences)
     prompt_len = input_ids.shape[1]
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
     kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens)
     prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
+    if prefix_rows is not None:
+        prompt_start = prompt_start.index_select(0, prefix_rows)
     processors = build_processors(p, prompt_len, prompt_start if state.padded else None)
-    return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer)
+    return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer, prefix_rows=prefix_rows)

@@ -234,7 +234,7 @@ class ProcessorList(list):
         return scores
 
 
-def _factories(p: GenerationParams, prompt_length: int, prompt_start: torch.Tensor | None,
+def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: torch.Tensor | None,
                keep: int) -> dict[str, Callable[[], LogitsProcessor | None]]:
     """For each processor name: a factory returning the processor, or None when its setting is neutral."""
     eos = p.eos_token_id
@@ -268,6 +268,6 @@ def build_processors(p: GenerationParams, prompt_length: int,
     """
     # Beam sampling keeps one more candidate than there are EOS ids, so a beam can always continue.
     keep = (len(p.eos_token_id) + 1 if p.eos_token_id else 2) if p.num_beams > 1 else 1
-    factories = _factories(p, prompt_length, prompt_start, keep)
+    factories = processor_factories(p, prompt_length, prompt_start, keep)
     built = (factories[name]() for name in p.processor_order)
     return ProcessorList(proc for proc in built if proc is not None)

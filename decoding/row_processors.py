@@ -1,0 +1,140 @@
+"""Per-row logits processors: one batch whose rows use different sampling parameters.
+
+A batched sweep puts several decoding configurations in one batch (rows [c * n, (c + 1) * n) belong to
+configuration c). Each processor here holds its parameter as a (R, 1) tensor, one value per row, and
+gives each row bit for bit what the scalar processor of `processors.py` gives it alone: same operations
+in the same dtype (float32 scalars and float32 (R, 1) tensors round identically), and every reduction
+(softmax, sort, cumsum, top-k) runs along the row.
+
+A row whose configuration does not use a processor gets a neutral value that changes nothing exactly
+(temperature 1, no top-k threshold, a top-p threshold below every cumulative mass, min-p 0), or, for
+processors without such a value, is left out by a row mask.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .params import GenerationParams
+from .processors import (NEG_INF, LogitsProcessor, MinP, ProcessorList, Temperature, TopK, TopP,
+                         processor_factories)
+
+# Parameters that may differ between the configurations of one batched sweep.
+ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
+
+
+class RowTemperature(LogitsProcessor):
+    def __init__(self, temperature: torch.Tensor):
+        self.temperature = temperature  # (R, 1) float32; 1.0 where unused
+
+    def __call__(self, input_ids, scores):
+        return scores / self.temperature
+
+
+class RowTopK(LogitsProcessor):
+    def __init__(self, top_k: torch.Tensor):
+        self.top_k = top_k  # (R,) long; 0 where unused
+
+    def __call__(self, input_ids, scores):
+        k = self.top_k.clamp(max=scores.shape[-1])
+        values = torch.topk(scores, int(k.max()))[0]  # (R, k_max), descending
+        kth = values.gather(1, (k - 1).clamp(min=0)[:, None])  # (R, 1): each row's own k-th value
+        kth = kth.masked_fill(k[:, None] == 0, NEG_INF)  # unused rows: nothing is below -inf
+        return scores.masked_fill(scores < kth, NEG_INF)
+
+
+class RowTopP(LogitsProcessor):
+    def __init__(self, drop_mass: torch.Tensor, min_tokens_to_keep: int):
+        self.drop_mass = drop_mass  # (R, 1) float32: 1 - top_p; -1 where unused (no mass is <= -1)
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, input_ids, scores):
+        sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative <= self.drop_mass
+        drop_sorted[..., -self.min_tokens_to_keep:] = False
+        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+        return scores.masked_fill(drop, NEG_INF)
+
+
+class RowMinP(LogitsProcessor):
+    def __init__(self, min_p: torch.Tensor, min_tokens_to_keep: int):
+        self.min_p = min_p  # (R, 1) float32; 0 where unused
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores, dim=-1)
+        drop = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+        keep_idx = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
+        drop = drop.scatter(-1, keep_idx, False)
+        return scores.masked_fill(drop, NEG_INF)
+
+
+class OnRows(LogitsProcessor):
+    """Apply `processor` to the rows where `rows` (R,) is True; leave the others as they are."""
+
+    def __init__(self, processor: LogitsProcessor, rows: torch.Tensor):
+        self.processor = processor
+        self.rows = rows
+
+    def __call__(self, input_ids, scores):
+        return torch.where(self.rows[:, None], self.processor(input_ids, scores), scores)
+
+
+def _per_row(values: Sequence, rows_per_config: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(C,) values, one per configuration -> (C * rows_per_config,) one per row."""
+    return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(rows_per_config)
+
+
+def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config: int, device
+                 ) -> LogitsProcessor | None:
+    """The per-row processor for a parameter that differs between configurations (None: not one of those)."""
+    def col(values, dtype=torch.float32):
+        return _per_row(values, rows_per_config, dtype, device)[:, None]
+
+    used = [p for p in built if p is not None]
+    if name == "temperature":
+        return RowTemperature(col([p.temperature if isinstance(p, Temperature) else 1.0 for p in built]))
+    if name == "top_k":
+        k = [p.top_k if isinstance(p, TopK) else 0 for p in built]
+        return RowTopK(_per_row(k, rows_per_config, torch.long, device))
+    if name == "top_p":
+        mass = [1 - p.top_p if isinstance(p, TopP) else -1.0 for p in built]  # 1 - p in float64, as TopP
+        return RowTopP(col(mass), used[0].min_tokens_to_keep)
+    if name == "min_p":
+        return RowMinP(col([p.min_p if isinstance(p, MinP) else 0.0 for p in built]), used[0].min_tokens_to_keep)
+    return None
+
+
+def build_row_processors(params: Sequence[GenerationParams], rows_per_config: int, prompt_length: int,
+                         prompt_start: torch.Tensor | None, device) -> ProcessorList:
+    """Processors for a batch of `len(params)` configurations, `rows_per_config` adjacent rows each.
+
+    Each configuration's own processors are built as `build_processors` would build them (so invalid
+    values fail the same way); where they differ, the per-row version takes their place.
+
+    Args:
+        prompt_start: (R,) left-padding slots of every row (already expanded), or None.
+    """
+    order = params[0].processor_order
+    keep = 1  # min_tokens_to_keep: beam search is not batched here
+    per_config = [processor_factories(p, prompt_length, prompt_start, keep) for p in params]
+    out = ProcessorList()
+    for name in order:
+        built = [factories[name]() for factories in per_config]
+        used = [p for p in built if p is not None]
+        if not used:
+            continue
+        if all(repr(p) == repr(built[0]) for p in built):  # the same processor on every row
+            out.append(built[0])
+        elif name in ROW_PARAMETERS:
+            out.append(_row_version(name, built, rows_per_config, device))
+        else:  # the same processor, used by some configurations only (a sampling warper beside greedy rows)
+            if any(repr(p) != repr(used[0]) for p in used):
+                raise ValueError(f"{name} differs between the configurations ({[repr(p) for p in used]}): only "
+                                 f"{', '.join(ROW_PARAMETERS)} may differ within one batched sweep")
+            rows = _per_row([p is not None for p in built], rows_per_config, torch.bool, device)
+            out.append(OnRows(used[0], rows))
+    return out

@@ -1,0 +1,183 @@
+"""Batched sweeps: several sampling configurations over the same prompts in one decode batch.
+
+`model.generate` runs one configuration per call and prefills every prompt again for each. Here the
+prompts are prefilled once; their KV cache and last logits are copied into the rows of every
+configuration (`loop.copy_prefix`), and one decode loop runs all of them, each row with its own
+temperature / top-k / top-p / min-p (`row_processors.py`) and its configuration's own random stream.
+
+Batch layout for C configurations, B prompts and n = num_return_sequences:
+
+    row = c * (B * n) + b * n + s      configuration c, prompt b, sample s
+
+so configuration c's rows are exactly the rows a run of c alone would have, in the same order.
+
+Why each row equals its configuration run alone (`generate(..., generator=g_c, **config_c)`):
+- the prefill is the same forward over the same padded prompts;
+- the processors compute per row what the scalar ones compute (row_processors.py);
+- configuration c's rows draw `torch.multinomial` from c's own generator, over c's rows only, in row
+  order: the same draws from the same stream as the lone run. A configuration given one generator per
+  row draws row by row instead, and then each row equals that row run alone with its generator.
+What can still differ: a decode step's forward runs C times as many rows, and a matrix kernel may sum in
+another order for another batch size. On the CPU kernels tested that does not happen (the tests check
+token identity on tiny models; `bench/sweep_speed.py` checks SmolLM2); on other hardware the bench
+reports how many rows differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .cache import KVCache
+from .loop import decode_n_tokens, init_state, max_positions_of, prepare_inputs
+from .params import GenerationParams, resolve_params
+from .result import GenerationResult
+from .row_processors import ROW_PARAMETERS, build_row_processors
+
+RowGenerators = torch.Generator | Sequence[torch.Generator] | None
+
+
+class GroupedSampler:
+    """Chooses each row's next token: argmax for greedy rows; for sampling rows, one multinomial per group
+    of rows [start, stop) from that group's generator, in row order (as a run of that group alone draws)."""
+
+    def __init__(self, groups: list[tuple[int, int, bool, torch.Generator | None]]):
+        self.groups = groups
+        self.any_greedy = any(not sample for _, _, sample, _ in groups)
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:  # (R, V) -> (R,)
+        tokens = torch.argmax(scores, dim=-1) if self.any_greedy else scores.new_empty(scores.shape[0],
+                                                                                       dtype=torch.long)
+        probs = torch.softmax(scores, dim=-1)
+        for start, stop, sample, generator in self.groups:
+            if sample:
+                tokens[start:stop] = torch.multinomial(probs[start:stop], 1, generator=generator).squeeze(1)
+        return tokens
+
+
+def check_batchable(params: Sequence[GenerationParams]) -> None:
+    """Configurations may share a batch when they differ only in ROW_PARAMETERS."""
+    first = params[0]
+    if first.is_beam or first.num_beam_groups > 1:
+        raise ValueError(f"configs[0] has num_beams={first.num_beams}: a batched sweep runs greedy / sampling "
+                         "configurations; run beam search configurations one by one")
+    for f in fields(GenerationParams):
+        if f.name in ROW_PARAMETERS:
+            continue
+        values = [getattr(p, f.name) for p in params]
+        for i, value in enumerate(values):
+            if value != values[0]:
+                raise ValueError(
+                    f"configs[{i}] has {f.name}={value!r} but configs[0] has {f.name}={values[0]!r}: only "
+                    f"{', '.join(ROW_PARAMETERS)} (and the seed) may differ within one batched sweep; "
+                    "run configurations that differ otherwise separately")
+
+
+def _row_groups(params: Sequence[GenerationParams], generators: Sequence[RowGenerators], rows_per_config: int
+                ) -> list[tuple[int, int, bool, torch.Generator | None]]:
+    samplers_without_stream = [i for i, (p, g) in enumerate(zip(params, generators)) if p.do_sample and g is None]
+    if len(params) > 1 and samplers_without_stream:
+        raise ValueError(
+            f"generators[{samplers_without_stream[0]}] is None but that configuration samples: in a batched sweep "
+            "every sampling configuration needs its own seeded torch.Generator (a run alone with None draws from "
+            "torch's global RNG, which one shared batch cannot reproduce)")
+    groups = []
+    for c, (p, g) in enumerate(zip(params, generators)):
+        start = c * rows_per_config
+        if isinstance(g, torch.Generator) or g is None:
+            groups.append((start, start + rows_per_config, p.do_sample, g))
+            continue
+        per_row = list(g)
+        if len(per_row) != rows_per_config:
+            raise ValueError(f"generators[{c}] holds {len(per_row)} generators: give one torch.Generator for the "
+                             f"configuration or one per row ({rows_per_config} = prompts x num_return_sequences)")
+        groups.extend((start + r, start + r + 1, p.do_sample, gen) for r, gen in enumerate(per_row))
+    return groups
+
+
+def split_result(result: GenerationResult, configs: int, rows_per_config: int) -> list[GenerationResult]:
+    """One result per configuration, as its run alone would return it.
+
+    A configuration's sequences end where its own last row finished (the shared loop may go on for
+    others). Times are the shared batch's, split evenly: each configuration's tokens/s is the batch's
+    throughput; `extras["sweep"]` keeps the whole batch's numbers.
+    """
+    out = []
+    shared = {"configurations": configs, "rows": configs * rows_per_config,
+              "prefill_seconds": result.prefill_seconds, "decode_seconds": result.decode_seconds,
+              "new_tokens": result.new_tokens}
+    for c in range(configs):
+        rows = slice(c * rows_per_config, (c + 1) * rows_per_config)
+        alive = result.new_token_mask[rows]  # (n_c, N)
+        active_steps = alive.any(dim=0).nonzero()
+        generated = int(active_steps.max()) + 1 if active_steps.numel() else 1
+        out.append(replace(
+            result,
+            sequences=result.sequences[rows, : result.prompt_length + generated],
+            token_logprobs=result.token_logprobs[rows, :generated],
+            token_logprobs_raw=result.token_logprobs_raw[rows, :generated],
+            new_token_mask=alive[:, :generated],
+            finish_reasons=result.finish_reasons[rows],
+            prefill_seconds=result.prefill_seconds / configs,
+            decode_seconds=result.decode_seconds / configs,
+            new_tokens=int(alive.sum()),
+            steps=generated - 1,
+            extras={**result.extras, "sweep": shared},
+        ))
+    return out
+
+
+@torch.inference_mode()
+def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                   configs: Sequence[Mapping[str, Any]], generators: Sequence[RowGenerators] | None = None,
+                   tokenizer: Any = None, **shared: Any) -> list[GenerationResult]:
+    """Decode every configuration over the same prompts in one batch with one prefill.
+
+    Args:
+        model: a transformers causal LM.
+        input_ids: (B, T) left-padded prompts; attention_mask: (B, T) as for `generate`.
+        configs: C mappings of generate keywords. They may differ only in do_sample, temperature, top_k,
+            top_p and min_p; everything else (max_new_tokens, penalties, EOS, cache, ...) must be equal.
+        generators: one entry per configuration: a seeded `torch.Generator` for the configuration's rows,
+            or a list of B * num_return_sequences generators (one per row), or None for greedy ones.
+        tokenizer: needed only for `stop_strings`.
+        **shared: keywords for every configuration (a configuration's own value wins).
+
+    Returns:
+        C results; result c equals `generate(model, input_ids, attention_mask, generator=generators[c],
+        **shared, **configs[c])`.
+    """
+    if not configs:
+        raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
+    generators = list(generators) if generators is not None else [None] * len(configs)
+    if len(generators) != len(configs):
+        raise ValueError(f"generators has {len(generators)} entries for {len(configs)} configs: give one per "
+                         "configuration")
+    defaults = getattr(model, "generation_config", None)
+    merged = [{**shared, **config} for config in configs]
+    pad_hint = merged[0].get("pad_token_id", getattr(defaults, "pad_token_id", None))
+    eos_hint = merged[0].get("eos_token_id", getattr(defaults, "eos_token_id", None))
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, pad_hint, eos_hint)
+    params = []
+    for i, config in enumerate(merged):
+        try:
+            params.append(resolve_params(model, input_ids.shape[1], max_positions_of(model), **config))
+        except ValueError as err:
+            raise ValueError(f"configs[{i}]: {err}") from None
+    check_batchable(params)
+
+    p = params[0]
+    batch, prompt_len = input_ids.shape
+    rows_per_config = batch * p.num_return_sequences
+    groups = _row_groups(params, generators, rows_per_config)
+    device = input_ids.device
+    prefix_rows = torch.arange(batch, device=device).repeat_interleave(p.num_return_sequences).repeat(len(params))
+    state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
+    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens)
+    prompt_start = (attention_mask == 0).sum(-1).index_select(0, prefix_rows) if state.padded else None
+    processors = build_row_processors(params, rows_per_config, prompt_len, prompt_start, device)
+    result = decode_n_tokens(model, state, kv, p, processors, None, tokenizer, sampler=GroupedSampler(groups),
+                             prefix_rows=prefix_rows)
+    return split_result(result, len(params), rows_per_config)
