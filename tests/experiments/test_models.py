@@ -1,5 +1,7 @@
 """Model loading: the embedded SmolLM2 and its converted-weights cache, hub ids, tiny random models."""
 
+import os
+
 import pytest
 import torch
 
@@ -54,3 +56,23 @@ def test_converted_cache_equals_the_gguf_model():
     ids = tokenizer("Fellow citizens of the Senate", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(cached(ids).logits, direct(ids).logits)
+
+
+def test_conversion_is_named_by_content_not_install_time(tmp_path, monkeypatch):
+    first = tmp_path / "a.gguf"
+    first.write_bytes(b"x" * 3_000_000)
+    monkeypatch.setenv("DECODELAB_SMOLLM2_GGUF", str(first))
+    monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path / "cache"))
+    name = models._converted_dir().name
+    os.utime(first, (1, 1))  # a reinstall changes the mtime, not the content
+    assert models._converted_dir().name == name
+    changed = tmp_path / "b.gguf"
+    changed.write_bytes(b"x" * 2_999_999 + b"y")
+    monkeypatch.setenv("DECODELAB_SMOLLM2_GGUF", str(changed))
+    assert models._converted_dir().name != name
+
+
+def test_gguf_override_that_is_not_a_file_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("DECODELAB_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="DECODELAB_SMOLLM2_GGUF="):
+        models.embedded_gguf_path()
