@@ -4,6 +4,13 @@ Each batch of prompts is left-padded and handed to `decoding.generate` with a `t
 from (run seed, batch index), so a run's samples depend only on its config and seed, not on what ran
 before it in the process. Timings are the loop's own: prefill (prompt forward + first token) and decode
 (every later step), with CUDA synchronised at both ends.
+
+`generate_continuations_sweep` does the same for several decoding configurations at once, through
+`decoding.generate_sweep`: one batch, one prefill of each prompt, each configuration with the generator its
+run alone would get, so each returned `GenerationRun` holds exactly the samples `generate_continuations`
+gives for that configuration. Its speed numbers are shares of the shared batch (see `GenerationRun`).
+The batched sweep launcher (experiments/batched_sweep.py) runs it ahead of a sweep's jobs and leaves each
+job's result here (`stash_precomputed`), where the job's `run` finds it instead of generating.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ import decoding
 
 @dataclass
 class GenerationRun:
-    """Samples (one dict per generated continuation) and summed timings of all batches."""
+    """Samples (one dict per generated continuation) and summed timings of all batches.
+
+    A configuration generated alone owns its timings. One of a batched sweep of C configurations
+    (`sweep_configurations` = C) gets 1/C of each shared batch's prefill and decode seconds, so its
+    tokens/s is the shared batch's throughput; its time to first token is the shared prefill's whole time
+    (every configuration waited for it); `sweep_*` hold the whole shared batches' tokens and seconds.
+    """
 
     samples: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 0  # real (unpadded) prompt tokens prefilled
@@ -29,18 +42,54 @@ class GenerationRun:
     decode_tokens: int = 0  # tokens produced by decode steps (the first token of a row belongs to prefill)
     batches: int = 0
     ttft: list[float] = field(default_factory=list)
+    sweep_configurations: int = 1  # configurations that shared each batch (1: generated alone)
+    sweep_new_tokens: int = 0  # all configurations' new tokens in the shared batches
+    sweep_seconds: float = 0.0  # the shared batches' whole prefill + decode seconds
 
     def speed_metrics(self) -> dict[str, float]:
         def rate(n: float, seconds: float) -> float:
             return n / seconds if seconds > 0 else float("nan")
 
-        return {
+        metrics = {
             "speed/prefill_tok_s": rate(self.prompt_tokens, self.prefill_seconds),
             "speed/decode_tok_s": rate(self.decode_tokens, self.decode_seconds),
             "speed/tok_s": rate(self.new_tokens, self.prefill_seconds + self.decode_seconds),
             "speed/ttft_s": sum(self.ttft) / len(self.ttft) if self.ttft else float("nan"),
             "speed/new_tokens": float(self.new_tokens),
+            "speed/sweep_configurations": float(self.sweep_configurations),
         }
+        if self.sweep_configurations > 1:
+            metrics["speed/sweep_tok_s"] = rate(self.sweep_new_tokens, self.sweep_seconds)
+        return metrics
+
+    def add_batch(self, out: decoding.GenerationResult, chunk: Sequence[dict], mask: torch.Tensor, tokenizer: Any,
+                  ttft: float) -> None:
+        """Record one batch's result: its timings and one sample per row (a prompt's n samples are adjacent)."""
+        n_per_prompt = out.sequences.shape[0] // len(chunk)
+        self.batches += 1
+        self.prompt_tokens += int(mask.sum())
+        self.prefill_seconds += out.prefill_seconds
+        self.decode_seconds += out.decode_seconds
+        self.new_tokens += out.new_tokens
+        self.decode_tokens += max(out.new_tokens - out.sequences.shape[0], 0)
+        self.ttft.append(ttft)
+        lengths = out.new_token_mask.sum(-1).tolist()
+        for row in range(out.sequences.shape[0]):
+            pair = chunk[row // n_per_prompt]
+            n = int(lengths[row])
+            new_ids = out.new_token_ids[row, :n].tolist()
+            self.samples.append({
+                "doc_id": pair.get("doc_id"),
+                "start": pair.get("start"),
+                "prompt": pair["prompt"],
+                "continuation": tokenizer.decode(new_ids, skip_special_tokens=True),
+                "human": pair["continuation"],
+                "token_ids": new_ids,
+                "token_logprobs": [round(x, 6) for x in out.token_logprobs[row, :n].tolist()],
+                "token_logprobs_raw": [round(x, 6) for x in out.token_logprobs_raw[row, :n].tolist()],
+                "finish_reason": out.finish_reasons[row],
+                "sequence_score": None if out.sequences_scores is None else float(out.sequences_scores[row]),
+            })
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,45 +104,83 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -
     return ids.to(device), mask.to(device)
 
 
-def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], decoding_params: dict[str, Any],
-                           cache: str = "dynamic", max_cache_len: int | None = None, batch_size: int = 8,
-                           seed: int = 0, progress: bool = True) -> GenerationRun:
-    """Generate from every pair's `prompt_ids`; keep each sample beside its human continuation."""
+def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
+    """The random stream of one prompt batch of a run: (run seed, batch index), whatever ran before."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_index)
+
+
+def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"prompts.batch_size={batch_size} is not allowed: use an integer >= 1")
+
+
+def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], decoding_params: dict[str, Any],
+                           cache: str = "dynamic", max_cache_len: int | None = None, batch_size: int = 8,
+                           seed: int = 0, compile: bool = False, progress: bool = True) -> GenerationRun:
+    """Generate from every pair's `prompt_ids`; keep each sample beside its human continuation.
+
+    `compile=True` runs the decode step under torch.compile (needs cache="static").
+    """
+    _check_batch_size(batch_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    params = dict(decoding_params)
-    n_per_prompt = int(params.get("num_return_sequences") or 1)
+    options = {"compile": True} if compile else {}
     result = GenerationRun()
     starts = range(0, len(pairs), batch_size)
     for batch_index, start in enumerate(tqdm(starts, desc="generation", unit="batch", disable=not progress)):
         chunk = pairs[start:start + batch_size]
         ids, mask = left_pad([p["prompt_ids"] for p in chunk], pad_id, model.device)
-        generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + batch_index)
-        out = decoding.generate(model, ids, mask, generator=generator, tokenizer=tokenizer, cache=cache,
-                                max_cache_len=max_cache_len, **params)
-        result.batches += 1
-        result.prompt_tokens += int(mask.sum())
-        result.prefill_seconds += out.prefill_seconds
-        result.decode_seconds += out.decode_seconds
-        result.new_tokens += out.new_tokens
-        result.decode_tokens += max(out.new_tokens - out.sequences.shape[0], 0)
-        result.ttft.append(out.prefill_seconds)
-        lengths = out.new_token_mask.sum(-1).tolist()
-        for row in range(out.sequences.shape[0]):
-            pair = chunk[row // n_per_prompt]
-            n = int(lengths[row])
-            new_ids = out.new_token_ids[row, :n].tolist()
-            result.samples.append({
-                "doc_id": pair.get("doc_id"),
-                "start": pair.get("start"),
-                "prompt": pair["prompt"],
-                "continuation": tokenizer.decode(new_ids, skip_special_tokens=True),
-                "human": pair["continuation"],
-                "token_ids": new_ids,
-                "token_logprobs": [round(x, 6) for x in out.token_logprobs[row, :n].tolist()],
-                "token_logprobs_raw": [round(x, 6) for x in out.token_logprobs_raw[row, :n].tolist()],
-                "finish_reason": out.finish_reasons[row],
-                "sequence_score": None if out.sequences_scores is None else float(out.sequences_scores[row]),
-            })
+        out = decoding.generate(model, ids, mask, generator=batch_generator(model.device, seed, batch_index),
+                                tokenizer=tokenizer, cache=cache, max_cache_len=max_cache_len, **options,
+                                **decoding_params)
+        result.add_batch(out, chunk, mask, tokenizer, ttft=out.prefill_seconds)
     return result
+
+
+def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dict],
+                                 configs: Sequence[dict[str, Any]], cache: str = "dynamic",
+                                 max_cache_len: int | None = None, batch_size: int = 8, seed: int = 0,
+                                 compile: bool = False, progress: bool = True) -> list[GenerationRun]:
+    """`generate_continuations` for several decoding configurations in one batch per prompt batch.
+
+    The configurations may differ only in `decoding.row_processors.ROW_PARAMETERS` (do_sample,
+    temperature, top_k, top_p, min_p); otherwise `decoding.generate_sweep` raises ValueError. Returns one
+    GenerationRun per configuration, in order; run c's samples equal
+    `generate_continuations(..., configs[c], ...)`'s, its timings are its shares of the shared batches.
+    """
+    _check_batch_size(batch_size)
+    if not configs:
+        raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    options = {"compile": True} if compile else {}
+    runs = [GenerationRun(sweep_configurations=len(configs)) for _ in configs]
+    starts = range(0, len(pairs), batch_size)
+    desc = f"batched generation ({len(configs)} configurations)"
+    for batch_index, start in enumerate(tqdm(starts, desc=desc, unit="batch", disable=not progress)):
+        chunk = pairs[start:start + batch_size]
+        ids, mask = left_pad([p["prompt_ids"] for p in chunk], pad_id, model.device)
+        generators = [batch_generator(model.device, seed, batch_index) for _ in configs]  # each as if alone
+        outs = decoding.generate_sweep(model, ids, mask, configs=[dict(c) for c in configs], generators=generators,
+                                       tokenizer=tokenizer, cache=cache, max_cache_len=max_cache_len, **options)
+        for run, out in zip(runs, outs):
+            shared = out.extras["sweep"]
+            run.add_batch(out, chunk, mask, tokenizer, ttft=shared["prefill_seconds"])
+            run.sweep_new_tokens += shared["new_tokens"]
+            run.sweep_seconds += shared["prefill_seconds"] + shared["decode_seconds"]
+    return runs
+
+
+# Generation done ahead of a sweep's jobs by the batched launcher, keyed by each job's config fingerprint
+# (experiments.run.fingerprint); the job's `run` uses it instead of generating. In-process only.
+_precomputed: dict[str, GenerationRun] = {}
+
+
+def stash_precomputed(key: str, run: GenerationRun) -> None:
+    _precomputed[key] = run
+
+
+def precomputed_run(key: str) -> GenerationRun | None:
+    return _precomputed.get(key)
+
+
+def drop_precomputed(key: str) -> None:
+    _precomputed.pop(key, None)

@@ -1,7 +1,7 @@
 """The experiment runner: `run(cfg) -> metrics` does the work; `main` is a thin `@hydra.main`.
 
     python -m experiments.run [overrides]            (or the console script `decodelab-run`)
-    python -m experiments.run -m sweep=top_p         a multirun grid; rerun the same command to resume
+    python -m experiments.run -m sweep=top_p         a multirun grid (sampling configs batched); rerun to resume
 
 A run does what `cfg.task` asks: teacher-forced perplexity on the dataset, generation from prompt /
 human-continuation pairs, or both, and writes into its Hydra run folder:
@@ -10,6 +10,10 @@ human-continuation pairs, or both, and writes into its Hydra run folder:
 - `metrics.json`: flat namespaced keys (`ppl/*`, `gen/*`, `human/*`, `speed/*`, `mem/*`), written last
   and atomically, so its presence means the job finished. It carries a fingerprint of the config; a
   rerun of a finished job with the same fingerprint reads it instead of recomputing (`resume=true`).
+
+In a multirun the default launcher (experiments/batched_sweep.py) generates for all jobs that differ only in
+sampling parameters in one batch before they run; `run` then takes its job's samples from there
+(`experiments.generation.precomputed_run`) instead of generating, and does everything else as alone.
 
 Errors in the config or input are found before any work starts and end the run with one clear line and a
 non-zero exit. In a multirun a failed job leaves `error.txt` in its folder, the others go on, and the
@@ -38,6 +42,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import decoding
+from experiments.generation import GenerationRun, precomputed_run
 from experiments.logging import NullLogger, write_atomic, write_json, write_jsonl
 
 def job_dirname(overrides: str) -> str:
@@ -85,16 +90,31 @@ def decoding_params(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Validate what can be checked before loading anything, so bad input fails fast and writes nothing."""
+def generation_options(cfg: DictConfig) -> dict[str, Any]:
+    """What `generate_continuations(_sweep)` takes besides the model, prompts and decoding parameters."""
+    options = {"cache": cfg.cache.setting, "max_cache_len": cfg.cache.max_cache_len,
+               "batch_size": cfg.prompts.batch_size, "seed": cfg.seed}
+    if cfg.cache.get("compile"):  # passed only when asked for: torch.compile of the decode step
+        options["compile"] = True
+    return options
+
+
+def check_config(cfg: DictConfig) -> decoding.GenerationParams:
+    """Validate what can be checked before loading anything, so bad input fails fast and writes nothing.
+
+    Returns the decoding parameters as resolved without a model (the model's own generation_config is not
+    applied yet).
+    """
     params = decoding_params(cfg)
+    compile_option = {"compile": True} if cfg.cache.get("compile") else {}
     try:
-        decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
-                                max_cache_len=cfg.cache.max_cache_len, **params)
+        resolved = decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
+                                           max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
     except ValueError as err:
         raise ValueError(f"decoding={cfg.decoding.get('name', '?')}: {err}") from None
     if not (cfg.task.perplexity or cfg.task.generate):
         raise ValueError("task asks for nothing: set task.perplexity and/or task.generate to true")
+    return resolved
 
 
 def finished_metrics(out_dir: Path, print_: bool = True, expected: str | None = None) -> dict | None:
@@ -151,16 +171,34 @@ def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scor
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
 
-def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path) -> dict[str, float]:
+def prompt_pairs(cfg: DictConfig, documents, tokenizer) -> list[dict]:
     from experiments.data import make_prompt_pairs
-    from experiments.generation import generate_continuations
 
     p = cfg.prompts
-    pairs = list(make_prompt_pairs(documents, tokenizer, prompt_tokens=p.prompt_tokens,
-                                   continuation_tokens=p.continuation_tokens, mode=p.mode,
-                                   pairs_per_document=p.pairs_per_document, seed=cfg.seed, max_pairs=p.num_prompts))
-    gen = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), cache=cfg.cache.setting,
-                                 max_cache_len=cfg.cache.max_cache_len, batch_size=p.batch_size, seed=cfg.seed)
+    return list(make_prompt_pairs(documents, tokenizer, prompt_tokens=p.prompt_tokens,
+                                  continuation_tokens=p.continuation_tokens, mode=p.mode,
+                                  pairs_per_document=p.pairs_per_document, seed=cfg.seed, max_pairs=p.num_prompts))
+
+
+def load_inputs(cfg: DictConfig):
+    """(documents, model, tokenizer), after seeding torch as every run does (a tiny random model's weights
+    depend on it). The dataset comes first: a missing file should fail in a second, not after 20."""
+    torch.manual_seed(cfg.seed)
+    documents = build(cfg.dataset)
+    model, tokenizer = build(cfg.model)
+    return documents, model, tokenizer
+
+
+def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path,
+                       precomputed: GenerationRun | None = None) -> dict[str, float]:
+    """Generate (or take what a batched sweep generated for this config: `precomputed`), write the samples, score."""
+    from experiments.generation import generate_continuations
+
+    pairs = prompt_pairs(cfg, documents, tokenizer)
+    if precomputed is not None:
+        gen = precomputed
+    else:
+        gen = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **generation_options(cfg))
     write_jsonl(out_dir / "samples.jsonl", gen.samples)
     if cfg.scorer is None:
         scorer, scorer_tokenizer = model, tokenizer
@@ -195,15 +233,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if done is not None:
             return done
     check_config(cfg)
-    torch.manual_seed(cfg.seed)
-    documents = build(cfg.dataset)  # before the model: a missing file should fail in a second, not after 20
-    model, tokenizer = build(cfg.model)
+    documents, model, tokenizer = load_inputs(cfg)
     metrics: dict[str, float] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
         metrics.update(perplexity_metrics(cfg, model, tokenizer, documents))
     if cfg.task.generate:
-        gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir)
+        gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
+                                                  precomputed_run(print_fingerprint))
         metrics.update(gen_metrics)
     metrics.update(peak_memory_metrics(model.device))
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -272,7 +309,12 @@ class FailedJobsCallback(Callback):
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, OSError, ConnectionError, KeyError)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# Absolute: relative to this file also when it runs as the console script `decodelab-run` (imported as a module,
+# Hydra would read "../conf" as a python package, which conf/ is not; the project is installed editable).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     out_dir = Path(cfg.paths.output_dir)
     (out_dir / "error.txt").unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""Real multirun sweeps in subprocesses: basic, joblib and submitit_local launchers, resume, failures.
+"""Real multirun sweeps in subprocesses: batched (the default), basic, joblib and submitit_local launchers,
+resume, failures.
 
 Each test runs `python -m experiments.run -m ...` exactly as a user would, on the tiny random Llama and a
 three-document local corpus, and reads what the jobs left on disk.
@@ -14,9 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from experiments.logging import find_offline_runs, read_offline_run
-from tests.experiments.runner_helpers import CORPUS, run_cli
+from tests.experiments.runner_helpers import CORPUS, assert_same_samples, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,7 @@ def job_dirs(root: Path, name: str) -> list[Path]:
     return sorted(p.parent for p in (root / "outputs" / "multirun" / name).rglob("metrics.json"))
 
 
-def test_sweep_config_runs_its_grid_with_the_basic_launcher(root):
+def test_sweep_config_runs_its_grid_with_the_default_launcher(root):
     result = run_cli(["-m", "sweep=top_p", "name=grid", *SWEEP_BASE], root)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = job_dirs(root, "grid")
@@ -106,3 +108,83 @@ def test_bad_input_is_one_clear_error_and_no_results(root, args, message):
     assert message in result.stderr
     assert not list((root / "outputs").rglob("metrics.json")) if (root / "outputs").exists() else True
     assert "Traceback" not in result.stderr
+
+
+# A 3-point top-p sweep, batched (the default launcher) and basic, on the same root; read by the tests below.
+TOP_P_SWEEP = ["-m", "decoding=top_p", "decoding.top_p=0.5,0.7,0.9", *SWEEP_BASE]
+
+
+@pytest.fixture(scope="module")
+def both_launchers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launchers")
+    shutil.copytree(CORPUS, root / "corpus")
+    seconds = {}
+    for name, extra in (("batched", []), ("basic", ["hydra/launcher=basic"])):
+        start = time.perf_counter()
+        result = run_cli([*TOP_P_SWEEP, *extra, f"name={name}"], root)
+        seconds[name] = time.perf_counter() - start
+        assert result.returncode == 0, result.stderr[-3000:]
+    print(f"3-point tiny top-p sweep: batched {seconds['batched']:.1f} s, basic {seconds['basic']:.1f} s")
+    return root
+
+
+def read_samples(job: Path) -> list[dict]:
+    return [json.loads(line) for line in (job / "samples.jsonl").read_text().splitlines()]
+
+
+def quality(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith(("speed/", "mem/"))}
+
+
+def test_batched_sweep_writes_what_the_basic_launcher_writes(both_launchers):
+    root = both_launchers
+    batched, basic = job_dirs(root, "batched"), job_dirs(root, "basic")
+    assert [j.name for j in batched] == [j.name for j in basic] and len(batched) == 3
+    for b, a in zip(batched, basic):
+        assert_same_samples(read_samples(b), read_samples(a))
+        mb, ma = (json.loads((j / "metrics.json").read_text()) for j in (b, a))
+        assert mb["speed/sweep_configurations"] == 3 and ma["speed/sweep_configurations"] == 1
+        assert quality(mb) == quality(ma)  # every number but speed and memory, the fingerprint too
+        cb, ca = (yaml.safe_load((j / "config.yaml").read_text()) for j in (b, a))
+        for config in (cb, ca):  # where and under what name a job shows its results
+            for key in ("name", "paths", "logger"):
+                config.pop(key)
+        assert cb == ca
+        logged = read_offline_run(find_offline_runs(b)[0])  # each job its own W&B run
+        assert logged["group"] == "batched"
+        assert f"decoding.top_p={logged['config']['decoding']['top_p']}" in b.name
+
+
+def test_batched_sweep_resumes_only_the_missing_job(both_launchers, tmp_path):
+    shutil.copytree(both_launchers, tmp_path, dirs_exist_ok=True)
+    jobs = job_dirs(tmp_path, "batched")
+    before = {job: (job / "metrics.json").stat().st_mtime_ns for job in jobs}
+    first_samples = read_samples(jobs[1])
+    (jobs[1] / "metrics.json").unlink()
+    result = run_cli([*TOP_P_SWEEP, "name=batched"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("already finished") == 2
+    assert "batched generation" not in result.stderr + result.stdout  # one job left: generated alone
+    for job in (jobs[0], jobs[2]):
+        assert (job / "metrics.json").stat().st_mtime_ns == before[job]
+    redone = json.loads((jobs[1] / "metrics.json").read_text())
+    assert redone["speed/sweep_configurations"] == 1
+    assert_same_samples(read_samples(jobs[1]), first_samples)
+
+
+def test_sweep_mixing_batchable_and_other_changes(both_launchers, tmp_path):
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    result = run_cli(["-m", "decoding=top_p", "decoding.top_p=0.5,0.9", "+decoding.num_beams=1,2", "name=mixed",
+                      *SWEEP_BASE], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(tmp_path, "mixed")
+    assert len(jobs) == 4
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        beams = 2 if "decoding.num_beams=2" in job.name else 1
+        assert metrics["speed/sweep_configurations"] == (1 if beams == 2 else 2)  # beam sampling runs alone
+        assert metrics["gen/samples"] == 2
+        if beams == 1:  # the batched pair equals the basic launcher's runs of the same top_p
+            top_p = "0.5" if "decoding.top_p=0.5" in job.name else "0.9"
+            alone = next(j for j in job_dirs(both_launchers, "basic") if f"decoding.top_p={top_p}" in j.name)
+            assert_same_samples(read_samples(job), read_samples(alone))

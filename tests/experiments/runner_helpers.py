@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
@@ -46,3 +47,22 @@ def run_cli(args: list[str], root: Path, timeout: int = 900) -> subprocess.Compl
     env = dict(os.environ, DECODELAB_ROOT=str(root), WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
     return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def assert_same_samples(batched: list[dict], alone: list[dict]) -> None:
+    """A batched sweep's samples against the same configuration run alone: the same tokens, texts and
+    finish reasons; log-probabilities to float32 rounding.
+
+    A decode step over a bigger batch may sum a matrix product in another order (decoding/sweep.py), so
+    raw log-probs may differ in their last float32 digits (tolerance as tests/decoding/test_sweep.py's;
+    seen: 4e-6 on the tiny Llama, 1.6e-5 on SmolLM2). The processed ones may differ more: such rounding
+    can move a near-tied token across the top-p cut, which changes the processed distribution's
+    normaliser by that token's small mass (seen: 1.5e-4 on the tiny Llama, whose 49k-token distribution
+    is nearly flat). The chosen tokens do not change.
+    """
+    assert len(batched) == len(alone) > 0
+    for b, a in zip(batched, alone):
+        b, a = dict(b), dict(a)
+        assert b.pop("token_logprobs_raw") == pytest.approx(a.pop("token_logprobs_raw"), rel=1e-5, abs=1e-5)
+        assert b.pop("token_logprobs") == pytest.approx(a.pop("token_logprobs"), abs=5e-3)
+        assert b == a

@@ -53,7 +53,12 @@ def test_every_target_instantiates(choice, tmp_path):
         assert len(obj) >= 1 and "text" in obj.column_names
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"])
+def test_the_batched_launcher_is_the_default(tmp_path):
+    cfg = compose_config(["sweep=top_p"], tmp_path / "run")
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.decodelab_launcher.BatchedLauncher"
+
+
+@pytest.mark.parametrize("launcher", ["batched", "basic", "joblib", "submitit_local", "submitit_slurm"])
 def test_launchers_compose(launcher, tmp_path):
     cfg = compose_config([f"hydra/launcher={launcher}", "sweep=top_k"], tmp_path / "run")
     target = cfg.hydra.launcher._target_

@@ -1,0 +1,211 @@
+"""The default multirun launcher: jobs that differ only in sampling parameters share one batched generation.
+
+    python -m experiments.run -m sweep=top_p                       batched (hydra/launcher=batched, the default)
+    python -m experiments.run -m sweep=top_p hydra/launcher=basic  one generation per job, as before
+
+Hydra's basic launcher runs a sweep's jobs one after another, and each job prefills every prompt again for
+its own decoding configuration. This launcher composes every job's config first, then groups the jobs
+whose configs are equal except the sampling parameters `decoding.generate_sweep` can vary per row
+(`decoding.row_processors.ROW_PARAMETERS`: do_sample, temperature, top_k, top_p, min_p) and
+`decoding.name`. When the first job of a group comes up, the group's generation runs once, all its
+configurations in one batch (`experiments.generation.generate_continuations_sweep`), and each job's
+`GenerationRun` is left in the process (`experiments.generation.stash_precomputed`, keyed by the job's
+config fingerprint). Then every job runs exactly as under the basic launcher (`run_job` -> `main` ->
+`run`): `run` finds its precomputed generation instead of generating, and writes its own folder,
+config.yaml, samples.jsonl, metrics.json and W&B run. The samples are those of the job run alone (the
+tests compare both launchers); the speed numbers are the job's share of the shared batches
+(`GenerationRun`).
+
+Not batched, run as under the basic launcher: jobs already finished (resume), jobs that do not generate,
+beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and groups of one.
+If a group's shared generation fails with an expected error (a missing file, a bad value), its jobs run
+one by one and each reports the error as before.
+
+Hydra instantiates launchers only from the `hydra_plugins` namespace: `hydra_plugins/decodelab_launcher`
+names this class there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    index: int  # Hydra's job number (hydra.job.num)
+    overrides: list[str]
+    config: DictConfig  # as BasicLauncher composes it (hydra node included)
+    fingerprint: str = ""
+    finished: bool = False  # its metrics.json holds this config's results already (resume)
+
+
+@dataclass
+class Group:
+    """Jobs that share one batched generation: `jobs[i]` is one distinct configuration each."""
+
+    jobs: list[Job] = field(default_factory=list)
+    generated: bool = False
+
+
+def batch_key(cfg: DictConfig) -> str | None:
+    """Jobs whose configs give the same key can share one batched generation; None: run this one alone.
+
+    The key is the fingerprinted config without the sampling parameters a shared batch varies per row
+    and without `decoding.name`.
+    """
+    from decoding.row_processors import ROW_PARAMETERS
+    from experiments.run import NOT_IN_FINGERPRINT, check_config, plain
+
+    if not cfg.task.generate:
+        return None
+    try:
+        params = check_config(cfg)
+    except ValueError:
+        return None  # the job's own run reports it
+    if params.is_beam or params.num_beam_groups > 1:
+        return None
+    data = plain(cfg, NOT_IN_FINGERPRINT)
+    for name in ("name", *ROW_PARAMETERS):
+        data["decoding"].pop(name, None)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def group_jobs(configs: Sequence[DictConfig], max_configurations: int | None = None) -> list[list[int]]:
+    """Indices of the configs that can share a batched generation, in groups of at least two.
+
+    Configs left out run alone. A config equal to an earlier one (same fingerprint) is left out of the
+    groups: it reuses that one's generation. A group larger than `max_configurations` is cut into nearly
+    equal parts.
+    """
+    from decoding.sweep import check_batchable
+    from experiments.run import check_config, fingerprint
+
+    if max_configurations is not None and max_configurations < 1:
+        raise ValueError(f"hydra.launcher.max_configurations={max_configurations} is not allowed: use an "
+                         "integer >= 1, or null for no limit")
+    by_key: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for i, cfg in enumerate(configs):
+        key = batch_key(cfg)
+        fp = fingerprint(cfg)
+        if key is None or fp in seen:
+            continue
+        seen.add(fp)
+        by_key[key].append(i)
+    groups = []
+    for members in by_key.values():
+        if len(members) < 2:
+            continue
+        try:  # equal configs but for the row parameters should always pass; checked, not assumed
+            check_batchable([check_config(configs[i]) for i in members])
+        except ValueError as err:
+            log.warning(f"jobs {members} are not batched: {err}")
+            continue
+        parts = 1 if not max_configurations else math.ceil(len(members) / max_configurations)
+        size = math.ceil(len(members) / parts)
+        groups.extend(part for part in (members[k:k + size] for k in range(0, len(members), size)) if len(part) > 1)
+    return groups
+
+
+class BatchedLauncher(BasicLauncher):
+    """BasicLauncher (jobs one after another, in this process) with one shared generation per group of jobs."""
+
+    def __init__(self, max_configurations: int | None = 16) -> None:
+        super().__init__()
+        self.max_configurations = max_configurations
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from experiments.generation import drop_precomputed
+
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        jobs = [self._compose(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        pending = [job for job in jobs if not job.finished]
+        indices = group_jobs([job.config for job in pending], self.max_configurations)
+        groups = [Group([pending[i] for i in members]) for members in indices]
+        group_of = {job.fingerprint: group for group in groups for job in group.jobs}
+        remaining = Counter(job.fingerprint for job in jobs)
+        runs: list[JobReturn] = []
+        for job in jobs:
+            log.info(f"\t#{job.index} : {' '.join(filter_overrides(job.overrides))}")
+            group = None if job.finished else group_of.get(job.fingerprint)
+            if group is not None and not group.generated:
+                self._generate(group)
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                config=job.config, job_dir_key="hydra.sweep.dir",
+                                job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            remaining[job.fingerprint] -= 1
+            if remaining[job.fingerprint] == 0:  # no later job has this config: free its samples
+                drop_precomputed(job.fingerprint)
+        return runs
+
+    def _compose(self, index: int, overrides: list[str]) -> Job:
+        """The job's config as BasicLauncher composes it, with its output folder set as `run_job` sets it."""
+        from experiments.run import finished_metrics, fingerprint
+
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config):
+            config.hydra.job.id = index
+            config.hydra.job.num = index
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(config)  # resolves ${hydra:...} in the job's own config
+        try:
+            output_dir = os.path.join(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                                      str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+            job = Job(index, overrides, config, fingerprint(config))
+            job.finished = bool(config.resume) and finished_metrics(
+                Path(output_dir), print_=False, expected=job.fingerprint) is not None
+        finally:
+            if previous is not None:
+                HydraConfig.instance().set_config(previous)
+        return job
+
+    def _generate(self, group: Group) -> None:
+        """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint."""
+        from experiments.generation import generate_continuations_sweep, stash_precomputed
+        from experiments.run import (EXPECTED_ERRORS, decoding_params, generation_options, load_inputs,
+                                     prompt_pairs, quiet_third_party_loggers)
+
+        group.generated = True
+        names = ", ".join(f"#{job.index}" for job in group.jobs)
+        log.info(f"batched generation for jobs {names} ({len(group.jobs)} configurations)")
+        first = group.jobs[0].config
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(first)
+        try:
+            quiet_third_party_loggers()
+            documents, model, tokenizer = load_inputs(first)
+            pairs = prompt_pairs(first, documents, tokenizer)
+            runs = generate_continuations_sweep(model, tokenizer, pairs,
+                                                [decoding_params(job.config) for job in group.jobs],
+                                                **generation_options(first))
+        except EXPECTED_ERRORS as err:
+            log.warning(f"batched generation for jobs {names} failed ({type(err).__name__}: {err}); "
+                        "running them one by one")
+            return
+        finally:
+            if previous is not None:
+                HydraConfig.instance().set_config(previous)
+        for job, run in zip(group.jobs, runs):
+            stash_precomputed(job.fingerprint, run)
+
