@@ -14,14 +14,24 @@ each step costs what the dynamic cache costs, not a full `max_cache_len` attenti
 transformers 5.x no longer passes `cache_position` to `forward`; the model asks its cache
 `get_seq_length()` (the query offset) and `get_mask_sizes()` to build the causal + padding mask, so
 `SlotCache` answers both from the slot index the loop set.
+
+The compiled decode step (`compile=True`, decoding/compiled.py) needs the opposite trade: shapes that never
+change. There the slot cache runs in *fixed-shape* mode: the write slot is a tensor (`write_index`, written with
+`index_copy_`), attention sees the whole `max_cache_len` buffer, and the step's own 4D mask hides the slots not
+yet written. A Python int that changed every step would be baked into the graph and recompile it each step.
+The prefill stays eager, in the filled-slots mode. The compiled path rounds `max_cache_len` up to a multiple of
+`COMPILED_CACHE_BUCKET` so batches with different prompt lengths share one compiled graph.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
+
+COMPILED_CACHE_BUCKET = 64  # the compiled path's max_cache_len is a multiple of this (one graph for many prompts)
 
 
 class SlotLayer(CacheLayerMixin):
@@ -35,6 +45,7 @@ class SlotLayer(CacheLayerMixin):
         self.max_cache_len = max_cache_len
         self.cache_position = 0
         self.filled = 0  # slots [0, filled) were written
+        self.write_index: torch.Tensor | None = None  # fixed-shape mode (compiled step): (q,) slots to write
         self.spare: tuple[torch.Tensor, torch.Tensor] | None = None  # second buffer pair for `reorder`
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -47,6 +58,10 @@ class SlotLayer(CacheLayerMixin):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.write_index is not None:  # fixed shapes: write at tensor slots, attend the whole buffer (masked)
+            self.keys.index_copy_(2, self.write_index, key_states)
+            self.values.index_copy_(2, self.write_index, value_states)
+            return self.keys, self.values
         start, q = self.cache_position, key_states.shape[-2]
         end = start + q
         if end > self.max_cache_len:
@@ -58,6 +73,8 @@ class SlotLayer(CacheLayerMixin):
         return self.keys[:, :, :end], self.values[:, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        if self.write_index is not None:
+            return self.max_cache_len, 0  # fixed shapes: the whole buffer
         return self.cache_position + query_length, 0  # (kv_length, kv_offset)
 
     def get_seq_length(self) -> int:
@@ -103,12 +120,33 @@ class SlotCache(Cache):
         for layer in self.layers:
             layer.cache_position = position
 
+    def use_fixed_shapes(self, write_index: torch.Tensor | None) -> None:
+        """Fixed-shape mode for the compiled step (`write_index`: (q,) long slots), or back to filled-slots (None).
+
+        Marks the buffers as static addresses so CUDA graphs write them in place instead of copying them.
+        """
+        for layer in self.layers:
+            layer.write_index = write_index
+            if write_index is not None and layer.is_initialized:
+                torch._dynamo.mark_static_address(layer.keys)
+                torch._dynamo.mark_static_address(layer.values)
+
+    def note_written(self, end: int) -> None:
+        """The compiled step wrote slots below `end` (kept outside the graph: a Python int would recompile it)."""
+        for layer in self.layers:
+            layer.filled = max(layer.filled, end)
+
 
 class KVCache:
     """What the loop sees: a model-facing cache object (or None) and the operations a decoding loop needs."""
 
-    def __init__(self, setting: str, model: Any, max_cache_len: int):
+    def __init__(self, setting: str, model: Any, max_cache_len: int, compile: bool = False):
+        if compile and setting != "static":
+            raise ValueError(f"compile=True needs cache='static' (fixed shapes), not cache={setting!r}")
+        if compile:
+            max_cache_len = math.ceil(max_cache_len / COMPILED_CACHE_BUCKET) * COMPILED_CACHE_BUCKET
         self.setting = setting
+        self.compile = compile  # Forward runs single-token steps through decoding.compiled
         self.max_cache_len = max_cache_len
         config = model.config.get_text_config(decoder=True)
         if setting == "none":

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 
 from .cache import KVCache
+from .compiled import CompiledDecodeStep
 from .params import GenerationParams, resolve_params
 from .processors import ProcessorList, build_processors
 from .result import GenerationResult
@@ -87,8 +88,13 @@ class Forward:
         self.kv = kv
         params = inspect.signature(model.forward).parameters
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.compiled = None  # compile=True: single-token steps run the fixed-shape compiled step
+        if kv.compile:
+            self.compiled = CompiledDecodeStep(model, kv, self.extra)
 
     def __call__(self, state: DecodeState, start: int, end: int) -> torch.Tensor:
+        if self.compiled is not None and end - start == 1 and self.compiled.ready():
+            return self.compiled(state, start)
         if not self.kv.enabled:
             start = 0  # no cache: recompute the whole sequence
         self.kv.before_forward(start)  # cache position of the first slot written
@@ -323,7 +329,7 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             p.num_return_sequences)
     prompt_len = input_ids.shape[1]
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
-    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens)
+    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
     prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
     if prefix_rows is not None:
         prompt_start = prompt_start.index_select(0, prefix_rows)

@@ -86,6 +86,7 @@ class GenerationParams:
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
+    compile: bool = False  # torch.compile the single-token decode step (cache="static" only; decoding/compiled.py)
     processor_order: tuple[str, ...] = field(default=TRANSFORMERS_PROCESSOR_ORDER)
 
     @property
@@ -96,7 +97,7 @@ class GenerationParams:
         return replace(self, **changes)
 
 
-# Names a caller may pass: GenerationConfig's (plus max_length) and decodelab's cache settings.
+# Names a caller may pass: GenerationConfig's (plus max_length) and decodelab's cache / compile settings.
 _OWN_FIELDS = {f.name for f in fields(GenerationParams)}
 ACCEPTED_NAMES = _OWN_FIELDS | {"max_length", "use_cache", "cache_implementation"}
 
@@ -279,6 +280,13 @@ def _validate(p: GenerationParams, prompt_length: int, max_positions: int | None
                 f"max_cache_len={p.max_cache_len} is too small: prompt length {prompt_length} + max_new_tokens "
                 f"{p.max_new_tokens} = {total} slots would overflow the static cache; raise max_cache_len"
             )
+    _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    if p.compile and p.cache != "static":
+        raise ValueError(f"compile=True is not allowed with cache={p.cache!r}: the compiled decode step needs the "
+                         "fixed shapes of the static cache; use cache='static', or compile=False")
+    if p.compile and p.num_beams > 1:
+        raise ValueError(f"compile=True is not allowed with num_beams={p.num_beams}: only the greedy / sampling "
+                         "decode step is compiled; use num_beams=1, or compile=False")
     if not p.do_sample and p.num_beams == 1:
         sampling_only = {"temperature": 1.0, "top_p": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
         ignored = [name for name, neutral in sampling_only.items() if getattr(p, name) != neutral]

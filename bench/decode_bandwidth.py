@@ -1,0 +1,209 @@
+"""Batch-1 decode tokens/s as a fraction of the memory-bandwidth bound, and what the compiled decode step buys.
+
+At batch 1 each decoded token reads every weight once (the tied embedding / LM head matrix once, as the head),
+so a decoder cannot beat `copy bandwidth / parameter bytes` tokens/s. This script measures
+
+1. the machine's copy bandwidth: best of several `dst.copy_(src)` of a `--copy-mib` tensor (1 GiB: far past the
+   caches), counting bytes read plus bytes written;
+2. parameter bytes per token (unique storages, so tied weights count once), and the KV cache bytes a step reads
+   at the mean context length (noted, not part of the bound: filled slots for the dynamic and eager static
+   caches, the whole `max_cache_len` buffer for the compiled step);
+3. batch-1 greedy decode tokens/s of `decoding.generate` with cache dynamic, static and static + compile, and of
+   `model.generate` (default dynamic cache) for reference. Decode time is `t(N new tokens) - t(1 new token)`,
+   medians over alternating rounds, so the prefill is not counted; the compile warm-up (the first compiled
+   call) is timed and printed on its own;
+4. the compiled / eager static decode ratio at `--ratio-batches` (dynamo is reset before each batch size, so
+   every cell runs a graph compiled for its own shapes; the warm-up of each is printed).
+
+Every row is checked against eager static greedy tokens and the result printed ("same tokens"); in float32 a
+difference is an error, in bfloat16 / float16 it is reported (compiled kernels round differently).
+
+    .venv/bin/python bench/decode_bandwidth.py                          # SmolLM2 float32 on CPU
+    .venv/bin/python bench/decode_bandwidth.py --dtype bfloat16
+    python bench/decode_bandwidth.py --device cuda --dtype bfloat16     # on a GPU machine (CUDA graphs)
+    .venv/bin/python bench/decode_bandwidth.py --quick                  # 16 new tokens, 2 rounds: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch._dynamo.utils import counters, guard_failures
+from timing import timed  # bench/timing.py (the script folder is on sys.path)
+from rich.console import Console
+from rich.table import Table
+
+import decoding
+from experiments.models import load_model, resolve_dtype
+
+PROMPTS = [
+    "Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans:",
+    "The state of our Union is strong, and tonight",
+    "In the year that has passed since I last addressed you,",
+    "Our economy",
+    "We must never forget that the strength of this Nation",
+    "Fellow citizens of the Senate and House of Representatives:",
+    "I come before you tonight to report",
+    "Let me begin with the most urgent question before us:",
+]
+ROWS = {  # label -> (runner kind, decoding.generate keywords)
+    "decodelab dynamic": ("ours", dict(cache="dynamic")),
+    "decodelab static": ("ours", dict(cache="static")),
+    "decodelab static + compile": ("ours", dict(cache="static", compile=True)),
+    "model.generate (dynamic)": ("theirs", {}),
+}
+
+
+def copy_bandwidth(device: torch.device, mib: int, repeats: int = 7) -> float:
+    """Bytes/s of `dst.copy_(src)`, counting the bytes read and the bytes written; best of `repeats`."""
+    n = mib * 2**20
+    src = torch.ones(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # touch every page once
+    best = min(timed(lambda: dst.copy_(src))[1] for _ in range(repeats))
+    return 2 * n / best
+
+
+def parameter_bytes(model) -> int:
+    """Bytes of the weights, each storage once (a tied embedding / LM head is read once per token, as the head)."""
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = tensor.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += tensor.untyped_storage().nbytes()
+    return total
+
+
+def kv_bytes_per_slot(model) -> int:
+    """Bytes of keys + values one cached position holds, over all layers."""
+    config = model.config.get_text_config(decoder=True)
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
+def run_once(model, batch, kind: str, kwargs: dict, new_tokens: int):
+    """Sequences (B, T + N) of one greedy call that runs all `new_tokens` steps."""
+    args = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    if kind == "theirs":
+        return model.generate(batch.input_ids, attention_mask=batch.attention_mask, **args)
+    return decoding.generate(model, batch.input_ids, batch.attention_mask, **kwargs, **args).sequences
+
+
+def decode_rates(model, batch, rows: dict, new_tokens: int, rounds: int) -> dict[str, tuple[float, torch.Tensor]]:
+    """label -> (decode tokens/s, sequences), medians over `rounds` alternating rounds of every row."""
+    full: dict[str, list[float]] = {label: [] for label in rows}
+    first: dict[str, list[float]] = {label: [] for label in rows}
+    sequences = {}
+    for _ in range(rounds):
+        for label, (kind, kwargs) in rows.items():
+            sequences[label], t = timed(lambda: run_once(model, batch, kind, kwargs, new_tokens))
+            full[label].append(t)
+            _, t = timed(lambda: run_once(model, batch, kind, kwargs, 1))
+            first[label].append(t)
+    tokens = batch.input_ids.shape[0] * (new_tokens - 1)
+    return {label: (tokens / max(statistics.median(full[label]) - statistics.median(first[label]), 1e-9),
+                    sequences[label]) for label in rows}
+
+
+def warm_up_compiled(model, batch, new_tokens: int) -> float:
+    """Seconds of the first compiled call for this batch shape (dynamo reset first: compile from scratch)."""
+    torch._dynamo.reset()
+    start = time.perf_counter()
+    run_once(model, batch, "ours", dict(cache="static", compile=True), new_tokens)
+    if batch.input_ids.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def check_tokens(label: str, sequences: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype) -> str:
+    same = torch.equal(sequences, reference)
+    if not same and dtype == torch.float32:
+        raise AssertionError(f"{label}: greedy tokens differ from eager static in float32")
+    return "yes" if same else "no"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser.add_argument("--copy-mib", type=int, default=1024, help="size of the copied tensor")
+    parser.add_argument("--ratio-batches", default="1,8", help="batch sizes of the compiled / eager ratio table")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    parser.add_argument("--quick", action="store_true", help="16 new tokens, 2 rounds")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.new_tokens, args.rounds = 16, 2
+    dtype = resolve_dtype(args.dtype)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    device = model.device
+    console = Console(width=150)
+    gpu = f" gpu={torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    console.print(f"model={args.model} device={device}{gpu} dtype={args.dtype} torch={torch.__version__} "
+                  f"threads={torch.get_num_threads()} cpu={platform.processor() or platform.machine()} "
+                  f"new_tokens={args.new_tokens} rounds={args.rounds}")
+
+    bandwidth = copy_bandwidth(device, args.copy_mib)
+    weights = parameter_bytes(model)
+    bound = bandwidth / weights
+    batch = tokenizer(PROMPTS[:1], return_tensors="pt").to(device)
+    prompt_len = batch.input_ids.shape[1]
+    mean_context = prompt_len + args.new_tokens / 2
+    compiled_len = decoding.KVCache("static", model, prompt_len + args.new_tokens, compile=True).max_cache_len
+    slot = kv_bytes_per_slot(model)
+    console.print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (best of 7 copies of {args.copy_mib} MiB, read + "
+                  f"written); parameters {weights / 1e6:.1f} MB; bound {bound:.1f} tokens/s at batch 1")
+    console.print(f"KV cache read per token (not in the bound): {slot * mean_context / 1e6:.2f} MB at the mean "
+                  f"context {mean_context:.0f} (dynamic / eager static), {slot * compiled_len / 1e6:.2f} MB over "
+                  f"the compiled step's {compiled_len} slots")
+
+    warm_up = warm_up_compiled(model, batch, args.new_tokens)
+    console.print(f"compile warm-up (first compiled call, batch 1): {warm_up:.1f} s")
+    for kind, kwargs in ROWS.values():  # every other path once before timing (the compiled one just ran)
+        if not kwargs.get("compile"):
+            run_once(model, batch, kind, kwargs, 4)  # 4 tokens would put the compiled cache in another bucket
+    counters.clear()
+    guard_failures.clear()
+    rates = decode_rates(model, batch, ROWS, args.new_tokens, args.rounds)
+    recompiles = sum(len(reasons) for reasons in guard_failures.values())
+    console.print(f"compiled step during the timed runs: {counters['stats']['unique_graphs']} new graphs, "
+                  f"{recompiles} recompiles")
+    reference = rates["decodelab static"][1]
+    table = Table(title=f"batch-1 greedy decode, {args.model} {args.dtype} on {device.type} (median of "
+                        f"{args.rounds})")
+    for column in ("implementation", "decode tok/s", "ms / token", "fraction of bound", "same tokens as static"):
+        table.add_column(column, justify="right")
+    for label, (rate, sequences) in rates.items():
+        table.add_row(label, f"{rate:.1f}", f"{1e3 / rate:.1f}", f"{rate / bound:.2f}",
+                      check_tokens(label, sequences, reference, dtype))
+    table.add_row("bound (bandwidth / parameter bytes)", f"{bound:.1f}", f"{1e3 / bound:.1f}", "1.00", "")
+    console.print(table)
+
+    ratio_table = Table(title="compiled / eager static decode, greedy (median of alternating rounds)")
+    for column in ("batch", "eager static tok/s", "compiled tok/s", "ratio", "compile warm-up s", "same tokens"):
+        ratio_table.add_column(column, justify="right")
+    for size in [int(b) for b in args.ratio_batches.split(",") if b]:
+        cell_batch = tokenizer((PROMPTS * size)[:size], return_tensors="pt", padding=True).to(device)
+        warm = warm_up_compiled(model, cell_batch, args.new_tokens)
+        rows = {label: ROWS[label] for label in ("decodelab static", "decodelab static + compile")}
+        cell = decode_rates(model, cell_batch, rows, args.new_tokens, args.rounds)
+        eager, compiled = cell["decodelab static"], cell["decodelab static + compile"]
+        same = check_tokens(f"batch {size} compiled", compiled[1], eager[1], dtype)
+        ratio_table.add_row(str(size), f"{eager[0]:.1f}", f"{compiled[0]:.1f}", f"{compiled[0] / eager[0]:.2f}",
+                            f"{warm:.1f}", same)
+        console.print(f"done: batch {size}: ratio {compiled[0] / eager[0]:.2f}")
+    console.print(ratio_table)
+
+
+if __name__ == "__main__":
+    main()

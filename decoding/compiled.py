@@ -1,0 +1,127 @@
+"""The single-token decode step with fixed shapes, under `torch.compile` (opt-in: `compile=True`, `cache="static"`).
+
+Why fixed shapes: the eager static cache attends only the filled slots, so its key/value length grows by one
+every step, and the Python int slot index it is handed would be a constant of a compiled graph. Either one
+recompiles the graph at every step. So the compiled step gives the model nothing that changes from step to step
+except tensor *contents*:
+
+- the slot cache in fixed-shape mode (`SlotCache.use_fixed_shapes`): it writes at a (1,) slot *tensor* with
+  `index_copy_` and returns the whole `max_cache_len` buffer;
+- a prepared 4D attention mask (B, 1, 1, max_cache_len): the loop's attention mask (0 on left padding) and the
+  slots written so far (slot <= this step's slot). transformers' `create_causal_mask` returns a 4D mask as it is,
+  so neither `get_mask_sizes` nor any other Python-int size is read inside the graph;
+- explicit position ids (B, 1), so the model never asks the cache `get_seq_length`.
+
+For one batch size and cache length the graph is compiled once; a new batch size, or a cache length in another
+`COMPILED_CACHE_BUCKET`, compiles again (after a second shape dynamo marks that dimension dynamic). Tests count
+the recompiles (`torch._dynamo.utils.counters`).
+
+What stays eager: the prefill (its length differs for every batch), the logits processors, sampling and the
+loop's bookkeeping. On CPU the graph is compiled with inductor's default mode; on CUDA with
+`mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static addresses, and each step's logits
+are copied out of the graph's memory pool before the next replay overwrites them).
+
+Numerics: compiled kernels (fused RMSNorm, a masked attention over the whole buffer instead of the filled slots)
+do not promise the eager path's float bits. Greedy tokens are tested equal to the eager static path on the tiny
+models and SmolLM2, and the logit difference is measured and bounded in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .cache import KVCache, SlotCache
+
+BACKEND = "inductor"  # torch.compile backend; tests may set "eager" / "aot_eager" to check the logic without codegen
+SUPPORTED_ATTENTION = ("sdpa", "eager")  # the implementations that take our prepared 4D mask
+
+_compiled: dict[tuple[str, str | None], Callable] = {}
+
+
+def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                write_index: torch.Tensor, slot_mask: torch.Tensor, additive_mask: bool,
+                extra: dict[str, Any]) -> torch.Tensor:
+    """One token per row through the model, writing its keys/values at slot `write_index`.
+
+    Args:
+        input_ids: (B, 1) this step's tokens.
+        position_ids: (B, 1) their logical positions.
+        write_index: (1,) long, the cache position (slot) this step writes.
+        slot_mask: (B, L) bool over all `L = max_cache_len` slots: False on left padding and past the buffer.
+        additive_mask: eager attention adds the mask to its scores, so it gets 0 / -inf floats instead of bools.
+
+    Returns:
+        (B, V) float32 logits of this step.
+    """
+    slots = torch.arange(slot_mask.shape[1], device=slot_mask.device)
+    visible = (slot_mask & (slots <= write_index))[:, None, None, :]  # (B, 1, 1, L)
+    if additive_mask:
+        dtype = model.dtype
+        visible = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
+            ~visible, torch.finfo(dtype).min)
+    out = model(input_ids=input_ids, attention_mask=visible, position_ids=position_ids, cache=cache,
+                use_cache=True, **extra)
+    return out.logits[:, -1].float()  # (B, V)
+
+
+def compiled_decode_step(device_type: str) -> Callable:
+    """`decode_step` under torch.compile, one wrapper per (backend, mode) for the process."""
+    mode = "reduce-overhead" if device_type == "cuda" and BACKEND == "inductor" else None
+    key = (BACKEND, mode)
+    if key not in _compiled:
+        _compiled[key] = torch.compile(decode_step, backend=BACKEND, mode=mode, fullgraph=True)
+    return _compiled[key]
+
+
+class CompiledDecodeStep:
+    """Runs the single-token forwards of one generate call through the compiled `decode_step`.
+
+    Owns the step's input buffers, so every call hands the graph tensors of the same shapes and strides
+    (a slice of the loop's (B, T + N) token buffer would carry T + N in its strides).
+    """
+
+    def __init__(self, model: Any, kv: KVCache, extra: dict[str, Any]):
+        if not isinstance(kv.model_cache, SlotCache):
+            raise ValueError(f"compile=True needs the static slot cache, got cache={kv.setting!r}")
+        attention = getattr(model.config, "_attn_implementation", "eager")
+        if attention not in SUPPORTED_ATTENTION:
+            raise ValueError(f"compile=True is not supported with attn_implementation={attention!r}: "
+                             f"use one of {SUPPORTED_ATTENTION}, or compile=False")
+        self.model = model
+        self.kv = kv
+        self.extra = dict(extra)
+        self.additive_mask = attention == "eager"
+        self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
+        self.step = compiled_decode_step(model.device.type)
+        self.buffers: tuple[torch.Tensor, ...] | None = None
+
+    def ready(self) -> bool:
+        """The cache buffers exist (the eager prefill allocated them)."""
+        return all(layer.is_initialized for layer in self.kv.model_cache.layers)
+
+    def _buffers(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if self.buffers is None or self.buffers[0].shape[0] != batch:
+            write_index = torch.zeros(1, dtype=torch.long, device=device)
+            slot_mask = torch.zeros((batch, self.kv.max_cache_len), dtype=torch.bool, device=device)
+            input_ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
+            position_ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
+            self.buffers = (input_ids, position_ids, write_index, slot_mask)
+            self.kv.model_cache.use_fixed_shapes(write_index)
+        return self.buffers
+
+    def __call__(self, state: Any, start: int) -> torch.Tensor:
+        """(B, V) float32 logits of the token in slot `start` (`state` is the loop's DecodeState)."""
+        input_ids, position_ids, write_index, slot_mask = self._buffers(state.tokens.shape[0], state.tokens.device)
+        input_ids.copy_(state.tokens[:, start:start + 1])
+        position_ids.copy_(state.position_ids[:, start:start + 1])
+        write_index.fill_(start)
+        slot_mask[:, : state.attention_mask.shape[1]].copy_(state.attention_mask)
+        self.kv.before_forward(start)  # the int slot, for anything eager that asks the cache
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = self.step(self.model, self.kv.model_cache, input_ids, position_ids, write_index, slot_mask,
+                           self.additive_mask, self.extra)
+        self.kv.model_cache.note_written(start + 1)
+        return logits.clone() if self.cuda_graphs else logits  # a CUDA graph's output is overwritten by the next replay
