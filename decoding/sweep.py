@@ -175,7 +175,7 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     device = input_ids.device
     prefix_rows = torch.arange(batch, device=device).repeat_interleave(p.num_return_sequences).repeat(len(params))
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
-    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens)
+    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
     prompt_start = (attention_mask == 0).sum(-1).index_select(0, prefix_rows) if state.padded else None
     processors = build_row_processors(params, rows_per_config, prompt_len, prompt_start, device)
     result = decode_n_tokens(model, state, kv, p, processors, None, tokenizer, sampler=GroupedSampler(groups),

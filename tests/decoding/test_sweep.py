@@ -176,3 +176,22 @@ def test_bad_input_names_the_parameter(tiny_llama, padded_batch, kwargs, message
     ids, mask = padded_batch
     with pytest.raises(ValueError, match=message):
         generate_sweep(tiny_llama, ids, mask, max_new_tokens=3, **kwargs)
+
+
+def test_sweep_runs_the_compiled_step_and_keeps_the_tokens(tiny_llama, padded_batch, monkeypatch):
+    from decoding import compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "eager")  # dynamo traces the fixed-shape step; no codegen in a unit test
+    torch._dynamo.reset()
+    ids, mask = padded_batch
+    configs, seeds = CONFIGS[:3], SEEDS[:3]
+    calls = []
+    step = compiled.CompiledDecodeStep.__call__
+    monkeypatch.setattr(compiled.CompiledDecodeStep, "__call__", lambda self, *a: calls.append(1) or step(self, *a))
+    results = generate_sweep(tiny_llama, ids, mask, configs=configs, generators=[seeded(s) for s in seeds],
+                             cache="static", compile=True, **SHARED)
+    assert calls  # decode steps went through the compiled step
+    for config, seed, result in zip(configs, seeds, results):
+        alone = decoding.generate(tiny_llama, ids, mask, generator=seeded(seed), cache="static", **SHARED, **config)
+        assert torch.equal(result.sequences, alone.sequences), config
+    torch._dynamo.reset()
