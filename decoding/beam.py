@@ -54,7 +54,7 @@ from typing import Any
 import torch
 
 from .cache import KVCache
-from .loop import Forward, _sync, check_finite, init_state
+from .loop import Forward, sync_device, check_finite, init_state
 from .params import GenerationParams
 from .processors import build_processors
 from .result import GenerationResult
@@ -391,7 +391,7 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     processors = build_processors(params, prompt_len, prompt_start if state.padded else None)
     beams = start_beams(batch, width, n_max, cfg.fill, device)
 
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     prefill = 0.0
     start = 0
@@ -412,12 +412,12 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         open_ = still_open(cfg, beams.open, out.scores, out.store, t)
         beams = replace(beams, run_scores=out.scores, run_values=run_values, store=out.store, open=open_)
         if t == 0:
-            _sync(device)
+            sync_device(device)
             prefill = time.perf_counter() - t0
         if not keep_going(cfg, open_, out.store, out.hits):
             break
         kv.reorder(rows)
-    _sync(device)
+    sync_device(device)
     total = time.perf_counter() - t0
     return finish(beams.store, input_ids, params.num_return_sequences, cfg.fill,
                   (prefill, total - prefill), t)

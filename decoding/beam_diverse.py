@@ -46,7 +46,7 @@ import torch
 from .beam import (STORE_FIELDS, Store, StepInput, advance, expand, finish, merge_finished, start_beams,
                    step_config)
 from .cache import KVCache
-from .loop import Forward, _sync, check_finite, init_state
+from .loop import Forward, sync_device, check_finite, init_state
 from .params import GenerationParams
 from .processors import build_processors
 
@@ -141,7 +141,7 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
     diversity = None  # built at the first step, when the vocabulary size is known
     beams = start_beams(batch * groups, width, n_max, cfg.fill, device, score_dtype=torch.float64)
 
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     prefill, start, t = 0.0, 0, 0
     for t in range(n_max):
@@ -180,12 +180,12 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
         start = state.length
         beams.run_values = advance(state, beams.run_values, rows_next, tokens_next, values_next, t)
         if t == 0:
-            _sync(device)
+            sync_device(device)
             prefill = time.perf_counter() - t0
         if not bool(beams.open.any()) or t + 1 >= n_max:
             break
         kv.reorder(rows_next)
-    _sync(device)
+    sync_device(device)
     total = time.perf_counter() - t0
     return finish(pool(beams.store, batch), input_ids, params.num_return_sequences, cfg.fill,
                   (prefill, total - prefill), t)

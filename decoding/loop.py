@@ -166,7 +166,8 @@ def copy_prefix(state: DecodeState, kv: KVCache, logits: torch.Tensor, rows: tor
     return state.select_rows(rows), logits.index_select(0, rows)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings count it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -197,7 +198,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     reasons: list[str | None] = [None] * batch
 
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     prefill_seconds = 0.0
     start = 0  # cache position of the first slot this forward writes
@@ -234,11 +235,11 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
             reasons[r] = FINISH_EOS
         unfinished = alive
         if step == 0:
-            _sync(device)
+            sync_device(device)
             prefill_seconds = time.perf_counter() - t0
         if not bool(unfinished.any()):
             break
-    _sync(device)
+    sync_device(device)
     total = time.perf_counter() - t0
     generated = step + 1
     reasons = [r if r is not None else FINISH_LENGTH for r in reasons]
