@@ -141,12 +141,18 @@ class TopP(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        sorted_logits, sorted_idx = torch.sort(scores, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # ascending: drop the low-mass head
-        drop_sorted = cumulative <= (1 - self.top_p)
-        drop_sorted[..., -self.min_tokens_to_keep:] = False
-        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
-        return scores.masked_fill(drop, NEG_INF)
+        return drop_low_mass(scores, 1 - self.top_p, self.min_tokens_to_keep)
+
+
+def drop_low_mass(scores: torch.Tensor, drop_mass, min_tokens_to_keep: int) -> torch.Tensor:
+    """Top-p's rule: drop the least likely tokens while their summed probability stays <= `drop_mass`
+    (1 - top_p: a float, or a (B, 1) tensor with one value per row)."""
+    sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # ascending: drop the low-mass head
+    drop_sorted = cumulative <= drop_mass
+    drop_sorted[..., -min_tokens_to_keep:] = False
+    drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+    return scores.masked_fill(drop, NEG_INF)
 
 
 class MinP(LogitsProcessor):
@@ -159,11 +165,16 @@ class MinP(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores, dim=-1)
-        drop = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
-        keep_idx = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
-        drop = drop.scatter(-1, keep_idx, False)
-        return scores.masked_fill(drop, NEG_INF)
+        return drop_below_min_p(scores, self.min_p, self.min_tokens_to_keep)
+
+
+def drop_below_min_p(scores: torch.Tensor, min_p, min_tokens_to_keep: int) -> torch.Tensor:
+    """Min-p's rule: drop tokens less likely than `min_p` times the top token (a float, or (B, 1) per row)."""
+    probs = torch.softmax(scores, dim=-1)
+    drop = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    keep_idx = torch.topk(probs, min(min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
+    drop = drop.scatter(-1, keep_idx, False)
+    return scores.masked_fill(drop, NEG_INF)
 
 
 class Typical(LogitsProcessor):

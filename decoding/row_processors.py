@@ -19,7 +19,7 @@ import torch
 
 from .params import GenerationParams
 from .processors import (NEG_INF, LogitsProcessor, MinP, ProcessorList, Temperature, TopK, TopP,
-                         processor_factories)
+                         drop_below_min_p, drop_low_mass, processor_factories)
 
 # Parameters that may differ between the configurations of one batched sweep.
 ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
@@ -51,12 +51,7 @@ class RowTopP(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        sorted_logits, sorted_idx = torch.sort(scores, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative <= self.drop_mass
-        drop_sorted[..., -self.min_tokens_to_keep:] = False
-        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
-        return scores.masked_fill(drop, NEG_INF)
+        return drop_low_mass(scores, self.drop_mass, self.min_tokens_to_keep)
 
 
 class RowMinP(LogitsProcessor):
@@ -65,11 +60,7 @@ class RowMinP(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores, dim=-1)
-        drop = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
-        keep_idx = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
-        drop = drop.scatter(-1, keep_idx, False)
-        return scores.masked_fill(drop, NEG_INF)
+        return drop_below_min_p(scores, self.min_p, self.min_tokens_to_keep)
 
 
 class OnRows(LogitsProcessor):
