@@ -41,7 +41,7 @@ _compiled: dict[tuple[str, str | None], Callable] = {}
 
 
 def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                write_index: torch.Tensor, slot_mask: torch.Tensor, additive_mask: bool,
+                write_index: torch.Tensor, slot_mask: torch.Tensor, additive_dtype: torch.dtype | None,
                 extra: dict[str, Any]) -> torch.Tensor:
     """One token per row through the model, writing its keys/values at slot `write_index`.
 
@@ -50,17 +50,17 @@ def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_
         position_ids: (B, 1) their logical positions.
         write_index: (1,) long, the cache position (slot) this step writes.
         slot_mask: (B, L) bool over all `L = max_cache_len` slots: False on left padding and past the buffer.
-        additive_mask: eager attention adds the mask to its scores, so it gets 0 / -inf floats instead of bools.
+        additive_dtype: for eager attention, which adds the mask to its scores: the model dtype, and the mask
+            becomes 0 / dtype-min floats instead of bools. None for SDPA (bool mask).
 
     Returns:
         (B, V) float32 logits of this step.
     """
     slots = torch.arange(slot_mask.shape[1], device=slot_mask.device)
     visible = (slot_mask & (slots <= write_index))[:, None, None, :]  # (B, 1, 1, L)
-    if additive_mask:
-        dtype = model.dtype
-        visible = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
-            ~visible, torch.finfo(dtype).min)
+    if additive_dtype is not None:
+        visible = torch.zeros(visible.shape, dtype=additive_dtype, device=visible.device).masked_fill(
+            ~visible, torch.finfo(additive_dtype).min)
     out = model(input_ids=input_ids, attention_mask=visible, position_ids=position_ids, cache=cache,
                 use_cache=True, **extra)
     return out.logits[:, -1].float()  # (B, V)
@@ -92,14 +92,16 @@ class CompiledDecodeStep:
         self.model = model
         self.kv = kv
         self.extra = dict(extra)
-        self.additive_mask = attention == "eager"
+        self.additive_dtype = model.dtype if attention == "eager" else None
+        self.initialized = False
         self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
         self.step = compiled_decode_step(model.device.type)
         self.buffers: tuple[torch.Tensor, ...] | None = None
 
     def ready(self) -> bool:
         """The cache buffers exist (the eager prefill allocated them)."""
-        return all(layer.is_initialized for layer in self.kv.model_cache.layers)
+        self.initialized = self.initialized or all(layer.is_initialized for layer in self.kv.model_cache.layers)
+        return self.initialized
 
     def _buffers(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         if self.buffers is None or self.buffers[0].shape[0] != batch:
@@ -122,6 +124,6 @@ class CompiledDecodeStep:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         logits = self.step(self.model, self.kv.model_cache, input_ids, position_ids, write_index, slot_mask,
-                           self.additive_mask, self.extra)
+                           self.additive_dtype, self.extra)
         self.kv.model_cache.note_written(start + 1)
         return logits.clone() if self.cuda_graphs else logits  # a CUDA graph's output is overwritten by the next replay

@@ -113,6 +113,16 @@ def test_fixed_shape_step_gives_the_eager_static_tokens(tiny_model, padded_batch
     assert eager.finish_reasons == fixed.finish_reasons
 
 
+def test_fixed_shape_step_with_eager_attention(tiny_model, padded_batch, eager_backend, monkeypatch):
+    """Eager attention adds its mask to the scores: the step hands it 0 / dtype-min floats, not bools."""
+    monkeypatch.setattr(tiny_model.config, "_attn_implementation", "eager")
+    ids, mask = padded_batch
+    eager = decoding.generate(tiny_model, ids, mask, max_new_tokens=10, cache="static", eos_token_id=[])
+    fixed = decoding.generate(tiny_model, ids, mask, max_new_tokens=10, cache="static", compile=True, eos_token_id=[])
+    assert torch.equal(eager.sequences, fixed.sequences)
+    assert torch.allclose(eager.token_logprobs_raw, fixed.token_logprobs_raw, atol=1e-4)
+
+
 def test_fixed_shape_step_writes_in_place_at_the_slot_tensor(tiny_llama, eager_backend):
     ids = torch.tensor([[0, 5, 6, 7], [9, 10, 11, 12]])
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
