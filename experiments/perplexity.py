@@ -13,10 +13,16 @@ Throughput decisions, measured in `bench/perplexity_speed.py`:
 - Windows of all documents go into one list sorted by length, so a batch mixes documents and is padded
   only where lengths differ (most windows are exactly `max_length`).
 - Rows are padded on the left with position ids `cumsum(mask) - 1`, so the scored positions are the last
-  ones of every row and the model computes logits only for those (`logits_to_keep`), which in stride
-  mode skips most of the vocabulary projection.
-- Log-probabilities of the targets are `logit[target] - logsumexp(logits)` over chunks of a few
-  positions: no (B, T, V) log-softmax tensor is ever allocated, and on CPU each chunk stays in cache.
+  ones of every row and only those are projected onto the vocabulary, which in stride mode skips most
+  of the projection.
+- Log-probabilities of the targets are `logit[target] - logsumexp(logits)`, and no (B, T, V) logits or
+  log-softmax tensor is ever allocated. Where the output head is a plain linear map of the last hidden
+  state (`_PLAIN_HEAD_MODELS`, read off their transformers source), the scorer runs the model's body and
+  projects the scored positions itself in tiles of (positions x vocabulary slice), a logsumexp per tile:
+  on CPU a tile stays in cache from the matmul to the exp-sum, where the model's own head writes (B, T, V)
+  logits to memory and the log-probabilities read them back (the gap was about 2.5% of a forward pass at
+  windows of 512, now about zero; `bench/perplexity_speed.py`). Other models (Gemma 2's soft-capping,
+  Cohere's `logit_scale`, ...) return their logits (`logits_to_keep`), then chunks of a few positions.
   NLL sums are float64.
 """
 
@@ -35,6 +41,16 @@ from experiments.windows import Window, check_window_args, continuation_window, 
 
 # Logits per log-probability chunk: about 2 MB on CPU (fits in cache), 1 GiB on an accelerator.
 _CHUNK_ELEMENTS = {"cpu": 1 << 19, "accelerator": 1 << 28}
+
+# Tiles of the fused head: (logits per tile, vocabulary columns per tile; None = all). On CPU 1024 x 1024
+# float32 logits (4 MB, the L2 of our machine) and a 1024-row weight slice; measured against 256-4096
+# columns. On an accelerator, whole-vocabulary tiles of up to 1 GiB: few launches.
+_TILE = {"cpu": (1 << 20, 1024), "accelerator": (1 << 28, None)}
+
+# Causal LMs whose forward is `logits = lm_head(last_hidden_state[:, -logits_to_keep:])` and nothing after
+# (transformers 5.x source). Exact class names: a subclass may change its forward.
+_PLAIN_HEAD_MODELS = frozenset({"LlamaForCausalLM", "GPT2LMHeadModel", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                "Qwen3ForCausalLM", "Phi3ForCausalLM", "Olmo2ForCausalLM"})
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -91,6 +107,50 @@ def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return out.view(targets.shape)
 
 
+def _plain_head(model) -> torch.nn.Linear | None:
+    """The model's output head where logits are exactly `head(last hidden state)`; None for other models."""
+    if type(model).__name__ not in _PLAIN_HEAD_MODELS:
+        return None
+    head = model.get_output_embeddings()
+    return head if isinstance(head, torch.nn.Linear) else None
+
+
+def _head_target_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for hidden states (..., H) under a linear head, targets (...) -> (...) float32.
+
+    The logits are made and used one tile at a time (`_TILE`): per tile a logsumexp over its vocabulary
+    slice and the target's logit where it falls in the slice; the row's logsumexp is the logsumexp of its
+    tiles' (exact, and stable: each tile subtracts its own max).
+    """
+    weight, bias = head.weight, head.bias  # (V, H), (V,) or None
+    vocab = weight.shape[0]
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
+    flat_targets = targets.reshape(-1)  # (N,)
+    budget, width = _TILE["cpu" if hidden.device.type == "cpu" else "accelerator"]
+    width = min(width or vocab, vocab)
+    rows = max(1, budget // width)
+    starts = range(0, vocab, width)
+    out = torch.empty(flat_targets.shape[0], dtype=torch.float32, device=hidden.device)  # (N,)
+    for row in range(0, flat_hidden.shape[0], rows):
+        block, block_targets = flat_hidden[row:row + rows], flat_targets[row:row + rows]  # (R, H), (R,)
+        tile_lse = torch.empty(block.shape[0], len(starts), dtype=torch.float32, device=hidden.device)  # (R, tiles)
+        picked = torch.zeros(block.shape[0], dtype=torch.float32, device=hidden.device)  # (R,)
+        for tile, start in enumerate(starts):
+            end = min(start + width, vocab)
+            logits = torch.nn.functional.linear(block, weight[start:end],
+                                                None if bias is None else bias[start:end]).float()  # (R, W)
+            local = block_targets - start  # (R,)
+            inside = (local >= 0) & (local < end - start)
+            here = logits.gather(-1, local.clamp(0, end - start - 1).unsqueeze(-1)).squeeze(-1)  # (R,)
+            picked = torch.where(inside, here, picked)
+            # torch.logsumexp's own steps, in place on the tile (one (R, W) buffer fewer; same numbers).
+            tile_max = logits.amax(dim=-1, keepdim=True)  # (R, 1)
+            tile_max.masked_fill_(tile_max.abs() == math.inf, 0.0)  # as torch.logsumexp: inf logits stay inf
+            tile_lse[:, tile] = logits.sub_(tile_max).exp_().sum(dim=-1).log_() + tile_max.squeeze(-1)
+        out[row:row + rows] = picked - torch.logsumexp(tile_lse, dim=-1)
+    return out.view(targets.shape)
+
+
 @torch.inference_mode()
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced log-probability of each next token: (B, T) ids -> (B, T - 1).
@@ -117,12 +177,23 @@ def score_batch(model, windows: Sequence[Window], pad_id: int = 0) -> list[torch
     input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(windows), width), dtype=torch.long)  # (B, T)
     targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K), right-aligned like the inputs
+    scored = torch.zeros((len(windows), keep), dtype=torch.bool)  # (B, K): positions that have a target
     for row, window in enumerate(windows):
         input_ids[row, width - len(window.input_ids):] = torch.tensor(window.input_ids)
         mask[row, width - len(window.input_ids):] = 1
         targets[row, keep - len(window.target_ids):] = torch.tensor(window.target_ids)
+        scored[row, keep - len(window.target_ids):] = True
     input_ids, mask, targets = input_ids.to(device), mask.to(device), targets.to(device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    head = _plain_head(model)
+    if head is not None:
+        # Only the positions with a target are projected: in stride mode a batch holding a document's first
+        # window (max_length targets) would otherwise project max_length positions of every row.
+        scored = scored.to(device)
+        hidden = model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                  use_cache=False).last_hidden_state[:, -keep:]  # (B, K, H)
+        logprobs = _head_target_logprobs(hidden[scored], head, targets[scored]).cpu()  # (N,), row by row
+        return list(logprobs.split([len(window.target_ids) for window in windows]))
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                    logits_to_keep=keep, use_cache=False).logits  # (B, K, V)
     logprobs = _target_logprobs(logits, targets).cpu()  # (B, K)

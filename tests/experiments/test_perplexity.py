@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import decoding
-from experiments import perplexity_cli
+from experiments import perplexity, perplexity_cli
 from experiments.data import load_documents
 from experiments.models import load_model
 from experiments.perplexity import (
@@ -78,6 +78,54 @@ def test_left_padded_batch_equals_each_window_alone(tiny_model):
         reference = torch.log_softmax(logits, -1)[-k:].gather(-1, torch.tensor(window.target_ids)[:, None])[:, 0]
         assert torch.allclose(batched, alone, atol=1e-5)
         assert torch.allclose(alone, reference, atol=1e-5)
+
+
+def test_fused_head_tiles_equal_the_log_softmax_of_full_logits(monkeypatch):
+    """Tiles of 3 positions x 7 columns over a vocabulary of 50 (the last tile is narrower), with a bias."""
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(50, 16, generator=g) * 3)
+        head.bias.copy_(torch.randn(50, generator=g))
+    hidden = torch.randn(2, 5, 16, generator=g)  # (B, K, H)
+    targets = torch.tensor([[0, 6, 7, 49, 48], [13, 14, 20, 21, 35]])  # tile edges and the last column
+    monkeypatch.setitem(perplexity._TILE, "cpu", (21, 7))
+    with torch.no_grad():
+        fused = perplexity._head_target_logprobs(hidden, head, targets)
+        reference = torch.log_softmax(head(hidden), -1).gather(-1, targets[..., None])[..., 0]
+    assert fused.shape == (2, 5) and fused.dtype == torch.float32
+    assert torch.allclose(fused, reference, atol=1e-5)
+
+
+def test_score_batch_fused_head_equals_the_models_own_logits(tiny_model):
+    """The plain-head path (tiny Llama and GPT-2 are in _PLAIN_HEAD_MODELS) against the logits path."""
+    assert perplexity._plain_head(tiny_model) is tiny_model.get_output_embeddings()
+    windows = [Window(tuple(range(10, 40)), tuple(range(21, 41))), Window((5, 6, 7), (6, 7, 8))]
+    fused = score_batch(tiny_model, windows)
+    with torch.no_grad():
+        logits = tiny_model(torch.tensor([windows[0].input_ids])).logits[0, -20:]  # (K, V)
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(windows[0].target_ids)[:, None])[:, 0]
+    assert torch.allclose(fused[0], expected, atol=1e-5)
+
+
+def test_a_subclass_that_changes_its_logits_is_scored_on_them(tiny_llama):
+    """Only exact classes take the fused head: a subclass may do more after lm_head (here: logits x 2)."""
+
+    class DoubledLlama(type(tiny_llama)):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2
+            return out
+
+    doubled = DoubledLlama(tiny_llama.config).eval()
+    doubled.load_state_dict(tiny_llama.state_dict())
+    assert perplexity._plain_head(doubled) is None
+    window = Window(tuple(range(10, 30)), tuple(range(11, 31)))
+    with torch.no_grad():
+        logits = doubled(torch.tensor([window.input_ids])).logits[0]  # (T, V), already doubled
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(window.target_ids)[:, None])[:, 0]
+    assert torch.allclose(score_batch(doubled, [window])[0], expected, atol=1e-5)
+    assert not torch.allclose(score_batch(tiny_llama, [window])[0], expected, atol=1e-3)
 
 
 def test_token_logprobs_handle_left_and_right_padding(tiny_model):
