@@ -33,23 +33,14 @@ import time
 
 import torch
 from torch._dynamo.utils import counters, guard_failures
-from timing import timed  # bench/timing.py (the script folder is on sys.path)
+from prompts import PROMPTS  # bench/prompts.py (the script folder is on sys.path)
+from timing import timed  # bench/timing.py
 from rich.console import Console
 from rich.table import Table
 
 import decoding
 from experiments.models import load_model, resolve_dtype
 
-PROMPTS = [
-    "Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans:",
-    "The state of our Union is strong, and tonight",
-    "In the year that has passed since I last addressed you,",
-    "Our economy",
-    "We must never forget that the strength of this Nation",
-    "Fellow citizens of the Senate and House of Representatives:",
-    "I come before you tonight to report",
-    "Let me begin with the most urgent question before us:",
-]
 ROWS = {  # label -> (runner kind, decoding.generate keywords)
     "decodelab dynamic": ("ours", dict(cache="dynamic")),
     "decodelab static": ("ours", dict(cache="static")),
