@@ -46,10 +46,13 @@ class GroupedSampler:
     def __init__(self, groups: list[tuple[int, int, bool, torch.Generator | None]]):
         self.groups = groups
         self.any_greedy = any(not sample for _, _, sample, _ in groups)
+        self.any_sampling = any(sample for _, _, sample, _ in groups)
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:  # (R, V) -> (R,)
         tokens = torch.argmax(scores, dim=-1) if self.any_greedy else scores.new_empty(scores.shape[0],
                                                                                        dtype=torch.long)
+        if not self.any_sampling:  # an all-greedy batch needs no (R, V) softmax
+            return tokens
         probs = torch.softmax(scores, dim=-1)
         for start, stop, sample, generator in self.groups:
             if sample:
