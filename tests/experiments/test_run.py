@@ -94,3 +94,32 @@ def test_bad_input_fails_before_writing_anything(overrides, message, tmp_path):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(cfg)
     assert not (tmp_path / "job" / "metrics.json").exists() and not (tmp_path / "job" / "samples.jsonl").exists()
+
+
+def documented_key_patterns() -> list[str]:
+    """The keys of the README's metrics table: `a/b`, ranges `a/x_1..4`, globs `human/*`."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| keys | meaning |"):].split("\n\n", 1)[0]
+    patterns = []
+    for row in table.splitlines()[2:]:
+        for key in re.findall(r"`([^`]+)`", row.split("|")[1]):
+            ranged = re.fullmatch(r"(.*_)(\d)\.\.(\d)", key)
+            if ranged:
+                patterns += [f"{ranged[1]}{n}" for n in range(int(ranged[2]), int(ranged[3]) + 1)]
+            else:
+                patterns.append(key)
+    return patterns
+
+
+def test_every_metrics_key_is_documented_in_the_readme(finished_run):
+    from fnmatch import fnmatchcase
+
+    cfg, out, _ = finished_run
+    patterns = documented_key_patterns()
+    assert "gen/distinct_3" in patterns and "human/*" in patterns  # the parser reads ranges and globs
+    stored = json.loads((out / "metrics.json").read_text())
+    undocumented = [k for k in stored if not any(fnmatchcase(k, p) for p in patterns)]
+    assert not undocumented, f"metrics.json keys missing from the README's metrics table: {undocumented}"
