@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 import decoding
+from experiments.faults import failpoint
 
 
 @dataclass
@@ -133,6 +134,7 @@ def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], de
                                 tokenizer=tokenizer, cache=cache, max_cache_len=max_cache_len, **options,
                                 **decoding_params)
         result.add_batch(out, chunk, mask, tokenizer, ttft=out.prefill_seconds)
+        failpoint("generation")
     return result
 
 
@@ -166,6 +168,8 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
             run.add_batch(out, chunk, mask, tokenizer, ttft=shared["prefill_seconds"])
             run.sweep_new_tokens += shared["new_tokens"]
             run.sweep_seconds += shared["prefill_seconds"] + shared["decode_seconds"]
+        failpoint("shared_generation")
+        failpoint("generation")
     return runs
 
 
