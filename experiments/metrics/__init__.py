@@ -20,27 +20,54 @@ through the `evaluate` library's `evaluate.load(path)` interface.
 | bleu, chrf                | sacreBLEU corpus scores against the human continuations          | 0..100 |
 | rougeL                    | mean ROUGE-L F-measure against the human continuations           | 0..1   |
 | mauve                     | MAUVE(human, generated) on `features_model` features             | 0..1   |
+| mauve_samples             | texts per side MAUVE rests on (empty texts dropped)              | count  |
 
-The last four appear only when `references` is given, `mauve` only when `features_model` is given too: a
-missing input leaves its keys out rather than filling them with a made-up value. Each library keeps its
-usual scale so numbers match published tables. Undefined values are NaN, never an exception: `zipf` with
-fewer than two distinct tokens, `self_bleu4` with fewer than two texts. Empty strings are valid
-generations (zero tokens); an empty list is a ValueError.
+The reference metrics appear only when `references` is given, `mauve` and `mauve_samples` only when
+`features_model` is given too: a missing input leaves its keys out rather than filling them with a made-up
+value. Each library keeps its usual scale so numbers match published tables. Undefined values are NaN, never
+an exception: `zipf` with fewer than two distinct tokens, `self_bleu4` with fewer than two texts, `mauve`
+when every text of one side is empty. Empty strings are valid generations (zero tokens); an empty list is a
+ValueError.
+
+Why `score_generations` returns more than numbers: a NaN alone cannot say why it is NaN, and a MAUVE
+score on 16 samples looks as solid as one on 5000. `GenerationScores` carries, beside the values, the
+reason for each NaN (`not_measurable`) and what a reader must know before trusting a number (`caveats`),
+so the runner can record both in metrics.json and the report can show them. `compute_generation_metrics`
+is the numbers alone, for callers that want just those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 # Modules, not their functions: `from .self_bleu import self_bleu` would rebind `experiments.metrics.self_bleu`
 # from the module to the function, and `import experiments.metrics.self_bleu as m` would then return the function.
 from experiments.metrics import diversity, mauve_score, reference, repetition, self_bleu, tokens, zipf
 
-__all__ = ["compute_generation_metrics"]
+__all__ = ["GenerationScores", "compute_generation_metrics", "score_generations"]
+
+# Why each NaN the count metrics can produce is NaN (the condition is checked where the value is made).
+SELF_BLEU_ONE_TEXT = "n=1"
+ZIPF_ONE_TOKEN = "fewer than 2 distinct tokens"
 
 
-def compute_generation_metrics(
+@dataclass
+class GenerationScores:
+    """What `score_generations` measured: unprefixed values, and notes keyed like them."""
+
+    values: dict[str, float]
+    not_measurable: dict[str, str] = field(default_factory=dict)  # key -> why its value is NaN, for every NaN
+    caveats: dict[str, str] = field(default_factory=dict)  # key -> what to know before trusting its value
+
+
+def compute_generation_metrics(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """The values of `score_generations(*args, **kwargs)` alone (same arguments)."""
+    return score_generations(*args, **kwargs).values
+
+
+def score_generations(
     texts: list[str],
     references: list[str] | None,
     tokenizer: Any,
@@ -53,8 +80,11 @@ def compute_generation_metrics(
     zipf_top_n: int = zipf.DEFAULT_TOP_N,
     mauve_num_buckets: int | str = "auto",
     feature_batch_size: int = 16,
-) -> dict[str, float]:
-    """All generation-quality metrics of `texts` (and against `references`, paired by position).
+    features_name: str | None = None,
+    features_random: bool = False,
+) -> GenerationScores:
+    """All generation-quality metrics of `texts` (and against `references`, paired by position), with the
+    reason for each NaN and the caveats of MAUVE.
 
     Args:
         texts: the generated continuations (prompt excluded), one string each.
@@ -69,6 +99,8 @@ def compute_generation_metrics(
         zipf_top_n: most frequent tokens in the Zipf fit.
         mauve_num_buckets: MAUVE histogram size, "auto" = n / 10.
         feature_batch_size: batch size when featurizing for MAUVE.
+        features_name: how the run names `features_model` (for MAUVE's caveat); None: "the features model".
+        features_random: whether `features_model` has random weights (MAUVE then gets a caveat).
     """
     if isinstance(texts, str) or not texts:
         raise ValueError(f"texts must be a non-empty list of generated strings, got {texts!r:.80}")
@@ -82,19 +114,22 @@ def compute_generation_metrics(
     token_lists = tokens.tokenize(texts, tokenizer, tokenization=tokenization)
 
     metrics = diversity.diversity_metrics(token_lists)
-    metrics["self_bleu4"] = (
-        self_bleu.self_bleu(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
-        if len(token_lists) >= 2
-        else float("nan")
-    )
+    scores = GenerationScores(values=metrics)
+    if len(token_lists) >= 2:
+        metrics["self_bleu4"] = self_bleu.self_bleu(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
+    else:
+        metrics["self_bleu4"] = math.nan
+        scores.not_measurable["self_bleu4"] = SELF_BLEU_ONE_TEXT
     metrics["zipf"] = zipf.zipf_coefficient(token_lists, top_n=zipf_top_n)
+    if math.isnan(metrics["zipf"]):  # zipf's only NaN: fewer than two distinct tokens to fit a slope to
+        scores.not_measurable["zipf"] = ZIPF_ONE_TOKEN
     metrics["repetition_pct"] = repetition.repetition_pct(token_lists)
     metrics["mean_length"] = sum(len(sequence) for sequence in token_lists) / len(token_lists)
 
     if references is not None:
         metrics.update(reference.reference_metrics(texts, references))
         if features_model is not None:
-            metrics["mauve"] = mauve_score.mauve_score(
+            result = mauve_score.measure_mauve(
                 texts,
                 references,
                 features_model,
@@ -103,4 +138,13 @@ def compute_generation_metrics(
                 num_buckets=mauve_num_buckets,
                 batch_size=feature_batch_size,
             )
-    return {key: float(value) for key, value in metrics.items()}
+            metrics["mauve"], metrics["mauve_samples"] = result.score, float(result.samples)
+            if result.not_measurable:
+                scores.not_measurable["mauve"] = result.not_measurable
+            else:
+                caveat = mauve_score.mauve_caveat(result.samples, features_name or "the features model",
+                                                  features_random)
+                if caveat:
+                    scores.caveats["mauve"] = caveat
+    scores.values = {key: float(value) for key, value in metrics.items()}
+    return scores

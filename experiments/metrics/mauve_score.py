@@ -18,17 +18,42 @@ each bin holds about ten texts; we keep it and compute it explicitly: `max(2, ro
 With few texts (tens) the histogram is coarse and the score noisy: compare MAUVE only between runs with the
 same number of texts and the same feature model. The k-means and PCA initialisation come from `seed`, so the
 same features and seed give the same score.
+
+Caveats (`mauve_caveat`): below `MIN_SAMPLES` texts per side, or on features of a random-weight model (the
+tiny test models), the number is not evidence about the text. `measure_mauve` returns the sample size with
+the score so the runner records it beside the number (`gen/mauve_samples`), and `mauve_caveat` logs one
+warning naming the count and the minimum and returns the text the run records (`meta/caveats`).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 MAX_TEXT_LENGTH = 1024  # mauve's max_text_length default
+# The mauve-text README, "Best Practices for MAUVE", 2. Number of generations: "each distribution must contain
+# at least a few thousand samples (we use 5000 each). MAUVE with a smaller number of samples is biased towards
+# optimism (...) and exhibits a larger standard deviation between runs." We warn below 1000 per side, the
+# most lenient reading of "a few thousand"; the paper's (Pillutla et al. 2021) own runs use 5000.
+MIN_SAMPLES = 1000
+PAPER_SAMPLES = 5000
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MauveResult:
+    """A MAUVE score with what it rests on."""
+
+    score: float  # in (0, 1]; NaN when not measurable
+    samples: int  # texts per side that entered the score (the smaller side, empty texts dropped)
+    not_measurable: str = ""  # why `score` is NaN, else ""
 
 
 def auto_num_buckets(num_p: int, num_q: int) -> int:
@@ -36,7 +61,6 @@ def auto_num_buckets(num_p: int, num_q: int) -> int:
     return max(2, int(round(min(num_p, num_q) / 10)))
 
 
-@torch.inference_mode()
 def last_token_features(
     texts: Sequence[str],
     model: Any,
@@ -48,12 +72,23 @@ def last_token_features(
     """Final-layer hidden state at the last token of each non-empty text: float32 array (N, hidden size)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    ids = token_ids(texts, tokenizer, max_text_length=max_text_length)
+    if not ids:
+        raise ValueError("MAUVE features need at least one non-empty text, got only empty strings or none")
+    return _features_of(ids, model, tokenizer, batch_size)
+
+
+def token_ids(texts: Sequence[str], tokenizer: Any, *, max_text_length: int = MAX_TEXT_LENGTH) -> list[list[int]]:
+    """Each text's token ids cut to `max_text_length`; empty texts are dropped, as MAUVE drops them."""
     if max_text_length < 1:
         raise ValueError(f"max_text_length={max_text_length} must be a positive integer")
     ids = [tokens[:max_text_length] for tokens in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    ids = [tokens for tokens in ids if tokens]  # MAUVE drops empty texts
-    if not ids:
-        raise ValueError("MAUVE features need at least one non-empty text, got only empty strings or none")
+    return [tokens for tokens in ids if tokens]
+
+
+@torch.inference_mode()
+def _features_of(ids: list[list[int]], model: Any, tokenizer: Any, batch_size: int) -> np.ndarray:
+    """Last-token final hidden states of non-empty token lists, right-padded in batches: (N, H) float32."""
     body = getattr(model, "base_model", model)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id works
@@ -114,3 +149,50 @@ def mauve_score(
     p = last_token_features(references, model, tokenizer, batch_size=batch_size, max_text_length=max_text_length)
     q = last_token_features(texts, model, tokenizer, batch_size=batch_size, max_text_length=max_text_length)
     return mauve_from_features(p, q, seed=seed, num_buckets=num_buckets)
+
+
+def measure_mauve(
+    texts: Sequence[str],
+    references: Sequence[str],
+    model: Any,
+    tokenizer: Any,
+    *,
+    seed: int = 0,
+    num_buckets: int | str = "auto",
+    batch_size: int = 16,
+    max_text_length: int = MAX_TEXT_LENGTH,
+) -> MauveResult:
+    """`mauve_score` with its sample size; NaN with the reason (not an error) when one side has only empty texts,
+    so a run whose generations all stopped at once still reports its other metrics."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    q_ids = token_ids(texts, tokenizer, max_text_length=max_text_length)
+    p_ids = token_ids(references, tokenizer, max_text_length=max_text_length)
+    if not q_ids or not p_ids:
+        side = "generated" if not q_ids else "human"
+        return MauveResult(math.nan, 0, f"every {side} text empty")
+    p = _features_of(p_ids, model, tokenizer, batch_size)
+    q = _features_of(q_ids, model, tokenizer, batch_size)
+    return MauveResult(mauve_from_features(p, q, seed=seed, num_buckets=num_buckets), min(len(p), len(q)))
+
+
+def mauve_caveat(samples: int, features: str, random_weights: bool) -> str | None:
+    """What a reader must know before trusting a MAUVE score, or None; logs it once as a warning.
+
+    Args:
+        samples: texts per side the score rests on (`MauveResult.samples`).
+        features: the features model, as the run names it (e.g. "smollm2").
+        random_weights: whether that model has random weights (a tiny test model).
+    """
+    parts = []
+    if samples < MIN_SAMPLES:
+        parts.append(f"{samples} samples per side, below the minimum of {MIN_SAMPLES} (the mauve-text authors ask "
+                     f"for a few thousand, the paper uses {PAPER_SAMPLES}): biased upwards and noisy, compare "
+                     "only runs with the same sample size")
+    if random_weights:
+        parts.append(f"features from {features}, a model with random weights: the score says nothing about the text")
+    if not parts:
+        return None
+    caveat = "; ".join(parts)
+    log.warning("MAUVE caveat: %s", caveat)
+    return caveat

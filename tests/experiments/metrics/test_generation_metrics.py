@@ -1,10 +1,12 @@
 """The aggregator: which keys appear when, that it agrees with the plain functions, and its errors."""
 
+import logging
 import math
 
 import pytest
 
-from experiments.metrics import compute_generation_metrics
+from experiments.metrics import compute_generation_metrics, score_generations
+from experiments.metrics.mauve_score import MIN_SAMPLES
 from experiments.metrics.diversity import diversity_metrics
 from experiments.metrics.repetition import repetition_pct
 from experiments.metrics.self_bleu import self_bleu
@@ -43,8 +45,9 @@ def test_with_references_adds_bleu_chrf_rouge_but_mauve_needs_a_features_model(t
 def test_with_a_features_model_adds_mauve(tiny_llama_with_tokenizer):
     model, tokenizer = tiny_llama_with_tokenizer
     out = compute_generation_metrics(TEXTS, REFERENCES, tokenizer, features_model=model, seed=0)
-    assert set(out) == COUNT_KEYS | REFERENCE_KEYS | {"mauve"}
+    assert set(out) == COUNT_KEYS | REFERENCE_KEYS | {"mauve", "mauve_samples"}
     assert 0.0 < out["mauve"] <= 1.0 + 1e-9
+    assert out["mauve_samples"] == 3.0  # four texts a side, the empty generation dropped as MAUVE drops it
 
 
 def test_values_are_those_of_the_plain_functions_on_the_same_tokens(tokenizer):
@@ -72,6 +75,37 @@ def test_undefined_values_are_nan_not_errors():
     assert math.isnan(out["zipf"])  # one distinct token: no slope
     out = compute_generation_metrics(["", ""], None, None, tokenization="whitespace")
     assert out["mean_length"] == 0.0 and out["distinct_1"] == 0.0 and out["diversity"] == 1.0
+
+
+def test_every_nan_comes_with_its_reason():
+    scores = score_generations(["word word word"], None, None, tokenization="whitespace")
+    assert scores.not_measurable == {"self_bleu4": "n=1", "zipf": "fewer than 2 distinct tokens"}
+    assert {k for k, v in scores.values.items() if math.isnan(v)} == set(scores.not_measurable)
+    assert scores.caveats == {}
+    defined = score_generations(["a b c", "c d e f"], None, None, tokenization="whitespace")
+    assert defined.not_measurable == {} and not any(math.isnan(v) for v in defined.values.values())
+
+
+def test_mauve_on_few_samples_and_random_features_carries_a_caveat_and_warns_once(tiny_llama_with_tokenizer,
+                                                                                   caplog):
+    model, tokenizer = tiny_llama_with_tokenizer
+    with caplog.at_level(logging.WARNING, logger="experiments.metrics.mauve_score"):
+        scores = score_generations(TEXTS, REFERENCES, tokenizer, features_model=model, seed=0,
+                                   features_name="tiny_llama", features_random=True)
+    caveat = scores.caveats["mauve"]
+    assert f"3 samples per side, below the minimum of {MIN_SAMPLES}" in caveat
+    assert "tiny_llama, a model with random weights" in caveat
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"MAUVE caveat: {caveat}"]
+    assert "mauve" not in scores.not_measurable and scores.values["mauve"] > 0.0
+
+
+def test_mauve_of_only_empty_generations_is_nan_with_the_reason(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    scores = score_generations(["", ""], REFERENCES[:2], tokenizer, features_model=model)
+    assert math.isnan(scores.values["mauve"]) and scores.values["mauve_samples"] == 0.0
+    assert scores.not_measurable["mauve"] == "every generated text empty"
+    assert "mauve" not in scores.caveats  # nothing to caveat: there is no number
 
 
 def test_bad_inputs_raise(tokenizer):

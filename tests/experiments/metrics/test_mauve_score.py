@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.metrics.mauve_score import auto_num_buckets, last_token_features, mauve_from_features, mauve_score
+from experiments.metrics.mauve_score import (MIN_SAMPLES, auto_num_buckets, last_token_features, mauve_caveat,
+                                             mauve_from_features, mauve_score, measure_mauve)
 
 
 @pytest.mark.parametrize("kind", ["tiny_llama", "tiny_gpt2"])
@@ -76,6 +77,27 @@ def test_mauve_score_featurizes_both_sides_then_scores(tiny_llama_with_tokenizer
         last_token_features(human, model, tokenizer), last_token_features(generated, model, tokenizer), seed=4
     )
     assert mauve_score(generated, human, model, tokenizer, seed=4) == expected
+
+
+def test_measure_mauve_reports_the_samples_it_rests_on(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    human = [f"Day {i}: the river rose." for i in range(6)]
+    generated = [f"Day {i}: the the the the." for i in range(5)] + [""]
+    result = measure_mauve(generated, human, model, tokenizer, seed=4)
+    assert result.samples == 5 and result.not_measurable == ""  # the smaller side, its empty text dropped
+    assert result.score == mauve_score(generated, human, model, tokenizer, seed=4)
+    empty_humans = measure_mauve(generated, ["", ""], model, tokenizer)
+    assert empty_humans.samples == 0 and empty_humans.not_measurable == "every human text empty"
+
+
+def test_mauve_caveat_below_the_minimum_or_on_random_features_only(caplog):
+    assert mauve_caveat(MIN_SAMPLES, "smollm2", random_weights=False) is None
+    assert not caplog.records  # nothing to warn about
+    few = mauve_caveat(MIN_SAMPLES - 1, "smollm2", random_weights=False)
+    assert few.startswith(f"{MIN_SAMPLES - 1} samples per side, below the minimum of {MIN_SAMPLES}")
+    assert "random" not in few
+    random_only = mauve_caveat(5000, "tiny_gpt2", random_weights=True)
+    assert random_only == "features from tiny_gpt2, a model with random weights: the score says nothing about the text"
 
 
 @pytest.mark.slow
