@@ -18,8 +18,9 @@ tests compare both launchers); the speed numbers are the job's share of the shar
 
 Not batched, run as under the basic launcher: jobs already finished (resume), jobs that do not generate,
 beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and groups of one.
-If a group's shared generation fails with an expected error (a missing file, a bad value), its jobs run
-one by one and each reports the error as before.
+If a group's shared generation fails, whatever the error, its jobs run one by one and each fails or succeeds
+on its own (`BatchedLauncher._generate`). A job whose own run raises an unexpected error fails alone, with
+its traceback in its error.txt (`confine_failure`); the sweep goes on and exits non-zero at the end.
 
 Hydra instantiates launchers only from the `hydra_plugins` namespace: `hydra_plugins/decodelab_launcher`
 names this class there.
@@ -31,6 +32,8 @@ import json
 import logging
 import math
 import os
+import sys
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +41,10 @@ from typing import Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from experiments.faults import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +126,27 @@ def group_jobs(configs: Sequence[DictConfig], max_configurations: int | None = N
     return groups
 
 
+def confine_failure(ret: JobReturn) -> JobReturn:
+    """A job whose run raised an error `main` does not catch fails alone, as one with an expected error does.
+
+    Its message and traceback go to its folder's error.txt, its result becomes NaN, and the sweep goes on;
+    `FailedJobsCallback` lists it and makes the sweep exit non-zero at the end. Left FAILED, Hydra's sweeper
+    would re-raise the error after the last job and end the multirun with a traceback and no error.txt.
+    """
+    from experiments.logging import write_atomic
+
+    if ret.status != JobStatus.FAILED:
+        return ret
+    err = ret._return_value  # the property re-raises it
+    message = f"error: {type(err).__name__}: {err}"
+    out_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+    write_atomic(out_dir / "error.txt", message + "\n\n" + "".join(traceback.format_exception(err)))
+    print(message, file=sys.stderr)
+    ret.status = JobStatus.COMPLETED
+    ret.return_value = float("nan")
+    return ret
+
+
 class BatchedLauncher(BasicLauncher):
     """BasicLauncher (jobs one after another, in this process) with one shared generation per group of jobs."""
 
@@ -144,13 +170,15 @@ class BatchedLauncher(BasicLauncher):
         remaining = Counter(job.fingerprint for job in jobs)
         runs: list[JobReturn] = []
         for job in jobs:
+            if runs:
+                failpoint("between_jobs")
             log.info(f"\t#{job.index} : {' '.join(filter_overrides(job.overrides))}")
             group = None if job.finished else group_of.get(job.fingerprint)
             if group is not None and not group.generated:
                 self._generate(group)
-            runs.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                config=job.config, job_dir_key="hydra.sweep.dir",
-                                job_subdir_key="hydra.sweep.subdir"))
+            runs.append(confine_failure(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                                config=job.config, job_dir_key="hydra.sweep.dir",
+                                                job_subdir_key="hydra.sweep.subdir")))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             remaining[job.fingerprint] -= 1
             if remaining[job.fingerprint] == 0:  # no later job has this config: free its samples
@@ -181,7 +209,14 @@ class BatchedLauncher(BasicLauncher):
         return job
 
     def _generate(self, group: Group) -> None:
-        """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint."""
+        """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint.
+
+        If it fails, whatever the error, nothing is stashed and the group's jobs generate one by one in their
+        own runs: an error that only the shared batch meets (out of memory at C x batch_size rows, a float16
+        overflow in one configuration's rows) then costs nothing but time, and one that every job meets
+        (a model bug) fails each job on its own, with its own error.txt. Unexpected errors are logged with
+        their traceback.
+        """
         from experiments.generation import generate_continuations_sweep, stash_precomputed
         from experiments.run import (EXPECTED_ERRORS, decoding_params, generation_options, load_inputs,
                                      prompt_pairs, quiet_third_party_loggers)
@@ -199,9 +234,9 @@ class BatchedLauncher(BasicLauncher):
             runs = generate_continuations_sweep(model, tokenizer, pairs,
                                                 [decoding_params(job.config) for job in group.jobs],
                                                 **generation_options(first))
-        except EXPECTED_ERRORS as err:
+        except Exception as err:  # any failure: the jobs run alone, and each one fails or succeeds on its own
             log.warning(f"batched generation for jobs {names} failed ({type(err).__name__}: {err}); "
-                        "running them one by one")
+                        "running them one by one", exc_info=not isinstance(err, EXPECTED_ERRORS))
             return
         finally:
             if previous is not None:
