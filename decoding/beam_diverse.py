@@ -101,15 +101,6 @@ def group_step(params: GenerationParams, cfg, x: StepInput, t: int):
     return cand, store, open_
 
 
-def _check(params: GenerationParams) -> None:
-    if params.num_beam_groups > 1 and params.diversity_penalty == 0:
-        raise ValueError(f"num_beam_groups={params.num_beam_groups} is not allowed with diversity_penalty=0: the "
-                         "groups would all be the same beam search. Set diversity_penalty > 0, or num_beam_groups=1")
-    if params.do_sample:
-        raise ValueError(f"num_beam_groups={params.num_beam_groups} is not allowed with do_sample=True: diverse "
-                         "beam search is deterministic. Set do_sample=False, or num_beam_groups=1 for beam sampling")
-
-
 @torch.inference_mode()
 def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         params: GenerationParams, *, generator: torch.Generator | None = None,
@@ -118,7 +109,6 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
 
     `generator` is accepted for a uniform signature; diverse beam search draws no random numbers.
     """
-    _check(params)
     device = input_ids.device
     batch, prompt_len = input_ids.shape
     beams_per_prompt, groups = params.num_beams, params.num_beam_groups

@@ -35,6 +35,7 @@ import torch
 
 from .cache import KVCache
 from .compiled import CompiledDecodeStep
+from .inputs import check_attention_mask, check_generator, check_input_ids, check_tokenizer
 from .params import GenerationParams, resolve_params
 from .processors import ProcessorList, build_processors
 from .result import GenerationResult
@@ -262,35 +263,35 @@ def max_positions_of(model: Any) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def prepare_inputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   pad_token_id: int | None, eos_token_id: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the prompt batch; infer the attention mask as generate does when none is given."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
-        raise ValueError(f"input_ids must be a LongTensor of token ids, got {type(input_ids).__name__}")
-    if input_ids.dim() == 1:
-        input_ids = input_ids.unsqueeze(0)
-    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}: an empty prompt is not allowed; "
-                         "give at least one token per row (e.g. the BOS token)")
-    input_ids = input_ids.to(model.device).long()
-    if attention_mask is None:
-        eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
-        if pad_token_id is not None and pad_token_id not in eos and bool((input_ids == pad_token_id).any()):
-            attention_mask = (input_ids != pad_token_id).long()
-        else:
-            attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.to(input_ids.device).long()
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
-                         f"{tuple(input_ids.shape)}: they must match")
-    empty_rows = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
-    if empty_rows:
-        raise ValueError(f"prompt rows {empty_rows} are empty (attention_mask all 0): an empty prompt is not allowed")
-    right_padded = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
-    if right_padded:
-        raise ValueError(f"prompt rows {right_padded} are right-padded: decoder-only generation needs left padding "
-                         "(tokenizer.padding_side = 'left')")
-    return input_ids, attention_mask
+def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[dict[str, Any]],
+                 generators: dict[str, Any], tokenizer: Any, sweep: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[GenerationParams]]:
+    """Check everything a call was given, before any forward pass; infer the mask as generate does.
+
+    Args:
+        configs: the generate keywords of each configuration (one for `generate`, C for `generate_sweep`).
+        generators: argument name -> the torch.Generator (or None) given under that name.
+        sweep: errors in a configuration are prefixed with `configs[i]:`.
+
+    Returns:
+        (B, T) prompt ids and attention mask on the model's device, and each configuration's parameters.
+    """
+    was_1d = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 1
+    input_ids = check_input_ids(model, input_ids)
+    for name, generator in generators.items():
+        check_generator(name, generator, model.device)
+    check_tokenizer(tokenizer)
+    params = []
+    for i, config in enumerate(configs):
+        try:
+            params.append(resolve_params(model, input_ids.shape[1], max_positions_of(model), **config))
+        except ValueError as err:
+            if not sweep:
+                raise
+            raise ValueError(f"configs[{i}]: {err}") from None
+    p = params[0]
+    attention_mask = check_attention_mask(input_ids, attention_mask, p.pad_token_id, p.eos_token_id, was_1d)
+    return input_ids, attention_mask, params
 
 
 @torch.inference_mode()
@@ -314,11 +315,8 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     Returns:
         GenerationResult; `sequences` is (B * num_return_sequences, T + N).
     """
-    defaults = getattr(model, "generation_config", None)
-    pad_hint = params.get("pad_token_id", getattr(defaults, "pad_token_id", None))
-    eos_hint = params.get("eos_token_id", getattr(defaults, "eos_token_id", None))
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, pad_hint, eos_hint)
-    p = resolve_params(model, input_ids.shape[1], max_positions_of(model), **params)
+    input_ids, attention_mask, (p,) = prepare_call(model, input_ids, attention_mask, [params],
+                                                   {"generator": generator}, tokenizer)
     if p.is_beam:
         from .beam import beam_search
 

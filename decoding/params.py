@@ -11,10 +11,13 @@ and what is allowed. The hot loop never validates.
 
 from __future__ import annotations
 
+import difflib
 import math
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
+
+import torch
 
 # Defaults transformers applies when neither the caller nor the model set a value
 # (GenerationConfig._get_default_generation_params in transformers 5.x).
@@ -110,17 +113,48 @@ def _model_generation_defaults(model: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in ACCEPTED_NAMES and v is not None}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _as_token_tuple(name: str, value: Any) -> tuple[int, ...] | None:
+    """EOS ids as generate takes them: one id, a list of ids, or an integer tensor of them."""
     if value is None:
         return None
-    if hasattr(value, "tolist"):
+    allowed = "use a token id (an integer >= 0), a list of them, or None"
+    if isinstance(value, torch.Tensor):
+        _check(not value.is_floating_point() and value.dtype != torch.bool and value.dim() <= 1, name, value,
+               allowed + " (an integer tensor of at most one dimension)")
         value = value.tolist()
-    items = [value] if isinstance(value, int) else list(value)
+    items = [value] if _is_int(value) else list(value) if isinstance(value, (list, tuple)) else None
+    _check(items is not None, name, value, allowed)
     if not items:
         return None  # an empty list disables EOS, as an empty tensor does in generate
-    if not all(isinstance(v, int) and v >= 0 for v in items):
-        raise ValueError(f"{name}={value!r} is not allowed: use a non-negative token id or a list of them")
+    _check(all(_is_int(v) and v >= 0 for v in items), name, value, allowed)
     return tuple(items)
+
+
+def _as_pad_id(value: Any) -> int | None:
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    _check(value is None or (_is_int(value) and value >= 0), "pad_token_id", value,
+           "use one token id (an integer >= 0), or None")
+    return value
+
+
+def _as_stop_strings(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = [value]
+    _check(value is None or isinstance(value, (list, tuple)), "stop_strings", value,
+           "use a string or a list of non-empty strings")
+    return tuple(value) if value else None
+
+
+def _as_processor_order(value: Any) -> tuple[str, ...]:
+    _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), "processor_order", value,
+           f"use a list of processor names from {list(TRANSFORMERS_PROCESSOR_ORDER)}")
+    return tuple(value)
 
 
 def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
@@ -137,6 +171,7 @@ def _resolve_cache(given: dict[str, Any]) -> str:
     cache = given.pop("cache", None)
     use_cache = given.pop("use_cache", None)
     implementation = given.pop("cache_implementation", None)
+    _check(use_cache is None or isinstance(use_cache, bool), "use_cache", use_cache, "use true, false or None")
     implied = None
     if use_cache is False:
         implied = "none"
@@ -154,20 +189,42 @@ def _resolve_cache(given: dict[str, Any]) -> str:
     return cache
 
 
+def _unknown_names_error(unknown: list[str]) -> ValueError:
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(ACCEPTED_NAMES), n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return ValueError(f"unknown or unsupported generation parameter(s) {unknown}: {', '.join(hints)}; "
+                      f"supported: {sorted(ACCEPTED_NAMES)}")
+
+
+def vocab_size_of(model: Any) -> int | None:
+    """How many tokens the model can produce: its logits width (output embedding rows), else config.vocab_size."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    config = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    size = getattr(text, "vocab_size", None)
+    return int(size) if _is_int(size) else None
+
+
 def resolve_params(model: Any, prompt_length: int, max_positions: int | None = None, **given: Any) -> GenerationParams:
     """Merge caller keywords, the model's generation_config and transformers' defaults; validate everything.
 
+    With `model=None` (the runner's check before loading anything) everything but the token ids' vocabulary
+    is checked; with a model, `eos_token_id` and `pad_token_id` must also lie in its vocabulary.
+
     Args:
-        model: the model (only its `generation_config` is read).
+        model: the model (its `generation_config` and vocabulary size are read), or None.
         prompt_length: padded prompt length T of the batch (max_length and min_length count it, as in generate).
         max_positions: the model's maximum number of positions, if it has one.
         **given: GenerationConfig-named keywords.
     """
     unknown = sorted(set(given) - ACCEPTED_NAMES)
     if unknown:
-        raise ValueError(
-            f"unknown or unsupported generation parameter(s) {unknown}; supported: {sorted(ACCEPTED_NAMES)}"
-        )
+        raise _unknown_names_error(unknown)
     given = {k: v for k, v in given.items() if v is not None or k in ("top_k", "min_p")}
     cache = _resolve_cache(given)
     values = {**GLOBAL_DEFAULTS, **_model_generation_defaults(model), **given}
@@ -178,6 +235,8 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     if given.get("max_new_tokens") is not None:
         max_new_tokens = given["max_new_tokens"]
     elif "max_length" in given:
+        _check(_is_int(given["max_length"]), "max_length", given["max_length"],
+               "use an integer: the total length, prompt included (or pass max_new_tokens)")
         max_new_tokens = given["max_length"] - prompt_length
         _check(max_new_tokens >= 1, "max_length", given["max_length"],
                f"must exceed the prompt length {prompt_length}; or pass max_new_tokens")
@@ -191,38 +250,51 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values.pop("max_length", None)
 
     values["eos_token_id"] = _as_token_tuple("eos_token_id", values.get("eos_token_id"))
-    pad = values.get("pad_token_id")
-    if pad is not None and hasattr(pad, "item"):
-        pad = int(pad.item())
+    pad = _as_pad_id(values.get("pad_token_id"))
     if pad is None and values["eos_token_id"] is not None:
         pad = values["eos_token_id"][0]  # generate pads finished rows with the first EOS id when unset
     values["pad_token_id"] = pad
-    stop = values.get("stop_strings")
-    if isinstance(stop, str):
-        stop = (stop,)
-    values["stop_strings"] = tuple(stop) if stop else None
-    order = values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER)
-    values["processor_order"] = tuple(order)
+    values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
+    values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
     values["cache"] = cache
 
     params = GenerationParams(**{k: v for k, v in values.items() if k in _OWN_FIELDS})
     _validate(params, prompt_length, max_positions)
+    if model is not None:
+        check_vocabulary(params, vocab_size_of(model))
     return params
 
 
+def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
+    """EOS and pad ids the model can emit and embed: an EOS id outside the vocabulary would never end a row
+    (generate accepts it and runs to the length limit), a pad id outside it crashes the embedding."""
+    if vocab_size is None:
+        return
+    outside = [t for t in p.eos_token_id or () if t >= vocab_size]
+    _check(not outside, "eos_token_id", list(p.eos_token_id or ()),
+           f"token ids must be in [0, {vocab_size}), the model's vocabulary ({outside} lie outside it)")
+    _check(p.pad_token_id is None or p.pad_token_id < vocab_size, "pad_token_id", p.pad_token_id,
+           f"use a token id in [0, {vocab_size}), the model's vocabulary")
+
+
 def _validate(p: GenerationParams, prompt_length: int, max_positions: int | None) -> None:
-    _check(isinstance(p.max_new_tokens, int) and p.max_new_tokens >= 1, "max_new_tokens", p.max_new_tokens,
+    """Every check that needs no model: types and ranges first, then combinations, then lengths."""
+    _validate_values(p)
+    _validate_combinations(p)
+    _validate_lengths(p, prompt_length, max_positions)
+    _warn_ignored(p)
+
+
+def _validate_values(p: GenerationParams) -> None:
+    _check(_is_int(p.max_new_tokens) and p.max_new_tokens >= 1, "max_new_tokens", p.max_new_tokens,
            "use a positive integer")
-    _check(isinstance(p.min_new_tokens, int) and p.min_new_tokens >= 0, "min_new_tokens", p.min_new_tokens,
+    _check(_is_int(p.min_new_tokens) and p.min_new_tokens >= 0, "min_new_tokens", p.min_new_tokens,
            "use an integer >= 0")
-    _check(isinstance(p.min_length, int) and p.min_length >= 0, "min_length", p.min_length, "use an integer >= 0")
+    _check(_is_int(p.min_length) and p.min_length >= 0, "min_length", p.min_length, "use an integer >= 0")
     _check(isinstance(p.do_sample, bool), "do_sample", p.do_sample, "use true or false")
     _check(_is_number(p.temperature) and p.temperature >= 0 and math.isfinite(p.temperature), "temperature",
            p.temperature, "use a finite number >= 0 (0 only without sampling)")
-    if p.do_sample and p.temperature == 0:
-        raise ValueError("temperature=0 is not allowed while sampling (do_sample=True): "
-                         "for greedy decoding set do_sample=False, or use a temperature > 0")
-    _check(p.top_k is None or (isinstance(p.top_k, int) and not isinstance(p.top_k, bool) and p.top_k >= 0),
+    _check(p.top_k is None or (_is_int(p.top_k) and p.top_k >= 0),
            "top_k", p.top_k, "use an integer >= 0 (0 or None disables top-k)")
     _check(_is_number(p.top_p) and 0 < p.top_p <= 1, "top_p", p.top_p, "use a number in (0, 1]")
     _check(p.min_p is None or (_is_number(p.min_p) and 0 <= p.min_p <= 1), "min_p", p.min_p,
@@ -234,11 +306,36 @@ def _validate(p: GenerationParams, prompt_length: int, max_positions: int | None
            "use a number in [0, 1) (0 disables it)")
     _check(_is_number(p.repetition_penalty) and p.repetition_penalty > 0 and math.isfinite(p.repetition_penalty),
            "repetition_penalty", p.repetition_penalty, "use a finite number > 0 (1.0 disables it)")
-    _check(isinstance(p.no_repeat_ngram_size, int) and p.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
+    _check(_is_int(p.no_repeat_ngram_size) and p.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
            p.no_repeat_ngram_size, "use an integer >= 0 (0 disables it)")
-    _check(isinstance(p.num_beams, int) and p.num_beams >= 1, "num_beams", p.num_beams, "use an integer >= 1")
-    _check(isinstance(p.num_return_sequences, int) and p.num_return_sequences >= 1, "num_return_sequences",
+    _check(_is_int(p.num_beams) and p.num_beams >= 1, "num_beams", p.num_beams, "use an integer >= 1")
+    _check(_is_int(p.num_return_sequences) and p.num_return_sequences >= 1, "num_return_sequences",
            p.num_return_sequences, "use an integer >= 1")
+    _check(_is_number(p.length_penalty) and math.isfinite(p.length_penalty), "length_penalty", p.length_penalty,
+           "use a finite number")
+    _check(isinstance(p.early_stopping, (bool, str)) and p.early_stopping in (True, False, "never"),
+           "early_stopping", p.early_stopping, "use true, false or 'never'")
+    _check(_is_int(p.num_beam_groups) and p.num_beam_groups >= 1, "num_beam_groups", p.num_beam_groups,
+           "use an integer >= 1")
+    _check(_is_number(p.diversity_penalty) and p.diversity_penalty >= 0 and math.isfinite(p.diversity_penalty),
+           "diversity_penalty", p.diversity_penalty, "use a finite number >= 0")
+    _check(p.max_cache_len is None or (_is_int(p.max_cache_len) and p.max_cache_len >= 1), "max_cache_len",
+           p.max_cache_len, "use a positive integer (the static cache's slots), or None for prompt + new tokens")
+    _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    unknown_steps = sorted(set(p.processor_order) - set(TRANSFORMERS_PROCESSOR_ORDER))
+    _check(not unknown_steps, "processor_order", list(p.processor_order),
+           f"name only these processors: {list(TRANSFORMERS_PROCESSOR_ORDER)} (unknown: {unknown_steps})")
+    repeated = sorted({name for name in p.processor_order if p.processor_order.count(name) > 1})
+    _check(not repeated, "processor_order", list(p.processor_order), f"name each processor once ({repeated} repeat)")
+    if p.stop_strings is not None:
+        _check(all(isinstance(s, str) and s for s in p.stop_strings), "stop_strings", list(p.stop_strings),
+               "use a string or a list of non-empty strings")
+
+
+def _validate_combinations(p: GenerationParams) -> None:
+    if p.do_sample and p.temperature == 0:
+        raise ValueError("temperature=0 is not allowed while sampling (do_sample=True): "
+                         "for greedy decoding set do_sample=False, or use a temperature > 0")
     if p.num_return_sequences > 1 and not p.do_sample and p.num_beams == 1:
         raise ValueError(
             f"num_return_sequences={p.num_return_sequences} is not allowed with greedy decoding: every sequence "
@@ -247,52 +344,69 @@ def _validate(p: GenerationParams, prompt_length: int, max_positions: int | None
     if p.num_beams > 1 and p.num_return_sequences > p.num_beams:
         raise ValueError(f"num_return_sequences={p.num_return_sequences} is not allowed: it must be <= "
                          f"num_beams={p.num_beams}")
-    _check(_is_number(p.length_penalty) and math.isfinite(p.length_penalty), "length_penalty", p.length_penalty,
-           "use a finite number")
-    _check(p.early_stopping in (True, False, "never"), "early_stopping", p.early_stopping,
-           "use true, false or 'never'")
-    _check(isinstance(p.num_beam_groups, int) and p.num_beam_groups >= 1, "num_beam_groups", p.num_beam_groups,
-           "use an integer >= 1")
     if p.num_beams % p.num_beam_groups:
         raise ValueError(f"num_beams={p.num_beams} is not allowed: it must be divisible by "
                          f"num_beam_groups={p.num_beam_groups}")
-    _check(_is_number(p.diversity_penalty) and p.diversity_penalty >= 0, "diversity_penalty",
-           p.diversity_penalty, "use a number >= 0")
     if p.diversity_penalty > 0 and p.num_beam_groups == 1:
         raise ValueError(f"diversity_penalty={p.diversity_penalty} is not allowed without groups: "
                          "set num_beam_groups > 1 (diverse beam search) or diversity_penalty=0")
-    unknown_steps = sorted(set(p.processor_order) - set(TRANSFORMERS_PROCESSOR_ORDER))
-    _check(not unknown_steps, "processor_order", list(p.processor_order),
-           f"name only these processors: {list(TRANSFORMERS_PROCESSOR_ORDER)}")
-    if p.stop_strings is not None:
-        _check(all(isinstance(s, str) and s for s in p.stop_strings), "stop_strings", p.stop_strings,
-               "use non-empty strings")
-    total = prompt_length + p.max_new_tokens
-    if max_positions is not None and total > max_positions:
-        raise ValueError(
-            f"max_new_tokens={p.max_new_tokens} is not allowed: prompt length {prompt_length} + max_new_tokens = "
-            f"{total} exceeds the model's maximum positions ({max_positions}); shorten the prompt or generate fewer"
-        )
-    if p.max_cache_len is not None:
-        _check(p.cache == "static", "max_cache_len", p.max_cache_len, "only the static cache has a size")
-        if total > p.max_cache_len:
-            raise ValueError(
-                f"max_cache_len={p.max_cache_len} is too small: prompt length {prompt_length} + max_new_tokens "
-                f"{p.max_new_tokens} = {total} slots would overflow the static cache; raise max_cache_len"
-            )
-    _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    if p.num_beam_groups > 1 and p.diversity_penalty == 0:
+        raise ValueError(f"num_beam_groups={p.num_beam_groups} is not allowed with diversity_penalty=0: the "
+                         "groups would all be the same beam search. Set diversity_penalty > 0, or num_beam_groups=1")
+    if p.num_beam_groups > 1 and p.do_sample:
+        raise ValueError(f"num_beam_groups={p.num_beam_groups} is not allowed with do_sample=True: diverse "
+                         "beam search is deterministic. Set do_sample=False, or num_beam_groups=1 for beam sampling")
+    if p.max_cache_len is not None and p.cache != "static":
+        raise ValueError(f"max_cache_len={p.max_cache_len} is not allowed with cache={p.cache!r}: only the static "
+                         "cache has a size; use cache='static', or max_cache_len=None")
     if p.compile and p.cache != "static":
         raise ValueError(f"compile=True is not allowed with cache={p.cache!r}: the compiled decode step needs the "
                          "fixed shapes of the static cache; use cache='static', or compile=False")
     if p.compile and p.num_beams > 1:
         raise ValueError(f"compile=True is not allowed with num_beams={p.num_beams}: only the greedy / sampling "
                          "decode step is compiled; use num_beams=1, or compile=False")
-    if not p.do_sample and p.num_beams == 1:
+
+
+def _validate_lengths(p: GenerationParams, prompt_length: int, max_positions: int | None) -> None:
+    # generate only warns here ("Unfeasible length constraints") and then cannot honour the minimum; we refuse.
+    if p.min_new_tokens > p.max_new_tokens:
+        raise ValueError(f"min_new_tokens={p.min_new_tokens} is not allowed: it exceeds max_new_tokens="
+                         f"{p.max_new_tokens}, so it could never be met; lower min_new_tokens or raise max_new_tokens")
+    total = prompt_length + p.max_new_tokens
+    if p.min_length > total:
+        raise ValueError(f"min_length={p.min_length} is not allowed: it counts the prompt ({prompt_length}) and "
+                         f"exceeds prompt + max_new_tokens = {total}, so it could never be met; lower min_length "
+                         "or raise max_new_tokens")
+    if max_positions is not None and total > max_positions:
+        raise ValueError(
+            f"max_new_tokens={p.max_new_tokens} is not allowed: prompt length {prompt_length} + max_new_tokens = "
+            f"{total} exceeds the model's maximum positions ({max_positions}); shorten the prompt or generate fewer"
+        )
+    if p.max_cache_len is not None and total > p.max_cache_len:
+        raise ValueError(
+            f"max_cache_len={p.max_cache_len} is too small: prompt length {prompt_length} + max_new_tokens "
+            f"{p.max_new_tokens} = {total} slots would overflow the static cache; raise max_cache_len"
+        )
+
+
+def _warn_ignored(p: GenerationParams) -> None:
+    """Settings the chosen mode never reads: warned about, as GenerationConfig.validate warns (greedy and beam
+    search without sampling ignore the warpers; a single beam ignores the beam-only settings)."""
+    ignored = []
+    if not p.do_sample:
         sampling_only = {"temperature": 1.0, "top_p": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
-        ignored = [name for name, neutral in sampling_only.items() if getattr(p, name) != neutral]
-        if ignored:
-            warnings.warn(f"{ignored} only apply when sampling; do_sample=False ignores them, as generate does",
-                          UserWarning, stacklevel=3)
+        ignored += [name for name, neutral in sampling_only.items() if getattr(p, name) != neutral]
+        if p.min_p is not None:
+            ignored.append("min_p")
+    if ignored:
+        warnings.warn(f"{ignored} only apply when sampling; do_sample=False ignores them, as generate does",
+                      UserWarning, stacklevel=4)
+    if p.num_beams == 1:
+        beam_only = [name for name, neutral in {"length_penalty": 1.0, "early_stopping": False}.items()
+                     if getattr(p, name) != neutral]
+        if beam_only:
+            warnings.warn(f"{beam_only} only apply to beam search; num_beams=1 ignores them, as generate does",
+                          UserWarning, stacklevel=4)
 
 
 def eos_list(params: GenerationParams) -> Sequence[int]:

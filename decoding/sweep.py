@@ -31,8 +31,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .cache import KVCache
-from .loop import decode_n_tokens, init_state, max_positions_of, prepare_inputs
-from .params import GenerationParams, resolve_params
+from .loop import decode_n_tokens, init_state, prepare_call
+from .params import GenerationParams
 from .result import GenerationResult
 from .row_processors import ROW_PARAMETERS, build_row_processors
 
@@ -132,6 +132,39 @@ def split_result(result: GenerationResult, configs: int, rows_per_config: int) -
     return out
 
 
+def _checked_sweep_arguments(configs: Any, generators: Any) -> tuple[list[dict[str, Any]], list[RowGenerators]]:
+    """`configs` a non-empty list of mappings; `generators` None or one entry per configuration."""
+    if isinstance(configs, (Mapping, str)) or not isinstance(configs, Sequence):
+        raise ValueError(f"configs={configs!r} is not allowed: pass a list of mappings of generate keywords, one "
+                         "per configuration, e.g. configs=[dict(top_p=0.9), dict(top_p=0.95)]")
+    if not configs:
+        raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
+    bad = [i for i, config in enumerate(configs) if not isinstance(config, Mapping)]
+    if bad:
+        raise ValueError(f"configs[{bad[0]}]={configs[bad[0]]!r} is not allowed: each configuration is a mapping "
+                         "of generate keywords (e.g. dict(do_sample=True, top_p=0.9))")
+    if generators is None:
+        return [dict(c) for c in configs], [None] * len(configs)
+    if isinstance(generators, torch.Generator) or not isinstance(generators, Sequence):
+        raise ValueError(f"generators={generators!r} is not allowed: pass a list with one entry per configuration "
+                         "(a torch.Generator, a list of one per row, or None)")
+    if len(generators) != len(configs):
+        raise ValueError(f"generators has {len(generators)} entries for {len(configs)} configs: give one per "
+                         "configuration")
+    for c, entry in enumerate(generators):
+        if entry is not None and not isinstance(entry, (torch.Generator, list, tuple)):
+            raise ValueError(f"generators[{c}]={entry!r} is not allowed: use a torch.Generator, a list of one "
+                             "torch.Generator per row, or None")
+    return [dict(c) for c in configs], list(generators)
+
+
+def _entries(entry: RowGenerators):
+    """(row index or None, generator) of one configuration's generators entry."""
+    if entry is None or isinstance(entry, torch.Generator):
+        return [(None, entry)]
+    return list(enumerate(entry))
+
+
 @torch.inference_mode()
 def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                    configs: Sequence[Mapping[str, Any]], generators: Sequence[RowGenerators] | None = None,
@@ -152,23 +185,12 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
         C results; result c equals `generate(model, input_ids, attention_mask, generator=generators[c],
         **shared, **configs[c])`.
     """
-    if not configs:
-        raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
-    generators = list(generators) if generators is not None else [None] * len(configs)
-    if len(generators) != len(configs):
-        raise ValueError(f"generators has {len(generators)} entries for {len(configs)} configs: give one per "
-                         "configuration")
-    defaults = getattr(model, "generation_config", None)
+    configs, generators = _checked_sweep_arguments(configs, generators)
+    given = {f"generators[{c}]" + (f"[{r}]" if r is not None else ""): g
+             for c, entry in enumerate(generators) for r, g in _entries(entry)}
     merged = [{**shared, **config} for config in configs]
-    pad_hint = merged[0].get("pad_token_id", getattr(defaults, "pad_token_id", None))
-    eos_hint = merged[0].get("eos_token_id", getattr(defaults, "eos_token_id", None))
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, pad_hint, eos_hint)
-    params = []
-    for i, config in enumerate(merged):
-        try:
-            params.append(resolve_params(model, input_ids.shape[1], max_positions_of(model), **config))
-        except ValueError as err:
-            raise ValueError(f"configs[{i}]: {err}") from None
+    input_ids, attention_mask, params = prepare_call(model, input_ids, attention_mask, merged, given, tokenizer,
+                                                        sweep=True)
     check_batchable(params)
 
     p = params[0]
