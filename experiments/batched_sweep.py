@@ -45,6 +45,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from experiments.faults import failpoint
+from experiments.job_lock import JobLock
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,10 @@ class BatchedLauncher(BasicLauncher):
     """BasicLauncher (jobs one after another, in this process) with one shared generation per group of jobs."""
 
     def __init__(self, max_configurations: int | None = 16) -> None:
+        from experiments.validate import check_max_configurations
+
         super().__init__()
-        self.max_configurations = max_configurations
+        self.max_configurations = check_max_configurations(max_configurations)  # ConfigError naming the key
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from experiments.generation import drop_precomputed
@@ -168,6 +171,7 @@ class BatchedLauncher(BasicLauncher):
         groups = [Group([pending[i] for i in members]) for members in indices]
         group_of = {job.fingerprint: group for group in groups for job in group.jobs}
         remaining = Counter(job.fingerprint for job in jobs)
+        held: dict[int, JobLock] = {}  # job index -> its folder's lock, taken for its group's generation
         runs: list[JobReturn] = []
         for job in jobs:
             if runs:
@@ -175,10 +179,15 @@ class BatchedLauncher(BasicLauncher):
             log.info(f"\t#{job.index} : {' '.join(filter_overrides(job.overrides))}")
             group = None if job.finished else group_of.get(job.fingerprint)
             if group is not None and not group.generated:
-                self._generate(group)
-            runs.append(confine_failure(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                                config=job.config, job_dir_key="hydra.sweep.dir",
-                                                job_subdir_key="hydra.sweep.subdir")))
+                held.update(self._generate(group))
+            try:
+                runs.append(confine_failure(run_job(hydra_context=self.hydra_context,
+                                                    task_function=self.task_function, config=job.config,
+                                                    job_dir_key="hydra.sweep.dir",
+                                                    job_subdir_key="hydra.sweep.subdir")))
+            finally:
+                if job.index in held:  # its run locked the folder again (re-entrant) and is done with it
+                    held.pop(job.index).release()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             remaining[job.fingerprint] -= 1
             if remaining[job.fingerprint] == 0:  # no later job has this config: free its samples
@@ -201,15 +210,41 @@ class BatchedLauncher(BasicLauncher):
             with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
                 config.hydra.runtime.output_dir = os.path.abspath(output_dir)
             job = Job(index, overrides, config, fingerprint(config))
+            # Only reads: a broken or foreign result is reported and moved aside by the job's own run, which
+            # judges its folder holding the folder's lock (experiments/jobs.py); here it just is not finished.
             job.finished = bool(config.resume) and finished_metrics(
-                Path(output_dir), print_=False, expected=job.fingerprint) is not None
+                Path(output_dir), expected=job.fingerprint, announce=False) is not None
         finally:
             if previous is not None:
                 HydraConfig.instance().set_config(previous)
         return job
 
-    def _generate(self, group: Group) -> None:
+    def _claim(self, group: Group) -> dict[int, JobLock]:
+        """Lock the folders of the group's jobs for their shared generation: {job index: lock}.
+
+        A job another process is working on (a second sweep into the same folders) is left out: its own run
+        waits for that process and reads its result. So is one that finished since it was composed.
+        """
+        from experiments.jobs import read_finished, try_lock
+
+        claimed = {}
+        for job in group.jobs:
+            out_dir = Path(str(job.config.hydra.runtime.output_dir))
+            lock = try_lock(out_dir)
+            if lock is None:
+                log.info(f"#{job.index}: another process works in {out_dir}; left out of the batched generation")
+            elif job.config.resume and read_finished(out_dir, job.fingerprint) is not None:
+                lock.release()
+            else:
+                claimed[job.index] = lock
+        return claimed
+
+    def _generate(self, group: Group) -> dict[int, JobLock]:
         """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint.
+
+        Returns the locks taken on the jobs' folders (`_claim`), held until each job's run is done, so that a
+        concurrent identical sweep does not generate them again; only the claimed jobs are generated, and
+        if fewer than two are left, none (each then generates alone in its run).
 
         If it fails, whatever the error, nothing is stashed and the group's jobs generate one by one in their
         own runs: an error that only the shared batch meets (out of memory at C x batch_size rows, a float16
@@ -222,9 +257,13 @@ class BatchedLauncher(BasicLauncher):
                                      prompt_pairs, quiet_third_party_loggers)
 
         group.generated = True
-        names = ", ".join(f"#{job.index}" for job in group.jobs)
-        log.info(f"batched generation for jobs {names} ({len(group.jobs)} configurations)")
-        first = group.jobs[0].config
+        locks = self._claim(group)
+        members = [job for job in group.jobs if job.index in locks]
+        if len(members) < 2:
+            return locks
+        names = ", ".join(f"#{job.index}" for job in members)
+        log.info(f"batched generation for jobs {names} ({len(members)} configurations)")
+        first = members[0].config
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(first)
         try:
@@ -232,15 +271,16 @@ class BatchedLauncher(BasicLauncher):
             documents, model, tokenizer = load_inputs(first)
             pairs = prompt_pairs(first, documents, tokenizer)
             runs = generate_continuations_sweep(model, tokenizer, pairs,
-                                                [decoding_params(job.config) for job in group.jobs],
+                                                [decoding_params(job.config) for job in members],
                                                 **generation_options(first))
         except Exception as err:  # any failure: the jobs run alone, and each one fails or succeeds on its own
             log.warning(f"batched generation for jobs {names} failed ({type(err).__name__}: {err}); "
                         "running them one by one", exc_info=not isinstance(err, EXPECTED_ERRORS))
-            return
+            return locks
         finally:
             if previous is not None:
                 HydraConfig.instance().set_config(previous)
-        for job, run in zip(group.jobs, runs):
+        for job, run in zip(members, runs):
             stash_precomputed(job.fingerprint, run)
+        return locks
 
