@@ -43,7 +43,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import decoding
 from experiments.generation import GenerationRun, precomputed_run
-from experiments import validate
 from experiments.logging import NullLogger, write_atomic, write_json, write_jsonl
 
 def job_dirname(overrides: str) -> str:
@@ -101,9 +100,21 @@ def generation_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_config(cfg: DictConfig) -> decoding.GenerationParams:
-    """Every config value, checked before anything is loaded or written (experiments/validate.py); returns
-    the decoding parameters as resolved without a model (its own generation_config is applied later)."""
-    return validate.check_config(cfg)
+    """Validate what can be checked before loading anything, so bad input fails fast and writes nothing.
+
+    Returns the decoding parameters as resolved without a model (the model's own generation_config is not
+    applied yet).
+    """
+    params = decoding_params(cfg)
+    compile_option = {"compile": True} if cfg.cache.get("compile") else {}
+    try:
+        resolved = decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
+                                           max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
+    except ValueError as err:
+        raise ValueError(f"decoding={cfg.decoding.get('name', '?')}: {err}") from None
+    if not (cfg.task.perplexity or cfg.task.generate):
+        raise ValueError("task asks for nothing: set task.perplexity and/or task.generate to true")
+    return resolved
 
 
 def finished_metrics(out_dir: Path, print_: bool = True, expected: str | None = None) -> dict | None:
@@ -143,21 +154,35 @@ def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str
 
 
 def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scorer, scorer_tokenizer,
-                    prefix: str, with_references: bool) -> dict[str, float]:
-    from experiments.metrics import compute_generation_metrics
+                    prefix: str, with_references: bool) -> dict[str, Any]:
+    """`prefix/<metric>` floats, plus `meta/not_measurable` and `meta/caveats` ({`prefix/<metric>`: text}) and,
+    when MAUVE ran, `meta/mauve_features` (its features model, as the run names it)."""
+    from experiments.metrics import score_generations
+    from experiments.models import TINY_KINDS
     from experiments.perplexity import generation_perplexity
 
-    metrics = compute_generation_metrics(
+    features_node = cfg.scorer if cfg.scorer is not None else cfg.model  # the scorer gives MAUVE's features
+    features = str(features_node.get("name") or features_node.get("_target_"))
+    random_weights = features in TINY_KINDS
+    scores = score_generations(
         list(texts), list(references) if with_references else None, tokenizer,
         features_model=scorer if (with_references and cfg.metrics.mauve) else None,
         features_tokenizer=scorer_tokenizer, seed=cfg.seed, tokenization=cfg.metrics.tokenization,
-        self_bleu_sample_size=cfg.metrics.self_bleu_sample_size)
+        self_bleu_sample_size=cfg.metrics.self_bleu_sample_size, features_name=features,
+        features_random=random_weights)
+    metrics = dict(scores.values)
     try:
         ppl = generation_perplexity(scorer, scorer_tokenizer, list(prompts), list(texts)).metrics(prefix="ppl")
         metrics["ppl"] = ppl["ppl/token"]
     except ValueError:  # every text empty (e.g. EOS at once): nothing to score
         metrics["ppl"] = float("nan")
-    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+        scores.not_measurable["ppl"] = "every text empty"
+    out: dict[str, Any] = {f"{prefix}/{k}": v for k, v in metrics.items()}
+    out["meta/not_measurable"] = {f"{prefix}/{k}": why for k, why in scores.not_measurable.items()}
+    out["meta/caveats"] = {f"{prefix}/{k}": text for k, text in scores.caveats.items()}
+    if "mauve" in metrics:
+        out["meta/mauve_features"] = features + (" (random weights)" if random_weights else "")
+    return out
 
 
 def prompt_pairs(cfg: DictConfig, documents, tokenizer) -> list[dict]:
@@ -179,8 +204,11 @@ def load_inputs(cfg: DictConfig):
 
 
 def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path,
-                       precomputed: GenerationRun | None = None) -> dict[str, float]:
-    """Generate (or take what a batched sweep generated for this config: `precomputed`), write the samples, score."""
+                       precomputed: GenerationRun | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Generate (or take what a batched sweep generated for this config: `precomputed`), write the samples, score.
+
+    The metrics are floats plus three `meta/` entries: `not_measurable` and `caveats` ({key: text}, the union of
+    the gen/ and human/ notes) and `mauve_features` (the features model's name, when MAUVE ran)."""
     from experiments.generation import generate_continuations
 
     pairs = prompt_pairs(cfg, documents, tokenizer)
@@ -198,8 +226,11 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     prompts = [s["prompt"] for s in gen.samples]
     metrics = quality_metrics(cfg, texts, humans, prompts, tokenizer, scorer, scorer_tokenizer, "gen", True)
     unique = {(pair["doc_id"], pair["start"]): pair for pair in pairs}.values()  # one human row per prompt
-    metrics.update(quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
-                                   tokenizer, scorer, scorer_tokenizer, "human", False))
+    human = quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
+                            tokenizer, scorer, scorer_tokenizer, "human", False)
+    for key in ("meta/not_measurable", "meta/caveats"):  # dicts: merged, not replaced
+        human[key] = {**metrics[key], **human[key]}
+    metrics.update(human)
     metrics.update(gen.speed_metrics())
     metrics["gen/samples"] = float(len(gen.samples))
     metrics["gen/finish_eos_pct"] = 100.0 * sum(s["finish_reason"] == "eos" for s in gen.samples) / len(gen.samples)
@@ -303,7 +334,6 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, OSError, ConnectionError, KeyE
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@validate.exit_2_on_bad_command_line  # Hydra's composition errors (sweep=topp) exit 2, as bad values do
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     out_dir = Path(cfg.paths.output_dir)
@@ -311,7 +341,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
     except EXPECTED_ERRORS as err:
-        message = validate.error_line(err)  # one line: a multi-line cause would read as a traceback
+        message = f"error: {type(err).__name__}: {err}"
         if _is_multirun():  # one failing job must not end the sweep
             write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
             print(message, file=sys.stderr)
