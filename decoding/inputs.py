@@ -138,8 +138,10 @@ def check_generator(name: str, generator: Any, device: torch.device) -> None:
                          f"create it with torch.Generator(device={str(device)!r})")
 
 
-def check_tokenizer(tokenizer: Any) -> None:
-    """Stop strings decode token ids: what is passed as `tokenizer` must have a callable `decode`."""
+def check_tokenizer(tokenizer: Any, stop_strings: tuple[str, ...] | None) -> None:
+    """Stop strings decode token ids (`stopping.StopStrings`): they need an object with a callable `decode`."""
     if tokenizer is not None and not callable(getattr(tokenizer, "decode", None)):
         raise ValueError(f"tokenizer={_describe(tokenizer)} is not allowed: pass the model's tokenizer (an object "
                          "with decode(ids), e.g. transformers.AutoTokenizer.from_pretrained(...)), or None")
+    if stop_strings and tokenizer is None:
+        raise ValueError(f"stop_strings={list(stop_strings)!r} needs a tokenizer: pass tokenizer=... to generate")

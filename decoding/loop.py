@@ -280,7 +280,6 @@ def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[
     input_ids = check_input_ids(model, input_ids)
     for name, generator in generators.items():
         check_generator(name, generator, model.device)
-    check_tokenizer(tokenizer)
     params = []
     for i, config in enumerate(configs):
         try:
@@ -290,6 +289,7 @@ def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[
                 raise
             raise ValueError(f"configs[{i}]: {err}") from None
     p = params[0]
+    check_tokenizer(tokenizer, p.stop_strings)
     attention_mask = check_attention_mask(input_ids, attention_mask, p.pad_token_id, p.eos_token_id, was_1d)
     return input_ids, attention_mask, params
 

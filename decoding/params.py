@@ -184,7 +184,7 @@ def _resolve_cache(given: dict[str, Any]) -> str:
             f"cache={cache!r} contradicts use_cache={use_cache!r} / cache_implementation={implementation!r}: "
             "give one of them"
         )
-    cache = cache or implied or "dynamic"
+    cache = cache if cache is not None else implied or "dynamic"
     _check(cache in CACHE_SETTINGS, "cache", cache, f"use one of {CACHE_SETTINGS}")
     return cache
 

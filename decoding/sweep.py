@@ -145,7 +145,7 @@ def _checked_sweep_arguments(configs: Any, generators: Any) -> tuple[list[dict[s
                          "of generate keywords (e.g. dict(do_sample=True, top_p=0.9))")
     if generators is None:
         return [dict(c) for c in configs], [None] * len(configs)
-    if isinstance(generators, torch.Generator) or not isinstance(generators, Sequence):
+    if isinstance(generators, (torch.Generator, str)) or not isinstance(generators, Sequence):
         raise ValueError(f"generators={generators!r} is not allowed: pass a list with one entry per configuration "
                          "(a torch.Generator, a list of one per row, or None)")
     if len(generators) != len(configs):
