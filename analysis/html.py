@@ -6,8 +6,10 @@ and the tables are plain `<table>`s that read the same in any browser or text du
 
 Every number cell carries `data-run` (the run's key), `data-metric` (its key in metrics.json) and
 `data-value` (Python's `repr` of the float, which round-trips exactly), so what the page shows can be
-checked against the files it came from (see `tests/analysis`). Text is escaped everywhere: labels come
-from configs and folder names, which may hold `<` or `&`.
+checked against the files it came from (see `tests/analysis`). A value the run could not measure keeps
+`data-value="nan"` and reads "not measurable (<reason>)", with the reason also in `data-note`; a number with a
+caveat carries a dagger (`<sup class="caveat">`) and `data-caveat`, and its table lists the caveats under
+it. Text is escaped everywhere: labels come from configs and folder names, which may hold `<` or `&`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from html import escape
 from pathlib import Path
 
 from analysis.plots import Plot
-from analysis.tables import Cell, Table, format_value
+from analysis.tables import CAVEAT_MARK, Cell, Table, cell_text
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -33,7 +35,8 @@ th, td { padding: .3rem .6rem; border-bottom: 1px solid #e4e4e4; text-align: rig
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f4f4f4; border-bottom: 2px solid #ccc; }
 tr.human td, tr.human th { background: #fff6e5; font-weight: 600; }
-td.na { color: #999; }
+td.na { color: #999; } td.not-measurable { color: #777; font-style: italic; }
+sup.caveat { color: #b35c00; font-weight: 700; } ul.caveats { color: #6b4a00; font-size: .85rem; max-width: 70rem; }
 caption { caption-side: bottom; text-align: left; color: #555; font-size: .85rem; padding-top: .4rem;
           white-space: normal; max-width: 70rem; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -62,13 +65,20 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def render_cell(cell: Cell) -> str:
-    text = escape(format_value(cell.value, cell.metric))
+    text = escape(cell_text(cell))
     if cell.value is None:
         return f'<td class="na" title="{escape(cell.note)}">{text}</td>'
     if cell.metric is None:  # a setting, not a measurement
         return f'<td class="setting">{text}</td>'
-    return (f'<td class="num" data-run="{escape(cell.run or "")}" data-metric="{escape(cell.metric)}" '
-            f'data-value="{escape(repr(float(cell.value)))}" title="{escape(cell.metric)}">{text}</td>')
+    value = float(cell.value)
+    kind, extra = "num", ""
+    if value != value:  # NaN: not measurable
+        kind, extra = "num not-measurable", f' data-note="{escape(cell.note)}"'
+    elif cell.caveat:
+        extra = f' data-caveat="{escape(cell.caveat)}"'
+        text += f'<sup class="caveat" title="{escape(cell.caveat)}">{CAVEAT_MARK}</sup>'
+    return (f'<td class="{kind}" data-run="{escape(cell.run or "")}" data-metric="{escape(cell.metric)}" '
+            f'data-value="{escape(repr(value))}"{extra} title="{escape(cell.metric)}">{text}</td>')
 
 
 def render_table(table: Table) -> str:
@@ -77,8 +87,10 @@ def render_table(table: Table) -> str:
     for row in table.rows:
         cells = "".join(render_cell(c) for c in row.cells)
         body.append(f'<tr class="{escape(row.kind)}"><th scope="row">{escape(row.label)}</th>{cells}</tr>')
+    notes = "".join(f"<li>{escape(note)}</li>" for note in table.notes)
     return (f'<div class="scroll"><table id="{escape(table.id)}"><caption>{escape(table.caption)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+            + (f'<ul class="caveats" id="{escape(table.id)}-caveats">{notes}</ul>' if notes else ""))
 
 
 def render_plot(plot: Plot, out_dir: Path) -> str:

@@ -12,7 +12,8 @@ a figure that exists shows data.
 - `quality_diversity`: each run as a point, diversity against generation perplexity, human as a star.
 - `speed_curves`: tokens/s against batch size or beam width (lines), or per cache setting (bars).
 
-Perplexities are drawn on a log axis: decoding methods differ by orders of magnitude.
+Perplexities are drawn on a log axis: decoding methods differ by orders of magnitude. A value a run could
+not measure (NaN) is left out of a figure (a gap in a line, no bar, no point), never drawn as a number.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.outputs import replacing  # noqa: E402
 from analysis.runs import has_values, safe_name  # noqa: E402
 from analysis.sweeps import Curve, human_groups, method_order, run_labels  # noqa: E402
 from analysis.tables import format_value  # noqa: E402
@@ -62,7 +64,8 @@ def _human(frame: pd.DataFrame, key: str, metric: str) -> float | None:
 
 def _save(fig, out_dir: Path, file: str) -> None:
     fig.tight_layout()
-    fig.savefig(out_dir / file, dpi=DPI)
+    with replacing(out_dir / file) as tmp:  # whole or not at all (analysis.outputs)
+        fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
 
 

@@ -11,7 +11,13 @@ DIR gets `index.html` (self-contained: inline CSS, no script), the PNG figures b
 The report never loads a model and never recomputes a metric: it arranges what runs wrote (see
 `analysis.runs` for where that is read from). Sections appear only when the runs hold their data: a
 sweep over top-p gets curves against top-p, a Holtzman-style set of methods gets Table 1, runs that
-differ in cache setting or batch size get speed plots against them.
+differ in cache setting or batch size get speed plots against them. Job folders it cannot trust (a
+failed or interrupted job, a corrupt metrics.json or config.yaml, a config.yaml edited after the run) are
+listed under "Skipped folders" with the file and the reason, and the report goes on with the rest.
+
+Outputs are written whole or not at all (`analysis.outputs`): the figures, then runs.csv, then
+index.html, each renamed into place; figures of an earlier report that this one did not redraw are
+removed last. A report killed half-way and run again ends with the same files as one never interrupted.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from pathlib import Path
 
 from analysis import plots as figures
 from analysis.html import Section, render_page
+from analysis.outputs import remove_leftovers, replacing, write_text
 from analysis.provenance import provenance
 from analysis.runs import SOURCES, load_runs, runs_frame
 from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, swept
-from analysis.tables import all_metrics_table, holtzman_table, perplexity_table, speed_table
+from analysis.tables import Cell, Row, Table, all_metrics_table, holtzman_table, perplexity_table, speed_table
+from experiments.faults import failpoint
 
 
 def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]]) -> list[Section]:
@@ -58,8 +66,16 @@ def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]]) -> list
 
     sections.append(Section("all-metrics", "Every number", tables=[all_metrics_table(frame)], collapsed=True))
     if skipped:
-        sections.append(Section("skipped", "Skipped folders", intro="; ".join(f"{p}: {why}" for p, why in skipped)))
+        sections.append(Section("skipped", "Skipped folders", tables=[skipped_table(skipped)]))
     return sections
+
+
+def skipped_table(skipped: list[tuple[str, str]]) -> Table:
+    table = Table("skipped", "Folders whose results are not in this report",
+                  "Failed or unfinished jobs, and finished ones whose files cannot be read or do not belong "
+                  "together; each reason names the file.", ["Folder", "Why it was skipped"])
+    table.rows = [Row(folder, [Cell(why)]) for folder, why in skipped]
+    return table
 
 
 def build_report(paths: list[str], out_dir: str | Path, source: str = "auto", title: str | None = None) -> Path:
@@ -68,16 +84,21 @@ def build_report(paths: list[str], out_dir: str | Path, source: str = "auto", ti
     frame = runs_frame(found.runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):  # figures of an earlier report that this one may not redraw
-        old.unlink()
-    sections = build_sections(frame, out_dir, found.skipped)
+    remove_leftovers(out_dir)
+    sections = build_sections(frame, out_dir, found.skipped)  # writes the figures
     studies = sorted({str(v) for v in frame.get("name", []) if isinstance(v, str)})
     title = title or f"decodelab report: {', '.join(studies) or 'runs'}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"{len(found.runs)} runs from {', '.join(map(str, paths))}; drawn {stamp}"
     page = render_page(title, subtitle, provenance(frame, found.runs), sections, out_dir)
-    (out_dir / "index.html").write_text(page, encoding="utf-8")
-    frame.to_csv(out_dir / "runs.csv")
+    with replacing(out_dir / "runs.csv") as tmp:
+        frame.to_csv(tmp)
+    failpoint("report_writing")  # between two outputs: tests kill the report here and rerun it
+    write_text(out_dir / "index.html", page)
+    drawn = {plot.file for section in sections for plot in section.plots}
+    for old in out_dir.glob("*.png"):  # figures of an earlier report that this one did not redraw
+        if old.name not in drawn:
+            old.unlink()
     return out_dir / "index.html"
 
 

@@ -14,7 +14,15 @@ above them (a W&B folder copied on its own). `source="wandb"` reads only the W&B
 test proves that both routes give the same numbers.
 
 Folders that hold a job but no result (a failed job's `error.txt`, an interrupted one) are listed as
-skipped, with the reason, instead of vanishing from the report unnoticed.
+skipped, with the reason, instead of vanishing from the report unnoticed. So are jobs whose files cannot be
+trusted: a `metrics.json` or `config.yaml` that does not parse (the reason names the file and the parse
+error; the report goes on with the other runs), and a `config.yaml` whose fingerprint
+(`experiments.jobs.config_fingerprint`) is not the `meta/fingerprint` its `metrics.json` recorded: the
+config was edited after the run, so the settings it shows are not the ones the numbers came from.
+
+Values a run could not measure are `null` in metrics.json (JSON has no NaN) with the reason in
+`meta/not_measurable`; they load as NaN, the reasons and the run's `meta/caveats` ride along on the `Run`
+(and in the frame's `attrs`) so the tables can say "not measurable (n=1)" and mark a caveated number.
 
 The table (`runs_frame`) has one row per run, indexed by the run's key (its folder, or its W&B path):
 config keys flattened with dots (`decoding.top_p`, `cache.setting`), metric keys as the runner wrote
@@ -50,6 +58,9 @@ class Run:
     config: dict[str, Any]
     metrics: dict[str, float]
     versions: dict[str, str] = field(default_factory=dict)  # package -> version, when the run recorded them
+    not_measurable: dict[str, str] = field(default_factory=dict)  # metric key -> why it is NaN (meta/not_measurable)
+    caveats: dict[str, str] = field(default_factory=dict)  # metric key -> what to know before trusting it
+    mauve_features: str | None = None  # the model MAUVE's features came from (meta/mauve_features)
 
     @property
     def name(self) -> str:
@@ -67,9 +78,16 @@ def is_metric_key(key: str) -> bool:
 
 
 def numeric_metrics(values: dict[str, Any]) -> dict[str, float]:
-    """The result keys of a metrics dict or W&B summary, as floats (W&B stores 1.0 as 1)."""
-    return {k: float(v) for k, v in values.items()
-            if is_metric_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The result keys of a metrics dict or W&B summary, as floats (W&B stores 1.0 as 1); `null` (not
+    measurable) as NaN, so the run still counts as having written the key."""
+    return {k: math.nan if v is None else float(v) for k, v in values.items()
+            if is_metric_key(k) and (v is None or isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def text_notes(values: dict[str, Any], key: str) -> dict[str, str]:
+    """A `meta/` dict of {metric key: text} (`meta/not_measurable`, `meta/caveats`); {} when absent."""
+    notes = values.get(key)
+    return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
 
 
 def read_requirements(path: Path) -> dict[str, str]:
@@ -93,19 +111,59 @@ def recorded_versions(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- disk
 
 
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """The runner's fingerprint of a resolved config as written to config.yaml (imported when first needed:
+    the job store lives in experiments/, and the report never needs more of it)."""
+    from experiments.jobs import config_fingerprint as fingerprint
+
+    return fingerprint(config)
+
+
+class UntrustedJob(ValueError):
+    """A finished job folder whose files cannot be read or do not belong together; the message says which."""
+
+
+def _parse(path: Path, parse, kind: str) -> dict:
+    """`path` parsed as a mapping, or UntrustedJob naming the file and the parse error."""
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        detail = str(err).replace("\n", " ")
+        raise UntrustedJob(f"corrupt {kind}: {path}: {type(err).__name__}: {detail}") from None
+    if not isinstance(data, dict):
+        raise UntrustedJob(f"corrupt {kind}: {path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
 def load_disk_run(job: Path) -> Run:
-    config = yaml.safe_load((job / "config.yaml").read_text()) if (job / "config.yaml").is_file() else {}
-    metrics = json.loads((job / "metrics.json").read_text())
-    return Run(key=str(job.resolve()), source="disk", config=config or {}, metrics=numeric_metrics(metrics),
-               versions=recorded_versions(job / "wandb"))
+    """The run of a finished job folder; UntrustedJob when a file does not parse or config.yaml was edited."""
+    metrics = _parse(job / "metrics.json", json.loads, "metrics.json")
+    config_path = job / "config.yaml"
+    if not config_path.is_file():
+        raise UntrustedJob(f"no config.yaml beside {job / 'metrics.json'}: the settings of these numbers are unknown")
+    config = _parse(config_path, yaml.safe_load, "config.yaml")
+    recorded, actual = metrics.get("meta/fingerprint"), config_fingerprint(config)
+    if recorded != actual:
+        raise UntrustedJob(f"{config_path} (fingerprint {actual}) does not match the meta/fingerprint {recorded} "
+                           f"recorded in {job / 'metrics.json'}: config.yaml was changed after the run; rerun the "
+                           "job to get numbers for this config, or restore the config it ran with")
+    return Run(key=str(job.resolve()), source="disk", config=config, metrics=numeric_metrics(metrics),
+               versions=recorded_versions(job / "wandb"), not_measurable=text_notes(metrics, "meta/not_measurable"),
+               caveats=text_notes(metrics, "meta/caveats"),
+               mauve_features=metrics.get("meta/mauve_features") if isinstance(metrics.get("meta/mauve_features"),
+                                                                                str) else None)
 
 
 def load_offline_wandb_run(folder: Path) -> Run:
     from experiments.logging import read_offline_run
 
     logged = read_offline_run(folder)
+    summary = logged["summary"]
+    features = summary.get("meta/mauve_features")
     return Run(key=str(folder.resolve()), source="wandb-offline", config=logged["config"],
-               metrics=numeric_metrics(logged["summary"]), versions=recorded_versions(folder))
+               metrics=numeric_metrics(summary), versions=recorded_versions(folder),
+               not_measurable=text_notes(summary, "meta/not_measurable"), caveats=text_notes(summary, "meta/caveats"),
+               mauve_features=features if isinstance(features, str) else None)
 
 
 def _job_folders(root: Path) -> Iterable[Path]:
@@ -123,6 +181,9 @@ def _why_unfinished(job: Path) -> str:
     if error.is_file():
         first = next((line for line in error.read_text(errors="replace").splitlines() if line.strip()), "")
         return f"failed: {first}"
+    aside = sorted(job.glob("metrics.json.corrupt*"))
+    if aside:  # the runner moves a corrupt result aside before recomputing it
+        return f"unfinished: no metrics.json; a corrupt one was moved aside to {aside[-1]} (rerun the job to recompute)"
     return "unfinished: no metrics.json (interrupted, or still running)"
 
 
@@ -140,7 +201,11 @@ def load_folder(root: Path, source: str = "auto") -> RunSet:
     if root.name.startswith("offline-run-") and list(root.glob("run-*.wandb")):
         offline = [root]
     if source in ("auto", "disk"):
-        found.runs += [load_disk_run(job) for job in finished]
+        for job in finished:
+            try:
+                found.runs.append(load_disk_run(job))
+            except UntrustedJob as err:  # one broken job must not cost the report of the others
+                found.skipped.append((str(job), str(err)))
     if source == "wandb" or source == "auto":
         claimed = set(finished) if source == "auto" else set()
         newest: dict[Path, Path] = {}  # owner folder -> newest offline run (a rerun job may hold several)
@@ -248,6 +313,9 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     frame.index = pd.Index([run.key for run in runs], name="key")
     # Which keys each run wrote: a NaN it wrote (undefined) is not the same as a metric it never measured.
     frame.attrs["written"] = {run.key: sorted(run.metrics) for run in runs}
+    frame.attrs["not_measurable"] = {run.key: run.not_measurable for run in runs}
+    frame.attrs["caveats"] = {run.key: run.caveats for run in runs}
+    frame.attrs["mauve_features"] = {run.key: run.mauve_features for run in runs}
     return frame
 
 

@@ -10,8 +10,15 @@ Tables:
   coefficient, repetition %, MAUVE, with the human continuations first as the reference row. Human
   MAUVE is not measured (MAUVE compares generations against the human texts), so that cell says so.
 - `perplexity_table`: teacher-forced perplexity of the dataset beside the perplexity of generations.
-- `speed_table`: throughput and memory with the settings that drive them.
+- `speed_table`: throughput and memory with the settings that drive them, and whether the run generated
+  alone or batched with other configurations (`speed/sweep_configurations`): a batched job's speed is its
+  share of a shared batch, not comparable with a lone run's.
 - `all_metrics_table`: every metric of every run, so nothing a run measured is hidden.
+
+Honest cells: a value the run could not measure (`null` in metrics.json, NaN here) reads "not measurable
+(<reason>)" with the reason from `meta/not_measurable`, never a number or "nan". A number with a caveat
+(`meta/caveats`, e.g. MAUVE on a handful of samples or on a random model's features) is marked with a
+dagger, and the table lists the caveats under it with the sample size and features model the run recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ class Cell:
     value: float | str | None  # a number from metrics.json, a setting, or None (not measured)
     run: str | None = None  # the run key the number belongs to
     metric: str | None = None  # its key in metrics.json
-    note: str = ""  # why a cell is empty
+    note: str = ""  # why a cell is empty, or why its number is not measurable
+    caveat: str = ""  # what to know before trusting the number (marked in the page)
 
 
 @dataclass
@@ -47,15 +55,53 @@ class Table:
     caption: str
     columns: list[str]  # the first column holds the row labels
     rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # shown under the table: the caveats of marked cells
+
+
+CAVEAT_MARK = "\u2020"  # dagger
 
 
 def metric_cell(frame: pd.DataFrame, key: str, metric: str) -> Cell:
-    """The number run `key` wrote for `metric`; NaN when it wrote NaN (undefined), empty when it wrote nothing."""
+    """The number run `key` wrote for `metric`; NaN with the run's reason when it was not measurable, empty
+    when the run wrote nothing; with the run's caveat for it, if any."""
     written = frame.attrs.get("written", {}).get(key)
     if metric not in frame.columns or (metric not in written if written is not None
                                        else pd.isna(frame.loc[key, metric])):
         return Cell(None, note="not measured")
-    return Cell(float(frame.loc[key, metric]), run=key, metric=metric)  # float: not numpy's float64
+    value = float(frame.loc[key, metric])  # float: not numpy's float64
+    if math.isnan(value):
+        return Cell(value, run=key, metric=metric, note=frame.attrs.get("not_measurable", {}).get(key, {}).get(metric, ""))
+    return Cell(value, run=key, metric=metric, caveat=frame.attrs.get("caveats", {}).get(key, {}).get(metric, ""))
+
+
+def cell_text(cell: Cell) -> str:
+    """What a cell reads in the page (without its caveat mark)."""
+    if isinstance(cell.value, float) and math.isnan(cell.value):
+        return f"not measurable ({cell.note})" if cell.note else "not measurable"
+    return format_value(cell.value, cell.metric)
+
+
+def note_caveats(table: Table, frame: pd.DataFrame) -> Table:
+    """List under `table` the caveat of every marked cell, once per distinct caveat, naming the runs and the
+    sample size and features model they recorded (`<metric>_samples`, `meta/mauve_features`)."""
+    labels = run_labels(frame)
+    features = frame.attrs.get("mauve_features", {})
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for row in table.rows:
+        for cell in row.cells:
+            if not cell.caveat:
+                continue
+            facts = [cell.caveat]
+            samples = metric_cell(frame, cell.run, f"{cell.metric}_samples")
+            if samples.value is not None:
+                facts.append(f"samples per side: {cell_text(samples)}")
+            if cell.metric.endswith("/mauve") and features.get(cell.run):
+                facts.append(f"features model: {features[cell.run]}")
+            runs = grouped.setdefault((cell.metric, "; ".join(facts)), [])
+            if labels[cell.run] not in runs:
+                runs.append(labels[cell.run])
+    table.notes += [f"{CAVEAT_MARK} {metric} of {', '.join(runs)}: {facts}" for (metric, facts), runs in grouped.items()]
+    return table
 
 
 HOLTZMAN_COLUMNS = (
@@ -82,7 +128,7 @@ def holtzman_table(frame: pd.DataFrame) -> Table:
         table.rows.append(Row(label, cells, kind="human"))
     for key in method_order(frame):
         table.rows.append(Row(labels[key], [metric_cell(frame, key, f"gen/{m}") for m, _ in HOLTZMAN_COLUMNS]))
-    return table
+    return note_caveats(table, frame)
 
 
 def perplexity_table(frame: pd.DataFrame) -> Table | None:
@@ -106,8 +152,18 @@ def perplexity_table(frame: pd.DataFrame) -> Table | None:
 
 SPEED_METRICS = (("speed/prefill_tok_s", "Prefill tok/s"), ("speed/decode_tok_s", "Decode tok/s"),
                  ("speed/tok_s", "tok/s (end to end)"), ("speed/ttft_s", "Time to first token, s"),
-                 ("mem/peak_rss_mb", "Peak RSS, MB"))
+                 ("mem/peak_rss_mb", "Peak RSS of the process, MB"))
 SPEED_SETTINGS = (("cache.setting", "Cache"), ("prompts.batch_size", "Batch size"), ("decoding.num_beams", "Beams"))
+SHARING_COLUMN = "Generated"
+
+
+def sharing_cell(frame: pd.DataFrame, key: str) -> Cell:
+    """How run `key` generated: alone, or in one batch with other configurations (`speed/sweep_configurations`)."""
+    cell = metric_cell(frame, key, "speed/sweep_configurations")
+    if cell.value is None or math.isnan(cell.value):
+        return Cell(None, note="speed/sweep_configurations not recorded")
+    count = int(cell.value)
+    return Cell("alone" if count == 1 else f"batched with {count} configurations")
 
 
 def speed_table(frame: pd.DataFrame) -> Table | None:
@@ -118,10 +174,15 @@ def speed_table(frame: pd.DataFrame) -> Table | None:
     present = [(k, t) for k, t in SPEED_SETTINGS if k in settings.columns]
     table = Table("speed", "Throughput and memory per run",
                   "Tokens per second measured by the decoding loop (prefill: prompt tokens; decode: new tokens "
-                  "after the first); peak resident memory of the whole run.",
-                  ["Method", *(t for _, t in present), *(t for _, t in SPEED_METRICS)])
+                  "after the first). Generated: a run batched with C configurations was given 1/C of each shared "
+                  "batch's time, so its speeds are the batch's throughput, not its own: compare speeds only between "
+                  "rows that say the same there, and measure one method's speed alone (hydra/launcher=basic). Peak "
+                  "RSS is the peak resident memory of the process the run ran in: the jobs of one batched or basic "
+                  "sweep share one process, so each shows the sweep's peak up to its end, not its own.",
+                  ["Method", *(t for _, t in present), SHARING_COLUMN, *(t for _, t in SPEED_METRICS)])
     for key in method_order(frame):
         cells = [Cell(settings.loc[key, k]) for k, _ in present]
+        cells.append(sharing_cell(frame, key))
         cells += [metric_cell(frame, key, m) for m, _ in SPEED_METRICS]
         table.rows.append(Row(labels[key], cells))
     return table
@@ -134,10 +195,11 @@ def all_metrics_table(frame: pd.DataFrame) -> Table:
                   ["Metric", *(labels[k] for k in order)])
     for metric in sorted(metric_columns(frame)):
         table.rows.append(Row(metric, [metric_cell(frame, key, metric) for key in order]))
-    return table
+    return note_caveats(table, frame)
 
 
-COUNT_SUFFIXES = ("/samples", "/tokens", "/words", "/bytes", "/documents", "/windows", "/new_tokens")
+COUNT_SUFFIXES = ("/samples", "_samples", "/tokens", "/words", "/bytes", "/documents", "/windows", "/new_tokens",
+                  "/sweep_configurations")
 
 
 def format_value(value: float | str | None, metric: str | None = None) -> str:
@@ -148,7 +210,7 @@ def format_value(value: float | str | None, metric: str | None = None) -> str:
         return value
     number = float(value) + 0.0  # + 0.0 turns -0.0 into 0.0
     if math.isnan(number):
-        return "NaN"
+        return "not measurable"  # with its reason: `cell_text`
     if number.is_integer() and (metric is None or metric.endswith(COUNT_SUFFIXES)) and abs(number) < 1e9:
         return f"{number:,.0f}"
     magnitude = abs(number)

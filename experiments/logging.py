@@ -9,21 +9,37 @@ disk. W&B runs offline by default and writes real run files under `<run dir>/wan
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import secrets
 import struct
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from experiments.faults import failpoint
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- disk
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary sibling renamed over the target."""
+    """Write a whole file or nothing: a temporary sibling renamed over the target.
+
+    The sibling is opened like `open(path, "w")` opens a file (mode 0o666 less the umask), not like
+    `tempfile.mkstemp` (0o600), so collaborators on a shared machine can read results as they can read
+    any other file the user writes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # a name another writer drew: draw again
+            continue
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -35,12 +51,58 @@ def write_atomic(path: str | Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def _finite(data: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become None (null), in nested dicts and lists too."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    """Valid JSON (NaN and infinities as null), indented, keys sorted. For metrics use `write_metrics`."""
+    write_atomic(path, json.dumps(_finite(data), indent=2, sort_keys=True, default=float, allow_nan=False) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     write_atomic(path, "".join(json.dumps(row, default=float) + "\n" for row in rows))
+
+
+NOT_MEASURABLE = "meta/not_measurable"
+
+
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's metrics as it returns and records them: floats, `meta/*` values as given, and a reason in
+    `meta/not_measurable` for every value that is not a finite number.
+
+    NaN stays NaN here (a sweeper reads NaN as "no value"); `write_metrics` turns it into null. Reasons
+    given by whoever computed the metrics are kept ("n=1"); a value without one gets "not measurable".
+    """
+    out = {k: v if k.startswith("meta/") else (math.nan if v is None else float(v)) for k, v in metrics.items()}
+    given = dict(out.get(NOT_MEASURABLE) or {})
+    reasons = {}
+    for key, value in out.items():
+        if key.startswith("meta/") or math.isfinite(value):
+            continue
+        default = "not measurable" if math.isnan(value) else "not measurable (infinite)"
+        reasons[key] = str(given.get(key) or default)
+    # a reason for a key the run did not produce explains its absence: kept; one for a finite value is wrong
+    reasons.update({k: str(v) for k, v in given.items() if k not in out})
+    out[NOT_MEASURABLE] = dict(sorted(reasons.items()))
+    return out
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """metrics.json: valid JSON, each value that is not a finite number null with its reason (`clean_metrics`)."""
+    write_json(path, clean_metrics(metrics))
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers among `metrics` (what W&B charts); `meta/*` dicts and strings left out."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # ---------------------------------------------------------------------------------------------- loggers
@@ -83,8 +145,7 @@ class WandbLogger(NullLogger):
         try:
             fn(*args)
         except Exception as err:  # noqa: BLE001 - W&B must never cost the run its results on disk
-            print(f"warning: W&B {what} failed ({type(err).__name__}: {err}); results on disk are complete",
-                  file=sys.stderr)
+            log.warning(f"W&B {what} failed ({type(err).__name__}: {err}); results on disk are complete")
             self.run = None
 
     def start(self, config: dict, run_name: str, tags: Iterable[str] = ()) -> None:
@@ -100,8 +161,10 @@ class WandbLogger(NullLogger):
         self._guard("init", _start)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Numbers only: NaN is logged (W&B shows no value); `meta/*` notes are in metrics.json."""
         if self.run is not None:
-            self._guard("log", self.run.log, dict(metrics))
+            self._guard("log", self.run.log, numeric(metrics))
+        failpoint("wandb_writing")  # after init, before finish: a kill here leaves a half-written W&B run
 
     def log_samples(self, rows: list[dict]) -> None:
         if self.run is None or not rows:
@@ -124,7 +187,7 @@ class WandbLogger(NullLogger):
         def _log():
             from analysis.wandb_charts import run_charts
 
-            self.run.log(run_charts(metrics))
+            self.run.log(run_charts(numeric(metrics)))
 
         self._guard("charts", _log)
 

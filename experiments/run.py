@@ -43,7 +43,16 @@ from omegaconf import DictConfig, OmegaConf
 
 import decoding
 from experiments.generation import GenerationRun, precomputed_run
-from experiments.logging import NullLogger, write_atomic, write_json, write_jsonl
+from experiments.faults import failpoint
+from experiments.jobs import NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside
+from experiments.job_lock import check_wait, wait_for_lock
+from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
+
+log = logging.getLogger(__name__)
+
+# How long a run waits for another process working in its job folder (config key `lock_wait_s`).
+LOCK_WAIT_S = 6 * 3600.0
+
 
 def job_dirname(overrides: str) -> str:
     """A sweep job's folder name: its overrides, made filesystem-safe; long ones cut and suffixed by a hash.
@@ -57,10 +66,6 @@ def job_dirname(overrides: str) -> str:
 
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-
-# Parts of the config that change where or how results are shown, not what they are.
-NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_metric")
-
 
 def build(node: DictConfig) -> Any:
     """`hydra.utils.instantiate`, re-raising the component's own error (not Hydra's wrapper) so it reads clearly."""
@@ -80,8 +85,8 @@ def plain(cfg: DictConfig, drop: tuple[str, ...] = ("hydra",)) -> dict[str, Any]
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    data = plain(cfg, NOT_IN_FINGERPRINT)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The job's fingerprint (`experiments.jobs.config_fingerprint` of its resolved config)."""
+    return config_fingerprint(plain(cfg, NOT_IN_FINGERPRINT))
 
 
 def decoding_params(cfg: DictConfig) -> dict[str, Any]:
@@ -117,16 +122,15 @@ def check_config(cfg: DictConfig) -> decoding.GenerationParams:
     return resolved
 
 
-def finished_metrics(out_dir: Path, print_: bool = True, expected: str | None = None) -> dict | None:
-    path = out_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    stored = json.loads(path.read_text())
-    if expected is not None and stored.get("meta/fingerprint") != expected:
-        return None
-    if print_:
-        print(f"resume: {out_dir} already finished with this config; reading its metrics.json")
-    return stored
+def finished_metrics(out_dir: Path, expected: str, announce: bool = True, config: dict | None = None,
+                     repair: bool = False) -> dict | None:
+    """The metrics of a job folder finished for fingerprint `expected`, else None (`experiments.jobs.read_finished`:
+    with `repair=True`, called holding the folder's lock, what is broken or not this config's is reported and
+    moved aside)."""
+    done = read_finished(out_dir, expected, config=config, repair=repair)
+    if done is not None and announce:
+        log.info(f"resume: {out_dir} already finished with this config; reading its metrics.json")
+    return done
 
 
 def peak_memory_metrics(device: torch.device) -> dict[str, float]:
@@ -144,8 +148,9 @@ def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str
                                                         "perplexity": cfg.perplexity}), resolve=True)
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = Path(cfg.paths.output_root) / "cache" / f"perplexity-{key}.json"
-    if cache_file.is_file():
-        return json.loads(cache_file.read_text())
+    cached = read_json_or_move_aside(cache_file, "perplexity cache", numbers=True)  # broken: moved aside, redone
+    if cached is not None:
+        return cached
     report = corpus_perplexity(model, tokenizer, documents, max_length=cfg.perplexity.max_length,
                                stride=cfg.perplexity.stride, batch_size=cfg.perplexity.batch_size)
     metrics = report.metrics(prefix="ppl")
@@ -243,31 +248,62 @@ def quiet_third_party_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Do the work one config asks for; return its flat metrics (also written to metrics.json)."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Do the work one config asks for; return its flat metrics (also written to metrics.json).
+
+    Floats (NaN where not measurable; null in metrics.json) and `meta/*` notes. The job holds its folder's
+    lock while it works (experiments/job_lock.py): a second process with the same job waits, then reads.
+    """
     quiet_third_party_loggers()
     out_dir = Path(cfg.paths.output_dir)
-    print_fingerprint = fingerprint(cfg)
-    if cfg.resume:
-        done = finished_metrics(out_dir, expected=print_fingerprint)
+    job_fingerprint = fingerprint(cfg)
+    if cfg.resume:  # only reads: what is wrong in the folder is judged holding its lock, below
+        done = finished_metrics(out_dir, expected=job_fingerprint)
         if done is not None:
             return done
     check_config(cfg)
+    lock = wait_for_lock(out_dir, check_wait(cfg.get("lock_wait_s", LOCK_WAIT_S)))
+    try:
+        if cfg.resume:  # finished meanwhile by the process we waited for? broken or foreign files moved aside
+            done = finished_metrics(out_dir, expected=job_fingerprint, config=plain(cfg), repair=True)
+            if done is not None:
+                return done
+        return compute_job(cfg, out_dir, job_fingerprint)
+    finally:
+        lock.release()
+
+
+def merge_metrics(into: dict[str, Any], new: dict[str, Any]) -> None:
+    """`into.update(new)`, except that the `meta/` notes dicts (not_measurable, caveats) are united."""
+    for key, value in new.items():
+        if key.startswith("meta/") and isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        else:
+            into[key] = value
+
+
+def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[str, Any]:
+    """The work of `run`, holding the folder's lock: metrics.json is written last, so it means finished."""
+    log.info(f"{out_dir}: computing this job")
     documents, model, tokenizer = load_inputs(cfg)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
-        metrics.update(perplexity_metrics(cfg, model, tokenizer, documents))
+        log.info("perplexity of the dataset")
+        merge_metrics(metrics, perplexity_metrics(cfg, model, tokenizer, documents))
     if cfg.task.generate:
+        log.info("generation and its metrics")
         gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
-                                                  precomputed_run(print_fingerprint))
-        metrics.update(gen_metrics)
-    metrics.update(peak_memory_metrics(model.device))
-    metrics = {k: float(v) for k, v in metrics.items()}
+                                                  precomputed_run(job_fingerprint))
+        merge_metrics(metrics, gen_metrics)
+    merge_metrics(metrics, peak_memory_metrics(model.device))
+    metrics = clean_metrics(metrics)
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain(cfg))))
     log_to_logger(cfg, metrics, samples)
-    write_json(out_dir / "metrics.json", {**metrics, "meta/fingerprint": print_fingerprint})
+    failpoint("metrics_writing")  # samples, config and W&B written; metrics.json not yet
+    write_metrics(out_dir / "metrics.json", {**metrics, "meta/fingerprint": job_fingerprint})
     print_summary(cfg, metrics)
+    log.info(f"{out_dir}: finished; metrics.json written")
     return metrics
 
 
@@ -279,7 +315,8 @@ def run_name(cfg: DictConfig) -> str:
     return overrides or f"{cfg.decoding.get('name', 'run')}"
 
 
-def log_to_logger(cfg: DictConfig, metrics: dict[str, float], samples: list[dict]) -> None:
+def log_to_logger(cfg: DictConfig, metrics: dict[str, Any], samples: list[dict]) -> None:
+    """The W&B run of the job (numbers only: `meta/*` notes stay in metrics.json)."""
     logger = build(cfg.logger) if cfg.get("logger") else NullLogger()
     config = plain(cfg)
     logger.start(config, run_name(cfg), tags=[str(cfg.decoding.get("name", ""))])
@@ -315,14 +352,39 @@ def _is_multirun() -> bool:
         return False
 
 
+def _error_files(sweep_dir: Path) -> dict[Path, tuple[int, int]]:
+    """Each error.txt under `sweep_dir` with (inode, mtime ns): a rewritten file (atomic: a new inode) differs."""
+    found = {}
+    for path in sweep_dir.rglob("error.txt"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed meanwhile (a job starting again)
+            continue
+        found[path] = (stat.st_ino, stat.st_mtime_ns)
+    return found
+
+
 class FailedJobsCallback(Callback):
-    """After a multirun: list the jobs that failed (their error.txt) and exit non-zero if any did."""
+    """After a multirun: list the jobs of this multirun that failed (their error.txt) and exit non-zero if any did.
+
+    The sweep folder may hold other multiruns' jobs (another grid under the same name, an older attempt):
+    only error.txt files written while this multirun ran count, told apart from the ones there at its start
+    by a snapshot (no clocks compared, so a file system's skewed time cannot mislead it).
+    """
+
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int]] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.before = _error_files(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed = sorted(Path(config.hydra.sweep.dir).rglob("error.txt"))
+        now = _error_files(Path(config.hydra.sweep.dir))
+        failed = sorted(path for path, seen in now.items() if self.before.get(path) != seen)
+        for path in failed:
+            first = (path.read_text(errors="replace").strip().splitlines() or ["(empty error.txt)"])[0]
+            print(f"failed job: {path.parent}: {first}", file=sys.stderr)
         if failed:
-            for path in failed:
-                print(f"failed job: {path.parent}: {path.read_text().strip().splitlines()[0]}", file=sys.stderr)
             raise SystemExit(1)
 
 

@@ -53,20 +53,24 @@ def metrics_for(ppl: float, mauve: float | None = 0.5, rep: float = 10.0, tok_s:
            "gen/distinct_4": 0.97 - rep / 400, "gen/diversity": 1 - rep / 100, "gen/mean_length": 64.0,
            "gen/bleu": 1.5, "gen/chrf": 20.0, "gen/rougeL": 0.1, "gen/samples": 32.0,
            "speed/prefill_tok_s": tok_s * 10, "speed/decode_tok_s": tok_s, "speed/tok_s": tok_s * 0.9,
-           "speed/ttft_s": 0.05, "mem/peak_rss_mb": 900.0, **(human or HUMAN), "meta/fingerprint": "abc"}
+           "speed/ttft_s": 0.05, "mem/peak_rss_mb": 900.0, **(human or HUMAN)}
     if mauve is not None:
         out["gen/mauve"] = mauve
     return out
 
 
 def write_job(folder: Path, config: dict, metrics: dict | None) -> Path:
-    """A job folder as the runner leaves it; metrics=None leaves it unfinished."""
+    """A job folder as the runner leaves it (metrics.json with the config's fingerprint, unless `metrics`
+    names one); metrics=None leaves it unfinished."""
+    from experiments.jobs import config_fingerprint
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra").mkdir(exist_ok=True)
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
-        (folder / "metrics.json").write_text(json.dumps(metrics))
+        metrics = {"meta/fingerprint": config_fingerprint(config), **metrics}
+        (folder / "metrics.json").write_text(json.dumps(metrics, allow_nan=False))  # valid JSON, as the runner's
     return folder
 
 

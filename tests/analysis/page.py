@@ -76,7 +76,10 @@ def mismatches(page: PageParser) -> list[str]:
         run = Path(cell["data-run"])
         if str(run) not in cache:
             cache[str(run)] = json.loads((run / "metrics.json").read_text())
-        stored = cache[str(run)].get(cell["data-metric"])
+        metrics = cache[str(run)]
+        stored = metrics.get(cell["data-metric"])
+        if stored is None and cell["data-metric"] in metrics:  # null: not measurable, shown as NaN
+            stored = math.nan
         if stored is None or not same_number(float(cell["data-value"]), float(stored)):
             bad.append(f"{cell['table']}: {run.name} {cell['data-metric']}: page {cell['data-value']}, file {stored}")
     return bad

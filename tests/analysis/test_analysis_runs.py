@@ -62,13 +62,16 @@ def test_tidy_frame_has_dotted_settings_and_slashed_metrics(holtzman_dir):
     assert math.isnan(greedy["decoding.temperature"])  # not in its config: missing, not invented
 
 
-def test_a_nan_the_run_wrote_is_kept_apart_from_a_metric_it_never_wrote(tmp_path):
+def test_a_null_the_run_wrote_is_kept_apart_from_a_metric_it_never_wrote(tmp_path):
     metrics = metrics_for(5.0, mauve=None)
-    metrics["gen/zipf"] = float("nan")
+    metrics["gen/zipf"] = None  # not measurable: the runner writes null, with the reason beside it
+    metrics["meta/not_measurable"] = {"gen/zipf": "fewer than 2 distinct tokens"}
     write_job(tmp_path / "job", config_for({"name": "greedy", "do_sample": False}), metrics)
     frame = runs_frame(load_runs([tmp_path / "job"]).runs)
     written = frame.attrs["written"][frame.index[0]]
     assert "gen/zipf" in written and "gen/mauve" not in written
+    assert math.isnan(frame.iloc[0]["gen/zipf"])
+    assert frame.attrs["not_measurable"][frame.index[0]] == {"gen/zipf": "fewer than 2 distinct tokens"}
 
 
 def test_flatten_nests_with_dots_and_keeps_lists_comparable():

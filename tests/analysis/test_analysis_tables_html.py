@@ -29,9 +29,10 @@ def test_perplexity_and_speed_tables_carry_their_keys(holtzman_dir):
     ppl = perplexity_table(frame)
     assert [c.metric for c in ppl.rows[0].cells] == ["ppl/token", "ppl/word", "ppl/bpb", "gen/ppl", "human/ppl"]
     speed = speed_table(frame)
-    assert speed.columns[1:4] == ["Cache", "Batch size", "Beams"]
+    assert speed.columns[1:5] == ["Cache", "Batch size", "Beams", "Generated"]
     beam = next(r for r in speed.rows if r.label == "Beam search, b=16")
     assert beam.cells[2].value == 16 and beam.cells[2].metric is None  # a setting, not a measurement
+    assert beam.cells[3].value is None and "not recorded" in beam.cells[3].note  # these runs predate the key
 
 
 def test_every_number_on_the_page_is_the_number_in_metrics_json(holtzman_dir, tmp_path):
@@ -44,15 +45,20 @@ def test_every_number_on_the_page_is_the_number_in_metrics_json(holtzman_dir, tm
         assert {(run.key, k) for k in run.metrics} <= shown
 
 
-def test_nan_reads_nan_and_a_missing_metric_reads_as_a_dash(tmp_path):
+def test_null_reads_not_measurable_with_its_reason_and_a_missing_metric_reads_as_a_dash(tmp_path):
     metrics = metrics_for(3.0, mauve=None)
-    metrics["gen/zipf"] = float("nan")
+    metrics["gen/self_bleu4"] = None
+    metrics["gen/zipf"] = None  # no reason recorded: still never a number
+    metrics["meta/not_measurable"] = {"gen/self_bleu4": "n=1"}
     write_job(tmp_path / "runs" / "job", config_for({"name": "greedy", "do_sample": False}), metrics)
     page = parse_page(build_report([str(tmp_path / "runs")], tmp_path / "report"))
     row = next(r for r in page.tables["table1"] if r[0] == "Greedy")
-    assert row[3] == "NaN" and row[5] == "\u2014"
+    assert row[2] == "not measurable (n=1)" and row[3] == "not measurable" and row[5] == "\u2014"
+    every = {r[0]: r[1] for r in page.tables["all-metrics"]}
+    assert every["gen/self_bleu4"] == "not measurable (n=1)"
     zipf = next(c for c in page.cells if c["data-metric"] == "gen/zipf")
-    assert math.isnan(float(zipf["data-value"]))
+    assert math.isnan(float(zipf["data-value"])) and "not-measurable" in zipf["class"]
+    assert "nan" not in " ".join(" ".join(r) for t in page.tables.values() for r in t).lower()
 
 
 def test_labels_from_folders_and_configs_are_escaped(tmp_path):
@@ -76,4 +82,4 @@ def test_format_value_rounds_for_people_only():
     assert format_value(154668.654) == "154,668.7"
     assert format_value(0.75) == "0.750" and format_value(-0.0, "gen/zipf") == "0.00"
     assert format_value(3.0, "gen/samples") == "3" and format_value(None) == "\u2014"
-    assert format_value(float("nan")) == "NaN" and format_value(1.5e-4) == "1.50e-04"
+    assert format_value(float("nan")) == "not measurable" and format_value(1.5e-4) == "1.50e-04"
