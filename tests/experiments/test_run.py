@@ -57,13 +57,14 @@ def test_wandb_offline_files_hold_the_metrics(finished_run):
     assert any(k.startswith("charts/perplexities") for k in logged["summary"])  # the charts W&B shows
 
 
-def test_rerun_resumes_from_metrics_json(finished_run, capsys):
+def test_rerun_resumes_from_metrics_json(finished_run, caplog):
     cfg, out, metrics = finished_run
     before = (out / "metrics.json").stat().st_mtime_ns
-    again = run(cfg)
+    with caplog.at_level("INFO", logger="experiments"):  # the resume line is logged (run.log under Hydra)
+        again = run(cfg)
     assert (out / "metrics.json").stat().st_mtime_ns == before
     assert again["gen/ppl"] == metrics["gen/ppl"]
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in caplog.text
 
 
 def test_same_config_and_seed_give_same_samples(finished_run, tmp_path):
