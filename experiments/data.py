@@ -243,8 +243,8 @@ def _check_json_rows(name: str, text: str, text_column: str) -> None:
             raise DataFileError(f"dataset file {name!r} line {number} is a JSON {type(row).__name__}, not an "
                                 "object: each line must be one object such as {\"text\": \"...\"}")
         if text_column not in row:
-            raise DataFileError(f"dataset file {name!r} line {number} has no dataset.text_column={text_column!r} "
-                                f"(its keys: {sorted(row)}); set dataset.text_column= to the key holding the text")
+            raise DataFileError(f"dataset.text_column={text_column!r} does not exist in dataset file {name!r} line "
+                                f"{number}: its columns are {sorted(row)}; set dataset.text_column= to the text's key")
 
 
 def check_data_files(files: Sequence[str], format: str, text_column: str = "text") -> None:
@@ -266,8 +266,8 @@ def check_data_files(files: Sequence[str], format: str, text_column: str = "text
             except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a broken file
                 raise DataFileError(f"dataset file {name!r} is not a readable parquet file ({err})") from None
             if text_column not in columns:
-                raise DataFileError(f"dataset file {name!r} has no dataset.text_column={text_column!r}; its "
-                                    f"columns are {columns}")
+                raise DataFileError(f"dataset.text_column={text_column!r} does not exist in dataset file {name!r}: "
+                                    f"its columns are {columns}")
             continue
         raw = Path(name).read_bytes()
         try:
@@ -281,8 +281,8 @@ def check_data_files(files: Sequence[str], format: str, text_column: str = "text
         elif format == "csv":
             header = next(csv.reader(io.StringIO(text)), None)
             if header is None or text_column not in header:
-                raise DataFileError(f"dataset file {name!r} has no dataset.text_column={text_column!r} in its "
-                                    f"header {header}; set dataset.text_column= to the column holding the text")
+                raise DataFileError(f"dataset.text_column={text_column!r} does not exist in dataset file {name!r}: "
+                                    f"its columns are {header}; set dataset.text_column= to the text's column")
 
 
 def load_files(path: str | Path, format: str | None = None, text_column: str = "text",

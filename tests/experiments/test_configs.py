@@ -1,11 +1,16 @@
-"""Every config file composes, and every `_target_` in it instantiates."""
+"""Every config file composes, every `_target_` in it instantiates, and a study file's (experiment/, sweep/)
+own values survive composition and show in `--cfg job`."""
 
+from enum import Enum
 from pathlib import Path
 
 import pytest
-from experiments.run import build as instantiate
+import yaml
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 
-from tests.experiments.runner_helpers import CONF_DIR, compose_config
+from experiments.run import build as instantiate
+from tests.experiments.runner_helpers import CONF_DIR, compose_config, run_cli
 
 GROUPS = ["model", "dataset", "task", "decoding", "cache", "logger", "sweep", "experiment"]
 # Options that need a value the user must give (???): what a user would pass.
@@ -73,3 +78,87 @@ def test_holtzman_experiment_sweeps_the_papers_methods(tmp_path):
     for method in methods:
         decoding = compose_config(["experiment=holtzman_table1", f"decoding={method}"], tmp_path / "r").decoding
         assert decoding.name == method
+
+
+# ------------------------------------------------------------------ experiment/ and sweep/ values survive
+
+def own_values(path: Path) -> tuple[dict, dict]:
+    """A config file's own leaf values ({key path (a tuple): value}) and its group overrides ({group: option}).
+
+    Key paths are tuples: a sweeper's params have dotted keys of their own (`decoding.top_p`)."""
+    data = yaml.safe_load(path.read_text())
+    overrides = {}
+    for entry in data.pop("defaults", []):
+        if isinstance(entry, dict):
+            for key, option in entry.items():
+                if key.startswith("override /"):
+                    overrides[key.removeprefix("override /")] = option
+    leaves = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, (*prefix, key))
+            else:
+                leaves[(*prefix, key)] = value
+
+    walk(data, ())
+    return leaves, overrides
+
+
+STUDY_FILES = sorted([*(Path(CONF_DIR) / "experiment").glob("*.yaml"), *(Path(CONF_DIR) / "sweep").glob("*.yaml")])
+
+
+def composed_value(cfg, key: tuple):
+    value = cfg
+    for part in key:
+        value = value[part]
+    return value.name if isinstance(value, Enum) else value  # hydra.mode is a RunMode
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: f"{p.parent.name}={p.stem}")
+def test_a_study_files_own_values_survive_composition(path, tmp_path):
+    leaves, overrides = own_values(path)
+    name = leaves[("name",)]
+    assert name == path.stem if path.parent.name == "experiment" else name.endswith(path.stem)
+    cfg = compose_config([f"{path.parent.name}={path.stem}"], tmp_path / "run")
+    for key, value in leaves.items():
+        assert composed_value(cfg, key) == value, f"{key}: the file sets {value!r}"
+    for group, option in overrides.items():
+        assert cfg.hydra.runtime.choices[group] == option
+    # The name reaches the sweep folder and the W&B group.
+    assert Path(cfg.hydra.sweep.dir).name == name and cfg.logger.group == name
+
+
+def test_the_command_line_still_beats_a_study_file(tmp_path):
+    cfg = compose_config(["experiment=holtzman_table1", "name=mine", "prompts.num_prompts=3"], tmp_path / "run")
+    assert cfg.name == "mine" and cfg.prompts.num_prompts == 3 and cfg.prompts.continuation_tokens == 96
+
+
+def test_the_root_config_still_beats_the_group_defaults(tmp_path):
+    # _self_ sits after model/dataset/...: the root's interpolation decides decoding.max_new_tokens.
+    cfg = compose_config(["prompts.continuation_tokens=7"], tmp_path / "run")
+    assert cfg.decoding.max_new_tokens == 7 and cfg.name == "default"
+
+
+@pytest.mark.parametrize("choice, valid", [("sweep=topp", "top_p"), ("experiment=holtzman_tabel1", "holtzman_table1")])
+def test_a_misspelled_study_is_an_error_listing_the_options(choice, valid, tmp_path):
+    group, wrong = choice.split("=")
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/{wrong}'") as err:
+        compose_config([choice], tmp_path / "run")
+    assert valid in str(err.value)
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: f"{p.parent.name}={p.stem}")
+def test_cfg_job_on_the_command_line_shows_a_study_files_values(path, tmp_path):
+    result = run_cli(["--cfg", "job", f"{path.parent.name}={path.stem}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = OmegaConf.create(yaml.safe_load(result.stdout))
+    leaves, overrides = own_values(path)
+    job_keys = {k: v for k, v in leaves.items() if k[0] != "hydra"}
+    assert job_keys, "a study file sets job values (at least its name)"
+    for key, value in job_keys.items():
+        assert composed_value(shown, key) == value, f"--cfg job shows {key}={composed_value(shown, key)!r}"
+    if "decoding" in overrides:
+        assert shown.decoding.name == overrides["decoding"]
+    assert not (tmp_path / "outputs").exists()  # --cfg only prints
