@@ -2,6 +2,7 @@
 values say so and why, caveated MAUVE is marked, the speed table says which jobs shared a batch, and a
 report killed while writing ends, once rerun, as one never interrupted."""
 
+import json
 import os
 import subprocess
 import sys
@@ -144,3 +145,34 @@ def test_figures_of_an_earlier_report_are_removed_only_after_the_new_page_is_wri
     names = {p.name for p in out.iterdir()}
     assert "speed_vs_old_param.png" not in names and ".index.html.123.report-tmp" not in names
     assert set(parse_page(out / "index.html").images) <= names
+
+
+@pytest.mark.slow
+def test_a_real_sweep_on_one_prompt_reports_null_with_reason_caveated_mauve_and_batching(tmp_path):
+    """What the runner really writes, end to end: one prompt (Self-BLEU of one sample is not measurable),
+    MAUVE on one sample of a random model's features, two top-p jobs sharing one batch."""
+    from tests.experiments.runner_helpers import TINY_RUN, run_cli
+
+    result = run_cli(["-m", *TINY_RUN, "prompts.num_prompts=1", "task=generate", "metrics.mauve=true",
+                      "logger=none", "name=honest", "decoding=top_p", "decoding.top_p=0.5,0.9"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "multirun" / "honest"
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2
+    stored = json.loads((jobs[0] / "metrics.json").read_text())  # valid JSON: no bare NaN
+    assert stored["gen/self_bleu4"] is None and stored["meta/not_measurable"]["gen/self_bleu4"] == "n=1"
+    assert stored["gen/mauve_samples"] == 1.0 and stored["meta/mauve_features"] == "tiny_llama (random weights)"
+    assert "1 samples per side, below the minimum" in stored["meta/caveats"]["gen/mauve"]
+    assert stored["speed/sweep_configurations"] == 2.0
+    for job in jobs:  # the warning, once per job, in the job's log
+        assert (job / "run.log").read_text().count("MAUVE caveat: 1 samples per side") == 1
+
+    page = parse_page(build_report([str(sweep)], tmp_path / "report"))
+    header, human, *rows = page.tables["table1"]
+    assert [r[header.index("Self-BLEU-4")] for r in [human, *rows]] == ["not measurable (n=1)"] * 3
+    assert all(r[header.index("MAUVE")].endswith("\u2020") for r in rows)
+    notes = (tmp_path / "report" / "index.html").read_text().split('id="table1-caveats">', 1)[1]
+    assert "samples per side: 1; features model: tiny_llama (random weights)" in notes.split("</ul>")[0]
+    speed_header, *speed_rows = page.tables["speed"]
+    assert [r[speed_header.index("Generated")] for r in speed_rows] == ["batched with 2 configurations"] * 2
+    assert mismatches(page) == []
