@@ -1,8 +1,8 @@
 """decodelab's own autoregressive generation on `model.forward` (never `model.generate`)."""
 
 from .cache import KVCache, SlotCache
-from .loop import decode_n_tokens, decode_one_token, generate, prompt_position_ids
-from .params import GenerationParams, resolve_params
+from .loop import decode_n_tokens, decode_one_token, generate, max_positions_of, prompt_position_ids
+from .params import GenerationParams, check_vocabulary, resolve_params, vocab_size_of
 from .processors import build_processors
 from .result import GenerationResult
 from .sweep import generate_sweep
@@ -13,10 +13,13 @@ __all__ = [
     "KVCache",
     "SlotCache",
     "build_processors",
+    "check_vocabulary",
     "decode_n_tokens",
     "decode_one_token",
     "generate",
     "generate_sweep",
+    "max_positions_of",
     "prompt_position_ids",
     "resolve_params",
+    "vocab_size_of",
 ]

@@ -12,7 +12,9 @@ Where transformers' `generate` accepts an input and gives it a defined meaning, 
   several prompts and no pad id at all nothing can be inferred, so we warn (every slot is attended, as in
   generate) instead of guessing;
 - a padded batch (attention_mask given) with `pad_token_id` and `eos_token_id` both None is fine: the mask
-  says where the padding is, and without EOS no row ends early, so no pad id is ever written.
+  says where the padding is, and without EOS no pad id is ever written (a row ended by a stop string keeps
+  decoding, as in generate; `new_token_mask` marks its tokens after the stop as not generated).
+One difference, kept on purpose: prompt tensors on another device are moved to the model's (generate fails).
 We reject what generate would crash on or silently misread: fractional or out-of-range mask values
 (generate would treat 0.5 as "attend", our integer mask as "pad"), masks with a hole or right padding (the
 loop's slots and processors assume left padding), non-integer ids, ids outside the vocabulary.
