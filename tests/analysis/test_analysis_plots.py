@@ -67,3 +67,21 @@ def test_a_report_of_a_sweep_lists_its_figures_beside_the_page(top_p_dir, tmp_pa
         assert f'src="{name}"' in html
         assert_real_png(page.parent / name)
     assert (page.parent / "runs.csv").read_text().count("\n") == 4  # header + three runs
+
+
+def test_values_not_measurable_are_left_out_of_the_figures(tmp_path):
+    """null (not measurable) is not a number to draw: a panel whose every value is null is not drawn, and a
+    figure with some nulls is drawn from the rest."""
+    for p, mauve in ((0.5, None), (0.9, None), (1.0, None)):
+        metrics = metrics_for(10.0 * p, rep=1.0)
+        metrics["gen/mauve"] = mauve
+        metrics["meta/not_measurable"] = {"gen/mauve": "every generated text empty"}
+        write_job(tmp_path / "runs" / f"top_p={p}", config_for({"name": "top_p", "do_sample": True, "top_k": 0,
+                                                                "top_p": p}), metrics)
+    frame = runs_frame(load_runs([tmp_path / "runs"]).runs)
+    (curve_set,) = swept(frame, QUALITY_PARAMS).values()
+    plot = plots.quality_curves(frame, "decoding.top_p", curve_set, tmp_path)
+    assert "MAUVE" not in plot.caption and "Generation perplexity" in plot.caption
+    frame.loc[frame.index[1], "gen/ppl"] = float("nan")  # one gap in the perplexity bars and curve
+    assert_real_png(tmp_path / plots.quality_curves(frame, "decoding.top_p", curve_set, tmp_path).file)
+    assert_real_png(tmp_path / plots.perplexity_vs_generation(frame, tmp_path).file)
