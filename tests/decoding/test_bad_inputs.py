@@ -255,6 +255,24 @@ CASES = [
     case("sweep-float-ids", sweep([{}], ids=P2.float()), "input_ids", "torch.float32"),
     case("sweep-fractional-mask", sweep([{}], mask=M2 * 0.5), "attention_mask", "0.5"),
     case("sweep-oov-pad", sweep([{}, {}], pad_token_id=1000), "pad_token_id", "1000"),
+    # list and string values where a number belongs
+    case("max_new_tokens=[4]", gen(max_new_tokens=[4]), "max_new_tokens", "[4]"),
+    case("min_length='3'", gen(min_length="3"), "min_length", "'3'"),
+    case("max_length=True", lambda m: decoding.generate(m, P, max_length=True), "max_length", "True"),
+    case("top_k=[5]", gen(top_k=[5], **SAMPLE), "top_k", "[5]"),
+    case("top_p=[0.9]", gen(top_p=[0.9], **SAMPLE), "top_p", "[0.9]"),
+    case("typical_p=-0.5", gen(typical_p=-0.5, **SAMPLE), "typical_p", "-0.5"),
+    case("typical_p='0.9'", gen(typical_p="0.9", **SAMPLE), "typical_p", "'0.9'"),
+    case("epsilon_cutoff=True", gen(epsilon_cutoff=True, **SAMPLE), "epsilon_cutoff", "True"),
+    case("repetition_penalty=[1.2]", gen(repetition_penalty=[1.2]), "repetition_penalty", "[1.2]"),
+    case("no_repeat_ngram_size='2'", gen(no_repeat_ngram_size="2"), "no_repeat_ngram_size", "'2'"),
+    case("num_beams=[2]", gen(num_beams=[2]), "num_beams", "[2]"),
+    case("num_beams='2'", gen(num_beams="2"), "num_beams", "'2'"),
+    case("length_penalty=[1.0]", gen(num_beams=2, length_penalty=[1.0]), "length_penalty", "[1.0]"),
+    case("diversity_penalty='1'", gen(num_beams=4, num_beam_groups=2, diversity_penalty="1"), "diversity_penalty",
+         "'1'"),
+    case("num_beam_groups=1.5", gen(num_beams=4, num_beam_groups=1.5), "num_beam_groups", "1.5"),
+    case("mask-1-D-for-2-D-ids", gen(mask=torch.ones(3, dtype=torch.long)), "attention_mask", "(3,)"),
     # the runner's check without a model
     case("resolve-eos=True", resolve(eos_token_id=True), "eos_token_id", "True"),
     case("resolve-min_new_tokens>max", resolve(max_new_tokens=2, min_new_tokens=3), "min_new_tokens", "3"),
@@ -352,6 +370,7 @@ def test_ignored_settings_warn_and_change_nothing(tiny_llama, kwargs, ignored):
         ours = decoding.generate(tiny_llama, P, max_new_tokens=5, **kwargs).sequences
     plain = {k: v for k, v in kwargs.items() if k == "num_beams"}
     assert torch.equal(ours, decoding.generate(tiny_llama, P, max_new_tokens=5, **plain).sequences)
+    assert torch.equal(ours, tiny_llama.generate(P, max_new_tokens=5, **kwargs))
 
 
 def test_vocabulary_is_checked_where_the_model_is_known(tiny_llama):
