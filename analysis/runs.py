@@ -147,22 +147,22 @@ def load_disk_run(job: Path) -> Run:
         raise UntrustedJob(f"{config_path} (fingerprint {actual}) does not match the meta/fingerprint {recorded} "
                            f"recorded in {job / 'metrics.json'}: config.yaml was changed after the run; rerun the "
                            "job to get numbers for this config, or restore the config it ran with")
-    return Run(key=str(job.resolve()), source="disk", config=config, metrics=numeric_metrics(metrics),
-               versions=recorded_versions(job / "wandb"), not_measurable=text_notes(metrics, "meta/not_measurable"),
-               caveats=text_notes(metrics, "meta/caveats"),
-               mauve_features=metrics.get("meta/mauve_features") if isinstance(metrics.get("meta/mauve_features"),
-                                                                                str) else None)
+    return recorded_run(str(job.resolve()), "disk", config, metrics, recorded_versions(job / "wandb"))
 
 
 def load_offline_wandb_run(folder: Path) -> Run:
     from experiments.logging import read_offline_run
 
     logged = read_offline_run(folder)
-    summary = logged["summary"]
-    features = summary.get("meta/mauve_features")
-    return Run(key=str(folder.resolve()), source="wandb-offline", config=logged["config"],
-               metrics=numeric_metrics(summary), versions=recorded_versions(folder),
-               not_measurable=text_notes(summary, "meta/not_measurable"), caveats=text_notes(summary, "meta/caveats"),
+    return recorded_run(str(folder.resolve()), "wandb-offline", logged["config"], logged["summary"],
+                        recorded_versions(folder))
+
+
+def recorded_run(key: str, source: str, config: dict, values: dict[str, Any], versions: dict[str, str]) -> Run:
+    """A Run from what a job recorded (metrics.json or a W&B summary): its metrics and its `meta/` notes."""
+    features = values.get("meta/mauve_features")
+    return Run(key=key, source=source, config=config or {}, metrics=numeric_metrics(values), versions=versions,
+               not_measurable=text_notes(values, "meta/not_measurable"), caveats=text_notes(values, "meta/caveats"),
                mauve_features=features if isinstance(features, str) else None)
 
 
@@ -264,8 +264,8 @@ def load_wandb_api(spec: str) -> RunSet:  # pragma: no cover - needs network and
             found.skipped.append((f"{entity}/{project}/{run.id}", f"W&B state {run.state}"))
             continue
         config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
-        found.runs.append(Run(key=f"{entity}/{project}/{run.id}", source="wandb-api", config=config,
-                              metrics=numeric_metrics(dict(run.summary._json_dict))))
+        found.runs.append(recorded_run(f"{entity}/{project}/{run.id}", "wandb-api", config,
+                                       dict(run.summary._json_dict), {}))
     return found
 
 

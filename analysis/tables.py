@@ -70,8 +70,13 @@ def metric_cell(frame: pd.DataFrame, key: str, metric: str) -> Cell:
         return Cell(None, note="not measured")
     value = float(frame.loc[key, metric])  # float: not numpy's float64
     if math.isnan(value):
-        return Cell(value, run=key, metric=metric, note=frame.attrs.get("not_measurable", {}).get(key, {}).get(metric, ""))
-    return Cell(value, run=key, metric=metric, caveat=frame.attrs.get("caveats", {}).get(key, {}).get(metric, ""))
+        return Cell(value, run=key, metric=metric, note=run_note(frame, "not_measurable", key, metric))
+    return Cell(value, run=key, metric=metric, caveat=run_note(frame, "caveats", key, metric))
+
+
+def run_note(frame: pd.DataFrame, kind: str, key: str, metric: str) -> str:
+    """Run `key`'s note of `kind` ("not_measurable" or "caveats", see `runs_frame`) for `metric`, or ""."""
+    return frame.attrs.get(kind, {}).get(key, {}).get(metric, "")
 
 
 def cell_text(cell: Cell) -> str:
@@ -100,7 +105,8 @@ def note_caveats(table: Table, frame: pd.DataFrame) -> Table:
             runs = grouped.setdefault((cell.metric, "; ".join(facts)), [])
             if labels[cell.run] not in runs:
                 runs.append(labels[cell.run])
-    table.notes += [f"{CAVEAT_MARK} {metric} of {', '.join(runs)}: {facts}" for (metric, facts), runs in grouped.items()]
+    table.notes += [f"{CAVEAT_MARK} {metric} of {', '.join(runs)}: {facts}"
+                    for (metric, facts), runs in grouped.items()]
     return table
 
 
