@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 # Defaults transformers applies when neither the caller nor the model set a value
@@ -114,7 +116,8 @@ def _model_generation_defaults(model: Any) -> dict[str, Any]:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (Python's or numpy's), not a bool: True is not a count nor a token id."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _as_token_tuple(name: str, value: Any) -> tuple[int, ...] | None:
@@ -131,7 +134,7 @@ def _as_token_tuple(name: str, value: Any) -> tuple[int, ...] | None:
     if not items:
         return None  # an empty list disables EOS, as an empty tensor does in generate
     _check(all(_is_int(v) and v >= 0 for v in items), name, value, allowed)
-    return tuple(items)
+    return tuple(int(v) for v in items)
 
 
 def _as_pad_id(value: Any) -> int | None:
@@ -140,7 +143,7 @@ def _as_pad_id(value: Any) -> int | None:
         value = int(value.item())
     _check(value is None or (_is_int(value) and value >= 0), "pad_token_id", value,
            "use one token id (an integer >= 0), or None")
-    return value
+    return None if value is None else int(value)
 
 
 def _as_stop_strings(value: Any) -> tuple[str, ...] | None:

@@ -394,3 +394,11 @@ def test_generator_on_another_device_is_named():
     model = build_tiny_model("tiny_llama", vocab_size=1000, device="cuda")
     with pytest.raises(ValueError, match=r"generator is a torch.Generator on cpu but the model runs on cuda"):
         decoding.generate(model, P, do_sample=True, max_new_tokens=2, generator=torch.Generator())
+
+
+def test_numpy_integers_are_integers(tiny_llama):
+    """Ids read from numpy arrays are ints to generate too (it builds tensors from them); numpy bools are not."""
+    ours = decoding.generate(tiny_llama, P, max_new_tokens=np.int64(5), eos_token_id=np.int64(7)).sequences
+    assert torch.equal(ours, decoding.generate(tiny_llama, P, max_new_tokens=5, eos_token_id=7).sequences)
+    with pytest.raises(ValueError, match=r"eos_token_id=(np\.)?True_? is not allowed"):
+        decoding.generate(tiny_llama, P, eos_token_id=np.bool_(True))
