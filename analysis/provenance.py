@@ -1,4 +1,5 @@
-"""What a report rests on: model, dataset and split, seeds, prompts, and the package versions.
+"""What a report rests on: model, dataset and split, seeds, prompts, MAUVE's features model and sample
+size, and the package versions.
 
 Versions come from two places, and the page keeps them apart: the runs' own environment (the
 `requirements.txt` W&B records next to each offline run, read in `analysis.runs`) and the environment
@@ -13,7 +14,7 @@ from importlib import metadata
 
 import pandas as pd
 
-from analysis.runs import VERSIONED_PACKAGES, Run, is_missing
+from analysis.runs import VERSIONED_PACKAGES, Run, has_values, is_missing
 
 REPORT_PACKAGES = ("decodelab", "pandas", "matplotlib", "numpy", "wandb")
 
@@ -60,6 +61,13 @@ def report_versions() -> str:
     return ", ".join(parts)
 
 
+def mauve_basis(frame: pd.DataFrame, runs: list[Run]) -> str:
+    """What the MAUVE numbers rest on: the features model and texts per side the runs recorded."""
+    features = sorted({run.mauve_features for run in runs if run.mauve_features})
+    samples = sorted({int(v) for v in frame.get("gen/mauve_samples", []) if not is_missing(v)})
+    return f"features from {_join(features)}; samples per side: {_join([str(n) for n in samples])} (the paper: 5000)"
+
+
 def provenance(frame: pd.DataFrame, runs: list[Run]) -> list[tuple[str, str]]:
     """(label, text) pairs, in the order the page shows them."""
     sources: dict[str, int] = {}
@@ -69,6 +77,7 @@ def provenance(frame: pd.DataFrame, runs: list[Run]) -> list[tuple[str, str]]:
     prompts = [f"{k}={' / '.join(_distinct(frame, f'prompts.{k}'))}" for k in prompt_keys
                if _distinct(frame, f"prompts.{k}")]
     scorer = _distinct(frame, "scorer.name") or ["the generating model"]
+    mauve = [("MAUVE", mauve_basis(frame, runs))] if has_values(frame, "gen/mauve") else []
     return [
         ("Study", _join(_distinct(frame, "name"))),
         ("Model", _join(_distinct(frame, "model.name"))
@@ -79,6 +88,7 @@ def provenance(frame: pd.DataFrame, runs: list[Run]) -> list[tuple[str, str]]:
         ("Split", _join(_distinct(frame, "dataset.split"), "none (local files: every document)")),
         ("Seeds", _join(_distinct(frame, "seed"))),
         ("Prompts", _join(prompts)),
+        *mauve,
         ("Runs", f"{len(runs)} (" + ", ".join(f"{n} from {s}" for s, n in sorted(sources.items())) + ")"),
         ("Package versions (runs)", run_versions(runs)),
         ("Package versions (this report)", report_versions()),

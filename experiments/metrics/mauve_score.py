@@ -186,9 +186,10 @@ def mauve_caveat(samples: int, features: str, random_weights: bool) -> str | Non
     """
     parts = []
     if samples < MIN_SAMPLES:
-        parts.append(f"{samples} samples per side, below the minimum of {MIN_SAMPLES} (the mauve-text authors ask "
-                     f"for a few thousand, the paper uses {PAPER_SAMPLES}): biased upwards and noisy, compare "
-                     "only runs with the same sample size")
+        texts = f"{samples} sample{'s' if samples != 1 else ''}"
+        parts.append(f"{texts} per side, below the minimum of {MIN_SAMPLES} (the mauve-text authors ask for a few "
+                     f"thousand, the paper uses {PAPER_SAMPLES}): biased upwards and noisy, compare only runs with "
+                     "the same sample size")
     if random_weights:
         parts.append(f"features from {features}, a model with random weights: the score says nothing about the text")
     if not parts:

@@ -162,10 +162,10 @@ def test_a_real_sweep_on_one_prompt_reports_null_with_reason_caveated_mauve_and_
     stored = json.loads((jobs[0] / "metrics.json").read_text())  # valid JSON: no bare NaN
     assert stored["gen/self_bleu4"] is None and stored["meta/not_measurable"]["gen/self_bleu4"] == "n=1"
     assert stored["gen/mauve_samples"] == 1.0 and stored["meta/mauve_features"] == "tiny_llama (random weights)"
-    assert "1 samples per side, below the minimum" in stored["meta/caveats"]["gen/mauve"]
+    assert "1 sample per side, below the minimum" in stored["meta/caveats"]["gen/mauve"]
     assert stored["speed/sweep_configurations"] == 2.0
     for job in jobs:  # the warning, once per job, in the job's log
-        assert (job / "run.log").read_text().count("MAUVE caveat: 1 samples per side") == 1
+        assert (job / "run.log").read_text().count("MAUVE caveat: 1 sample per side") == 1
 
     page = parse_page(build_report([str(sweep)], tmp_path / "report"))
     header, human, *rows = page.tables["table1"]
@@ -173,6 +173,7 @@ def test_a_real_sweep_on_one_prompt_reports_null_with_reason_caveated_mauve_and_
     assert all(r[header.index("MAUVE")].endswith("\u2020") for r in rows)
     notes = (tmp_path / "report" / "index.html").read_text().split('id="table1-caveats">', 1)[1]
     assert "samples per side: 1; features model: tiny_llama (random weights)" in notes.split("</ul>")[0]
+    assert page.facts["MAUVE"] == "features from tiny_llama (random weights); samples per side: 1 (the paper: 5000)"
     speed_header, *speed_rows = page.tables["speed"]
     assert [r[speed_header.index("Generated")] for r in speed_rows] == ["batched with 2 configurations"] * 2
     assert mismatches(page) == []
