@@ -48,7 +48,7 @@ from experiments.jobs import NOT_IN_FINGERPRINT, config_fingerprint, read_finish
 from experiments.job_lock import check_wait, wait_for_lock
 from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("experiments.run")  # not __name__: that is "__main__" under `python -m experiments.run`
 
 # How long a run waits for another process working in its job folder (config key `lock_wait_s`).
 LOCK_WAIT_S = 6 * 3600.0

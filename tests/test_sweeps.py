@@ -95,6 +95,10 @@ def test_a_failing_job_does_not_end_the_sweep(root):
     errors = list((root / "outputs" / "multirun" / "failing").rglob("error.txt"))
     assert len(errors) == 1 and "top_p=1.5 is not allowed" in errors[0].read_text()
     assert "failed job" in result.stderr
+    # Another grid into the same folder: the old failure is not this multirun's (FailedJobsCallback)
+    other = run_cli(["-m", "decoding=top_p", "decoding.top_p=0.5,0.7", "name=failing", *SWEEP_BASE], root)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "failed job" not in other.stderr and errors[0].is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -188,3 +192,59 @@ def test_sweep_mixing_batchable_and_other_changes(both_launchers, tmp_path):
             top_p = "0.5" if "decoding.top_p=0.5" in job.name else "0.9"
             alone = next(j for j in job_dirs(both_launchers, "basic") if f"decoding.top_p={top_p}" in j.name)
             assert_same_samples(read_samples(job), read_samples(alone))
+
+
+# ---------------------------------------------------------------------------------------------- the job store
+
+
+@pytest.mark.parametrize("launcher", ["batched", "basic"])
+def test_broken_and_edited_results_are_named_moved_aside_and_recomputed(both_launchers, tmp_path, launcher):
+    """A truncated metrics.json and a hand-edited config.yaml: both jobs recomputed, the third left alone."""
+    shutil.copytree(both_launchers, tmp_path, dirs_exist_ok=True)
+    jobs = job_dirs(tmp_path, launcher)
+    before = {job: read_samples(job) for job in jobs}
+    untouched = (jobs[0] / "metrics.json").stat().st_mtime_ns
+    broken = (jobs[1] / "metrics.json").read_text()[:40]
+    (jobs[1] / "metrics.json").write_text(broken)
+    config = (jobs[2] / "config.yaml").read_text()
+    (jobs[2] / "config.yaml").write_text(config.replace("top_p: 0.9", "top_p: 0.3"))
+    extra = ["hydra/launcher=basic"] if launcher == "basic" else []
+    result = run_cli([*TOP_P_SWEEP, *extra, f"name={launcher}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert str(jobs[1] / "metrics.json") in out and str(jobs[2] / "config.yaml") in out
+    assert "decoding.top_p: 0.3 -> 0.9" in out  # what was edited
+    assert [p.read_text() for p in jobs[1].glob("metrics.json.corrupt-*")] == [broken]  # moved aside, kept
+    assert len(list(jobs[2].glob("config.yaml.edited-*"))) == 1
+    assert (jobs[0] / "metrics.json").stat().st_mtime_ns == untouched
+    assert [out.count(f"{job}: computing this job") for job in jobs] == [0, 1, 1]
+    for job in jobs:
+        json.loads((job / "metrics.json").read_text())
+        assert_same_samples(read_samples(job), before[job])
+    for job in jobs[1:]:  # the runner's messages land in the job's own log
+        log = (job / "run.log").read_text()
+        assert "moved aside" in log and "computing this job" in log
+
+
+@pytest.mark.parametrize("launcher", ["batched", "basic"])
+def test_two_identical_sweeps_at_once_compute_each_job_once(both_launchers, tmp_path, launcher):
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    extra = ["hydra/launcher=basic"] if launcher == "basic" else []
+    args = [sys.executable, "-m", "experiments.run", *TOP_P_SWEEP, *extra, "name=twice"]
+    env = dict(os.environ, DECODELAB_ROOT=str(tmp_path), WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0, stderr[-3000:]
+    text = "".join(stdout + stderr for stdout, stderr in outputs)
+    jobs = job_dirs(tmp_path, "twice")
+    assert len(jobs) == 3
+    for job in jobs:
+        assert text.count(f"{job}: computing this job") == 1, job  # one process computed it ...
+    assert text.count("already finished") == 3  # ... the other read its result
+    print(f"{launcher}: waits seen: {text.count('waiting for')}")
+    reference = job_dirs(both_launchers, launcher)
+    for job, alone in zip(jobs, reference):
+        assert_same_samples(read_samples(job), read_samples(alone))
+        assert not (job / ".lock").exists()
