@@ -38,6 +38,7 @@ is the numbers alone, for callers that want just those.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ from typing import Any
 from experiments.metrics import diversity, mauve_score, reference, repetition, self_bleu, tokens, zipf
 
 __all__ = ["GenerationScores", "compute_generation_metrics", "score_generations"]
+
+log = logging.getLogger(__name__)  # progress lines: scoring takes minutes on real models (MAUVE's features)
 
 # Why each NaN the count metrics can produce is NaN (the condition is checked where the value is made).
 SELF_BLEU_ONE_TEXT = "n=1"
@@ -111,6 +114,8 @@ def score_generations(
     features_tokenizer = features_tokenizer if features_tokenizer is not None else tokenizer
     if features_model is not None and features_tokenizer is None:
         raise ValueError("features_model needs a tokenizer: pass features_tokenizer (or tokenizer)")
+    log.info(f"scoring {len(texts)} texts: diversity, Self-BLEU, Zipf, repetition"
+             + (", BLEU/chrF/ROUGE-L" if references is not None else ""))
     token_lists = tokens.tokenize(texts, tokenizer, tokenization=tokenization)
 
     metrics = diversity.diversity_metrics(token_lists)
@@ -129,6 +134,8 @@ def score_generations(
     if references is not None:
         metrics.update(reference.reference_metrics(texts, references))
         if features_model is not None:
+            log.info(f"MAUVE: features of {len(references)} human and {len(texts)} generated texts from "
+                     f"{features_name or 'the features model'}, then clustering")
             result = mauve_score.measure_mauve(
                 texts,
                 references,

@@ -164,8 +164,10 @@ def test_a_real_sweep_on_one_prompt_reports_null_with_reason_caveated_mauve_and_
     assert stored["gen/mauve_samples"] == 1.0 and stored["meta/mauve_features"] == "tiny_llama (random weights)"
     assert "1 sample per side, below the minimum" in stored["meta/caveats"]["gen/mauve"]
     assert stored["speed/sweep_configurations"] == 2.0
-    for job in jobs:  # the warning, once per job, in the job's log
-        assert (job / "run.log").read_text().count("MAUVE caveat: 1 sample per side") == 1
+    for job in jobs:  # progress and the warning (once per job) in the job's log
+        log = (job / "run.log").read_text()
+        assert log.count("MAUVE caveat: 1 sample per side") == 1
+        assert "MAUVE: features of 1 human and 1 generated texts from tiny_llama" in log
 
     page = parse_page(build_report([str(sweep)], tmp_path / "report"))
     header, human, *rows = page.tables["table1"]
