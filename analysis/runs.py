@@ -143,6 +143,9 @@ def load_disk_run(job: Path) -> Run:
         raise UntrustedJob(f"no config.yaml beside {job / 'metrics.json'}: the settings of these numbers are unknown")
     config = _parse(config_path, yaml.safe_load, "config.yaml")
     recorded, actual = metrics.get("meta/fingerprint"), config_fingerprint(config)
+    if recorded is None:
+        raise UntrustedJob(f"{job / 'metrics.json'} records no meta/fingerprint, so nothing shows that {config_path} "
+                           "is the config its numbers came from; rerun the job")
     if recorded != actual:
         raise UntrustedJob(f"{config_path} (fingerprint {actual}) does not match the meta/fingerprint {recorded} "
                            f"recorded in {job / 'metrics.json'}: config.yaml was changed after the run; rerun the "

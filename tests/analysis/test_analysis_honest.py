@@ -70,6 +70,10 @@ def test_a_config_yaml_edited_after_the_run_is_not_trusted(holtzman_dir):
     untouched.write_text("# looked at by hand\n" + yaml.safe_dump(yaml.safe_load(untouched.read_text()),
                                                                     sort_keys=False))
     assert str(untouched.parent) not in dict(load_runs([holtzman_dir]).skipped)
+    unsigned = holtzman_dir / "decoding=sample" / "metrics.json"
+    unsigned.write_text(json.dumps({k: v for k, v in json.loads(unsigned.read_text()).items()
+                                    if k != "meta/fingerprint"}))
+    assert "records no meta/fingerprint" in dict(load_runs([holtzman_dir]).skipped)[str(unsigned.parent)]
 
 
 def test_only_broken_jobs_left_is_a_clear_error_naming_the_file(tmp_path):
