@@ -134,3 +134,24 @@ def test_smollm2_as_features_model(smollm2, tokenizer):
     out = compute_generation_metrics(TEXTS * 2, REFERENCES * 2, tokenizer, features_model=model,
                                      features_tokenizer=smol_tokenizer, seed=0)
     assert 0.0 < out["mauve"] <= 1.0 + 1e-9
+
+
+def test_the_runner_records_a_reason_for_every_nan_and_names_mauves_features(tiny_llama_with_tokenizer, tmp_path):
+    """experiments.run.quality_metrics on the real composed config: generations that are all empty (EOS at once)
+    leave gen/ppl and gen/mauve not measurable, each with its reason, under the runner's key names."""
+    from experiments.run import quality_metrics
+    from tests.experiments.runner_helpers import TINY_RUN, compose_config
+
+    model, tokenizer = tiny_llama_with_tokenizer
+    cfg = compose_config([*TINY_RUN, "metrics.mauve=true"], tmp_path / "job")
+    out = quality_metrics(cfg, ["", ""], REFERENCES[:2], ["Once", "Then"], tokenizer, model, tokenizer, "gen", True)
+    assert out["meta/not_measurable"] == {"gen/ppl": "every text empty", "gen/mauve": "every generated text empty",
+                                          "gen/zipf": "fewer than 2 distinct tokens"}
+    assert {k for k, v in out.items() if isinstance(v, float) and math.isnan(v)} == set(out["meta/not_measurable"])
+    assert out["gen/mauve_samples"] == 0.0 and out["meta/caveats"] == {}
+    assert out["meta/mauve_features"] == "tiny_llama (random weights)"
+    fine = quality_metrics(cfg, TEXTS[:2], REFERENCES[:2], ["Once", "Then"], tokenizer, model, tokenizer, "gen", True)
+    assert fine["meta/not_measurable"] == {}
+    assert "tiny_llama, a model with random weights" in fine["meta/caveats"]["gen/mauve"]
+    human = quality_metrics(cfg, TEXTS[:1], None, ["Once"], tokenizer, model, tokenizer, "human", False)
+    assert human["meta/not_measurable"] == {"human/self_bleu4": "n=1"} and "meta/mauve_features" not in human
