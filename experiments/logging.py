@@ -4,6 +4,10 @@ Why disk first: `metrics.json` and `samples.jsonl` in the run folder are the rec
 them. A W&B failure (no network in online mode, a broken install) is reported and never costs what is on
 disk. W&B runs offline by default and writes real run files under `<run dir>/wandb/`; `wandb sync
 <that folder>` uploads them later. `read_offline_run` reads those files back without network.
+
+metrics.json is valid JSON (`write_metrics`): NaN and infinities are null, each with its reason in
+`meta/not_measurable`; W&B gets only the numbers. Files are created as `open()` creates them (0o666 less
+the umask), so collaborators can read results on a shared machine.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ human-continuation pairs, or both, and writes into its Hydra run folder:
 - `config.yaml`: the resolved config;
 - `samples.jsonl`: prompt, continuation, human reference, per-token log-probabilities, finish reason;
 - `metrics.json`: flat namespaced keys (`ppl/*`, `gen/*`, `human/*`, `speed/*`, `mem/*`), written last
-  and atomically, so its presence means the job finished. It carries a fingerprint of the config; a
-  rerun of a finished job with the same fingerprint reads it instead of recomputing (`resume=true`).
+  and atomically, so its presence means the job finished; valid JSON: a value that could not be measured
+  is null, with its reason in `meta/not_measurable`. It carries a fingerprint of the config; a rerun of
+  a finished job with the same fingerprint reads it instead of recomputing (`resume=true`). A broken
+  metrics.json, a hand-edited config.yaml or another config's results are reported, moved aside and
+  recomputed (experiments/jobs.py). A job locks its folder while it works, so a second sweep into the
+  same folders waits for it and reads its result instead of computing it again (`lock_wait_s`).
 
 In a multirun the default launcher (experiments/batched_sweep.py) generates for all jobs that differ only in
 sampling parameters in one batch before they run; `run` then takes its job's samples from there
@@ -304,7 +308,7 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     write_metrics(out_dir / "metrics.json", {**metrics, "meta/fingerprint": job_fingerprint})
     print_summary(cfg, metrics)
     log.info(f"{out_dir}: finished; metrics.json written")
-    return metrics
+    return {**metrics, "meta/fingerprint": job_fingerprint}  # as a resumed run returns it
 
 
 def run_name(cfg: DictConfig) -> str:
