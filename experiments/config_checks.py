@@ -13,7 +13,15 @@ from omegaconf import DictConfig
 
 
 class ConfigError(ValueError):
-    """A config value that is not allowed; the message names `group.key=value` and what is allowed instead."""
+    """A config value that is not allowed; the message names `group.key=value` and what is allowed instead.
+
+    `key` is the dotted key at fault (None when the fault is not one key's), so that a sweep can tell
+    whether the value it checked is one its jobs replace.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def show(path: str, value: Any) -> str:
@@ -47,21 +55,21 @@ def check_int(node: DictConfig, key: str, minimum: int | None = None, maximum: i
         else:
             allowed = "an integer"
         raise ConfigError(f"{show(_key(path, key), value)} is not allowed: use {allowed}"
-                          + (f", or {none}" if none else ""))
+                          + (f", or {none}" if none else ""), _key(path, key))
     return value
 
 
 def check_bool(node: DictConfig, key: str, *, path: str = "") -> bool:
     value = node.get(key)
     if not isinstance(value, bool):
-        raise ConfigError(f"{show(_key(path, key), value)} is not allowed: use true or false")
+        raise ConfigError(f"{show(_key(path, key), value)} is not allowed: use true or false", _key(path, key))
     return value
 
 
 def check_string(node: DictConfig, key: str, *, path: str = "") -> str:
     value = node.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{show(_key(path, key), value)} is not allowed: use a non-empty string")
+        raise ConfigError(f"{show(_key(path, key), value)} is not allowed: use a non-empty string", _key(path, key))
     return value
 
 
@@ -73,7 +81,7 @@ def check_choice(node: DictConfig, key: str, choices: Iterable[str], *, path: st
         return None
     if value not in choices:
         allowed = ", ".join(choices) + (" or null" if none else "")
-        raise ConfigError(f"{show(_key(path, key), value)} is not known: use one of {allowed}")
+        raise ConfigError(f"{show(_key(path, key), value)} is not known: use one of {allowed}", _key(path, key))
     return value
 
 
@@ -88,4 +96,4 @@ def check_keys(node: DictConfig, path: str, allowed: Iterable[str], what: str | 
         close = difflib.get_close_matches(key, sorted(allowed), n=1)
         hint = f" (did you mean {_key(path, close[0])}?)" if close else ""
         raise ConfigError(f"{show(_key(path, key), node.get(key))} is not {what or 'a key of ' + (path or 'the config')}"
-                          f"{hint}: its keys are {', '.join(sorted(allowed - {'_target_'}))}")
+                          f"{hint}: its keys are {', '.join(sorted(allowed - {'_target_'}))}", _key(path, key))

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.config_checks import (ConfigError, check_bool, check_choice, check_int, check_keys, check_string,
                                        show)
@@ -63,7 +64,7 @@ def check_missing(cfg: DictConfig, prefix: str = "") -> None:
             continue
         path = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"{path} is required here and was not given (it is ???): pass {path}=<value>")
+            raise ConfigError(f"{path} is required here and was not given (it is ???): pass {path}=<value>", path)
         node = cfg._get_node(key)
         if isinstance(node, DictConfig):
             check_missing(node, f"{path}.")
@@ -76,11 +77,12 @@ def check_root(cfg: DictConfig) -> None:
     if "lock_wait_s" in cfg:
         wait = cfg.lock_wait_s
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
-            raise ConfigError(f"{show('lock_wait_s', wait)} is not allowed: use a number of seconds >= 0")
+            raise ConfigError(f"{show('lock_wait_s', wait)} is not allowed: use a number of seconds >= 0",
+                              "lock_wait_s")
     name = cfg.get("name")
     if isinstance(name, bool) or not isinstance(name, (str, int)) or str(name).strip() in ("", ".", ".."):
         raise ConfigError(f"{show('name', name)} is not allowed: use a non-empty study name (it names the "
-                          "sweep folder and the W&B group)")
+                          "sweep folder and the W&B group)", "name")
     check_int(cfg, "seed", 0, 2**63 - 1)
     check_bool(cfg, "resume")
     check_string(cfg, "optimized_metric")
@@ -98,7 +100,7 @@ def check_sections(cfg: DictConfig) -> None:
 
     check_choice(p, "mode", PROMPT_MODES, path="prompts")
     ppl = cfg.perplexity
-    check_int(ppl, "max_length", 2, path="perplexity")
+    check_int(ppl, "max_length", 1, path="perplexity")  # beyond the model's positions: checked when it is loaded
     check_int(ppl, "stride", 1, ppl.max_length, none="null for disjoint windows", path="perplexity")
     check_int(ppl, "batch_size", 1, path="perplexity")
     from experiments.metrics.tokens import TOKENIZATIONS
@@ -115,7 +117,7 @@ def check_task(task: DictConfig) -> None:
     check_bool(task, "generate", path="task")
     if not (task.perplexity or task.generate):
         raise ConfigError("task.perplexity=false and task.generate=false ask for nothing: set one of them to true "
-                          "(or task=both|perplexity|generate)")
+                          "(or task=both|perplexity|generate)", "task")
 
 
 def check_target_keys(node: DictConfig, path: str) -> None:
@@ -126,11 +128,11 @@ def check_target_keys(node: DictConfig, path: str) -> None:
 
     target = node.get("_target_")
     if not isinstance(target, str):
-        raise ConfigError(f"{path}._target_ is missing: {path} must name what builds it")
+        raise ConfigError(f"{path}._target_ is missing: {path} must name what builds it", path)
     try:
         function = get_method(target)
     except Exception as err:  # noqa: BLE001 - Hydra wraps import errors in several types
-        raise ConfigError(f"{show(path + '._target_', target)} cannot be imported ({err})") from None
+        raise ConfigError(f"{show(path + '._target_', target)} cannot be imported ({err})", path) from None
     parameters = inspect.signature(function).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return
@@ -142,16 +144,17 @@ def check_model(node: Any, path: str) -> None:
 
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{show(path, node)} is not allowed: {path} must be a model config "
-                          f"(_target_: experiments.models.load_model, name: ...), or null")
+                          f"(_target_: experiments.models.load_model, name: ...), or null", path)
     check_target_keys(node, path)
     check_string(node, "name", path=path)
-    check_choice(node, "dtype", tuple(DTYPES), path=path)
+    if "dtype" in node:  # absent: load_model's default
+        check_choice(node, "dtype", tuple(DTYPES), path=path)
     device = node.get("device", "cpu")
     try:
         resolve_device(device)
     except (RuntimeError, ValueError, TypeError) as err:
         raise ConfigError(f"{show(path + '.device', device)} is not allowed: use auto, cpu, cuda or cuda:<index> "
-                          f"({err})") from None
+                          f"({err})", path + ".device") from None
     if node.name in ("smollm2", *TINY_KINDS):
         check_keys(node, path, {"_target_", "name", "device", "dtype", "seed"},
                    what=f"an argument of {path}={node.name}")
@@ -174,15 +177,18 @@ def check_dataset(node: DictConfig) -> None:
                             for key in ("validation_from_year", "test_from_year"))
         if validation > test:
             raise ConfigError(f"dataset.validation_from_year={validation} > dataset.test_from_year={test}: the "
-                              "validation years must come before the test years")
+                              "validation years must come before the test years", "dataset.validation_from_year")
     if source == "files":
         path = check_string(node, "path", path="dataset")
         fmt = check_choice(node, "format", tuple(FILE_FORMATS), path="dataset", none=True)
         if "sample_by" in node:
             check_choice(node, "sample_by", ("document", "paragraph", "line"), path="dataset")
-        files = file_list(path)  # a stat, not a read: FileNotFoundError naming dataset.path
-        if fmt is None:
-            format_of(files, path)
+        try:  # a stat, not a read; a ConfigError (a ValueError) like every other check here
+            files = file_list(path)
+            if fmt is None:
+                format_of(files, path)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(str(err), "dataset.path") from None
 
 
 def check_cache(node: DictConfig) -> None:
@@ -191,11 +197,8 @@ def check_cache(node: DictConfig) -> None:
     check_keys(node, "cache", group_keys("cache"))
     check_choice(node, "setting", CACHE_SETTINGS, path="cache")
     check_int(node, "max_cache_len", 1, none="null for prompt + max_new_tokens", path="cache")
-    if "compile" in node:
+    if "compile" in node:  # compile=true without the static cache: decoding.resolve_params says so
         check_bool(node, "compile", path="cache")
-        if node.compile and node.setting != "static":
-            raise ConfigError(f"cache.compile=true needs cache.setting=static, not {node.setting!r}: "
-                              "use cache=static_compiled")
 
 
 def check_logger(node: Any) -> None:
@@ -208,14 +211,14 @@ def check_logger(node: Any) -> None:
         tags = node.get("tags")
         if not isinstance(tags, (ListConfig, list)) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"{show('logger.tags', tags)} is not allowed: use a list of strings, e.g. "
-                              "logger.tags=[a,b]")
+                              "logger.tags=[a,b]", "logger.tags")
 
 
 def check_max_configurations(value: Any) -> int | None:
     """hydra.launcher.max_configurations: configurations in one shared batch (BatchedLauncher)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"{show('hydra.launcher.max_configurations', value)} is not allowed: use an integer "
-                          ">= 1, or null for no limit")
+                          ">= 1, or null for no limit", "hydra.launcher.max_configurations")
     return value
 
 
@@ -237,12 +240,20 @@ def check_decoding(cfg: DictConfig):
         return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
                                        max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"decoding={name or '?'}: {err}") from None
+        raise ConfigError(f"decoding={name or '?'}: {err}", "decoding") from None
 
 
 def check_config(cfg: DictConfig):
     """Validate every value of a composed run config; returns the decoding parameters as resolved without a
     model (the model's own generation_config is applied later). Raises ConfigError (a ValueError)."""
+    try:
+        return _check_all(cfg)
+    except OmegaConfBaseException as err:  # e.g. an interpolation to a key that does not exist
+        key = getattr(err, "full_key", None) or None
+        raise ConfigError(f"{key or 'the config'}: {getattr(err, 'msg', err)}", key) from None
+
+
+def _check_all(cfg: DictConfig):
     check_missing(cfg)
     check_root(cfg)
     check_sections(cfg)
@@ -284,13 +295,43 @@ INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
                 PermissionError)
 
 
-def check_before_work(config: DictConfig) -> None:
+def swept_keys(config: DictConfig) -> set[str]:
+    """Keys and groups a multirun's jobs set themselves (`decoding.top_p=0.5,0.9`, `decoding=a,b`, sweeper params).
+
+    The primary config a multirun starts with keeps their base values, which no job uses (a `???`
+    `dataset.path` swept over files stays `???` there): a check that fails on them is left to the jobs.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or []
+    keys = {o.key_or_group.lstrip("+~") for o in OverridesParser.create().parse_overrides(list(task))
+            if o.is_sweep_override()}
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    keys.update(str(k) for k in (params or {}))
+    return keys
+
+
+def _is_swept(key: str | None, swept: set[str]) -> bool:
+    """Whether `key` (or its group, or a key inside it) is set per job."""
+    if key is None:
+        return bool(swept)
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in swept)
+
+
+def check_before_work(config: DictConfig, multirun: bool = False) -> None:
     """The callback's check: any error ends the command here, before Hydra writes anything."""
     global _composed
     _composed = True
+    swept = swept_keys(config) if multirun else set()
     try:
-        check_config(config)
-        check_inputs(config)
+        try:
+            check_config(config)
+        except ConfigError as err:
+            if not _is_swept(err.key, swept):
+                raise
+            return  # each job checks its own config (and reads its own inputs) in `run`
+        if not any(_is_swept(k, swept) for k in ("dataset", "model", "scorer")):
+            check_inputs(config)
     except INPUT_ERRORS as err:
         print(error_line(err), file=sys.stderr)
         raise SystemExit(2) from None
@@ -303,7 +344,7 @@ class ValidateConfigCallback(Callback):
         check_before_work(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_before_work(config)
+        check_before_work(config, multirun=True)
 
 
 def exit_2_on_bad_command_line(hydra_main: Callable) -> Callable:
