@@ -22,8 +22,7 @@ from omegaconf import OmegaConf
 
 from experiments.job_lock import LOCK_NAME, JobLockedError, lock_holder, try_lock
 from experiments.jobs import config_fingerprint, read_finished
-from experiments.logging import NullLogger, WandbLogger, clean_metrics, find_offline_runs, read_offline_run, \
-    write_atomic, write_metrics
+from experiments.logging import clean_metrics, find_offline_runs, read_offline_run, write_atomic, write_metrics
 from experiments.run import FailedJobsCallback, fingerprint, plain, run
 from tests.experiments.runner_helpers import REPO, TINY_RUN, compose_config
 
@@ -217,14 +216,6 @@ def test_a_run_with_one_sample_writes_valid_json_and_resumes_to_nan(tmp_path, ca
     assert "W&B log failed" not in caplog.text
     again = rerun(tmp_path / "job", caplog, *one)
     assert "already finished" in caplog.text and all(math.isnan(again[k]) for k in nulls)
-
-
-def test_loggers_take_numbers_and_notes():
-    NullLogger().log_metrics({"meta/caveats": {"x": "y"}})
-    logger = WandbLogger(mode="disabled")
-    logger.start({}, "t")
-    logger.log_metrics({"gen/ppl": 1.0, "meta/caveats": {"gen/mauve": "n=4"}, "meta/mauve_features": "x"})
-    logger.finish()
 
 
 # ---------------------------------------------------------------------------------------------- umask
