@@ -153,3 +153,24 @@ def test_prompt_pair_errors(tokenizer):
         make_prompt_pairs(["a b c"], tokenizer, prompt_tokens=0)
     with pytest.raises(ValueError, match="no document is long enough"):
         make_prompt_pairs(["a b c"], tokenizer, prompt_tokens=4, continuation_tokens=4)
+
+
+def test_unreadable_files_name_the_file_and_the_line(tmp_path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Fellow citizens.\nCaf\u00e9 au lait.\n".encode("latin-1"))
+    with pytest.raises(data.DataFileError, match=r"latin.txt' is not UTF-8 text \(line 2"):
+        load_documents("files", path=str(latin), cache_dir=str(tmp_path / "cache"))
+    truncated = tmp_path / "docs.jsonl"
+    truncated.write_text('{"text": "Fellow citizens."}\n\n{"text": "We the peo')
+    with pytest.raises(data.DataFileError, match=r"docs.jsonl' line 3 is not valid JSON"):
+        load_documents("files", path=str(truncated), cache_dir=str(tmp_path / "cache"))
+    truncated.write_text('{"text": "Fellow citizens."}\n["a list"]\n')
+    with pytest.raises(data.DataFileError, match=r"line 2 is a JSON list, not an object"):
+        load_documents("files", path=str(truncated), cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_json_file_holding_one_array_still_loads(tmp_path):
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps([{"text": "Fellow citizens."}, {"text": "We the people."}], indent=2))
+    data.check_data_files([str(path)], "jsonl")
+    assert load_documents("files", path=str(path), cache_dir=str(tmp_path / "cache"))["text"][1] == "We the people."

@@ -76,3 +76,29 @@ def test_gguf_override_that_is_not_a_file_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("DECODELAB_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(FileNotFoundError, match="DECODELAB_SMOLLM2_GGUF="):
         models.embedded_gguf_path()
+
+
+def test_an_unknown_hub_id_fails_at_once_when_the_hub_is_unreachable(monkeypatch):
+    """A real probe against a closed local port stands for a machine without network: no retries, no wait."""
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="'nobody/no-such-model'.*neither a local folder nor reachable"):
+        models.load_pretrained("nobody/no-such-model")
+    with pytest.raises(ConnectionError, match="model.name='nobody/no-such-model'.*hub is unreachable"):
+        models.check_model_name("nobody/no-such-model")
+    assert time.perf_counter() - start < 10
+
+
+def test_check_model_name_tells_a_missing_folder_from_a_hub_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"scorer.name='/no/such/folder' is not a folder"):
+        models.check_model_name("/no/such/folder", "scorer.name")
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        models.check_model_name(str(tmp_path / "weights.bin"))
+    models.check_model_name(str(tmp_path))  # a folder: transformers reads it
+    models.check_model_name("tiny_llama")
