@@ -338,6 +338,30 @@ def test_a_stale_lock_is_reported_and_taken_over(job, caplog, kind):
     assert (folder / "metrics.json").is_file() and not lock.exists()
 
 
+RACER = textwrap.dedent("""
+    import sys, time
+    from experiments.job_lock import try_lock
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start together
+    lock = try_lock(sys.argv[1])
+    print("locked" if lock else "busy", flush=True)
+    time.sleep(1.0)  # hold it while the others try
+    if lock:
+        lock.release()
+""")
+
+
+def test_processes_racing_for_a_stale_lock_end_with_one_owner(tmp_path):
+    import time
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "since": "x"}))
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(start)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    results = sorted(proc.communicate(timeout=60)[0].strip() for proc in procs)
+    assert results == ["busy", "busy", "busy", "locked"]
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_a_lock_from_another_host_counts_as_held(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host.example", "since": "x"}))
     assert lock_holder(tmp_path).stale is None and try_lock(tmp_path) is None
