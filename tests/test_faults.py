@@ -41,8 +41,9 @@ class Result:
     stderr: str
 
 
-def sweep(root: Path, name: str, failpoint: str | None = None, extra: tuple[str, ...] = ()) -> Result:
-    """The sweep under `root`, named `name`; output in files (a killed run's leftovers may hold pipes open)."""
+def start_sweep(root: Path, name: str, failpoint: str | None = None,
+                extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path, Path]:
+    """The sweep under `root`, named `name`, started; output in files (a killed run's leftovers may hold pipes)."""
     env = dict(os.environ, DECODELAB_ROOT=str(root), WANDB_SILENT="true", HYDRA_FULL_ERROR="0",
                OMP_NUM_THREADS="1")
     env.pop("DECODELAB_FAILPOINT", None)
@@ -52,14 +53,22 @@ def sweep(root: Path, name: str, failpoint: str | None = None, extra: tuple[str,
     with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *SWEEP, *extra, f"name={name}"],
                                 cwd=root, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    return proc, out, err
+
+
+def finish(proc: subprocess.Popen, out: Path, err: Path) -> Result:
+    try:
+        returncode = proc.wait(timeout=600)
+    finally:  # what a killed sweep leaves running (W&B's service process) goes with it
         try:
-            returncode = proc.wait(timeout=600)
-        finally:  # what a killed sweep leaves running (W&B's service process) goes with it
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return Result(returncode, out.read_text(), err.read_text())
+
+
+def sweep(root: Path, name: str, failpoint: str | None = None, extra: tuple[str, ...] = ()) -> Result:
+    return finish(*start_sweep(root, name, failpoint, extra))
 
 
 def jobs(root: Path, name: str) -> dict[str, Path]:
@@ -219,6 +228,33 @@ def test_an_unexpected_error_fails_only_its_jobs_and_a_rerun_finishes_just_those
     assert_like_reference(after, reference)
     assert {key: stamps(after)[key] for key in done} == stamps_before
     assert not list(folder.rglob("error.txt"))
+
+
+@pytest.mark.slow
+def test_a_job_another_process_works_on_is_left_out_of_the_shared_generation(root, reference):
+    """This test process holds #2's folder lock (a live owner, as a concurrent sweep would be): #0 generates
+    alone, #2 waits for the lock and, once it is released unfinished, computes itself."""
+    from experiments.job_lock import try_lock
+
+    name = "held"
+    first, second = generating(reference)
+    lock = try_lock(root / "outputs" / "multirun" / name / second)
+    assert lock is not None
+    try:
+        proc, out, err = start_sweep(root, name)
+        deadline = time.time() + 300
+        while "left out of the batched generation" not in (text := out.read_text() + err.read_text()):
+            assert "batched generation for jobs" not in text  # #2 must not be generated while another holds it
+            assert proc.poll() is None and time.time() < deadline, err.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        lock.release()
+    result = finish(proc, out, err)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batched generation for jobs" not in result.stdout + result.stderr
+    found = jobs(root, name)
+    assert_like_reference(found, reference)
+    assert [metrics(found[key])["speed/sweep_configurations"] for key in (first, second)] == [1, 1]
 
 
 def _alive(pid: int) -> bool:
