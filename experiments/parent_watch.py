@@ -1,7 +1,7 @@
 """Worker processes end with the sweep that started them (`hydra/launcher=joblib`).
 
-joblib's loky workers run a job to its end even when the sweep process that dispatched it is gone (killed,
-out of memory, a closed terminal's SIGKILL): nothing will ever read their result, yet they hold a GPU, a
+joblib's loky workers run a job to its end even when the sweep process that dispatched it is gone (SIGKILLed
+by a user, a scheduler or the out-of-memory killer): nothing will ever read their result, yet they hold a GPU, a
 job folder and, for minutes or hours, the CPU. A worker cannot be told by its parent that the parent died
 (SIGKILL runs no handler), so each worker watches for it: a daemon thread notices that its parent pid
 changed (the kernel re-parents an orphan) and ends the process at once. Ending it is safe: every result

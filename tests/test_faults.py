@@ -297,6 +297,16 @@ def test_joblib_workers_end_when_the_sweep_process_is_killed(root):
             pass
 
 
+def test_jobs_run_in_the_sweep_process_itself_do_not_watch_its_parent():
+    """joblib with n_jobs=1 runs jobs in the sweep process, whose parent (a shell) may rightly go away."""
+    import threading
+
+    from experiments.parent_watch import ParentBound
+
+    assert ParentBound(lambda cfg: cfg + 1, os.getpid())(1) == 2
+    assert "decodelab-parent-watch" not in [t.name for t in threading.enumerate()]
+
+
 @pytest.mark.parametrize("spec, parsed", [
     ("between_jobs", ("kill", "between_jobs", 1)),
     ("between_jobs:2", ("kill", "between_jobs", 2)),
