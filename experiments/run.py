@@ -50,6 +50,7 @@ from experiments.generation import GenerationRun, precomputed_run
 from experiments.faults import failpoint
 from experiments.jobs import NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside
 from experiments.job_lock import check_wait, wait_for_lock
+from experiments import validate
 from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
 
 log = logging.getLogger("experiments.run")  # not __name__: that is "__main__" under `python -m experiments.run`
@@ -109,21 +110,9 @@ def generation_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_config(cfg: DictConfig) -> decoding.GenerationParams:
-    """Validate what can be checked before loading anything, so bad input fails fast and writes nothing.
-
-    Returns the decoding parameters as resolved without a model (the model's own generation_config is not
-    applied yet).
-    """
-    params = decoding_params(cfg)
-    compile_option = {"compile": True} if cfg.cache.get("compile") else {}
-    try:
-        resolved = decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
-                                           max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
-    except ValueError as err:
-        raise ValueError(f"decoding={cfg.decoding.get('name', '?')}: {err}") from None
-    if not (cfg.task.perplexity or cfg.task.generate):
-        raise ValueError("task asks for nothing: set task.perplexity and/or task.generate to true")
-    return resolved
+    """Every config value, checked before anything is loaded or written (experiments/validate.py); returns
+    the decoding parameters as resolved without a model (its own generation_config is applied later)."""
+    return validate.check_config(cfg)
 
 
 def finished_metrics(out_dir: Path, expected: str, announce: bool = True, config: dict | None = None,
@@ -400,6 +389,7 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, OSError, ConnectionError, KeyE
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+@validate.exit_2_on_bad_command_line  # Hydra's composition errors (sweep=topp) exit 2, as bad values do
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     out_dir = Path(cfg.paths.output_dir)
@@ -407,7 +397,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
     except EXPECTED_ERRORS as err:
-        message = f"error: {type(err).__name__}: {err}"
+        message = validate.error_line(err)  # one line: a multi-line cause would read as a traceback
         if _is_multirun():  # one failing job must not end the sweep
             write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
             print(message, file=sys.stderr)
