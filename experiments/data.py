@@ -154,13 +154,29 @@ def load_hub(name: str, config: str | None = None, split: str = "test", text_col
         with contextlib.nullcontext() if hub_reachable() else _offline_mode():
             dataset = datasets.load_dataset(name, config, split=split, cache_dir=cache_dir)
     except ConnectionError as err:  # datasets raises it both offline and when the hub is unreachable
-        raise HubUnreachableError(
-            f"could not load hub dataset name={name!r} config={config!r} split={split!r}: the Hugging Face hub "
-            f"is unreachable (no network, or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and the dataset is "
-            f"not in the local cache. Use the embedded corpus (source='sotu'), or local files "
-            f"(source='files', path=...). Cause: {err}"
-        ) from err
+        raise _unreachable(name, config, split, err) from err
     return _standardise(dataset, text_column, source=f"hub dataset {name!r}")
+
+
+def _unreachable(name: str, config: str | None, split: str, err: Exception) -> HubUnreachableError:
+    return HubUnreachableError(
+        f"could not load hub dataset name={name!r} config={config!r} split={split!r}: the Hugging Face hub "
+        f"is unreachable (no network, or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and the dataset is "
+        f"not in the local cache. Use the embedded corpus (source='sotu'), or local files "
+        f"(source='files', path=...). Cause: {err}")
+
+
+def check_hub_dataset(name: str, config: str | None = None, split: str = "test",
+                      cache_dir: str | None = None) -> None:
+    """Fail at once, before a run writes anything, when the hub is unreachable and the dataset is not in the
+    local cache (its builder is looked up in the cache only: no data is read). With network: nothing to check."""
+    if hub_reachable():
+        return
+    try:
+        with _offline_mode():
+            datasets.load_dataset_builder(name, config, cache_dir=cache_dir)
+    except ConnectionError as err:
+        raise _unreachable(name, config, split, err) from err
 
 
 # wikitext's tokenised spacing, undone in the order lm-evaluation-harness undoes it (so that our wikitext

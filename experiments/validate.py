@@ -270,13 +270,16 @@ def _check_all(cfg: DictConfig):
 
 def check_inputs(cfg: DictConfig) -> None:
     """Read what the run will read, as it will read it: the data files, the model's folder or hub id."""
-    from experiments.data import check_data_files, file_list, format_of
+    from experiments.data import WIKITEXT2, check_data_files, check_hub_dataset, file_list, format_of
     from experiments.models import check_model_name
 
     d = cfg.dataset
     if d.source == "files":
         files = file_list(d.path)
         check_data_files(files, d.format or format_of(files, d.path), d.get("text_column", "text"))
+    elif d.source in ("hub", "wikitext2"):
+        hub = WIKITEXT2 if d.source == "wikitext2" else {"name": d.name, "config": d.get("config")}
+        check_hub_dataset(hub["name"], hub["config"], d.get("split") or "test", d.get("cache_dir"))
     check_model_name(cfg.model.name, "model.name")
     if cfg.scorer is not None:
         check_model_name(cfg.scorer.name, "scorer.name")

@@ -104,6 +104,9 @@ CASES = [
     case("sotu-source", [*SOTU, "dataset.source=web"], "dataset.source='web'", "files"),
     case("dataset-unknown-key", [*SOTU, "+dataset.langauge=en"], "dataset.langauge='en'"),
     case("hub-without-name", ["dataset=hub"], "dataset.name"),
+    case("hub-dataset-offline", ["dataset=hub", "dataset.name=nobody/no-such-corpus"], "name='nobody/no-such-corpus'",
+         "unreachable", env=OFFLINE),
+    case("wikitext2-offline", ["dataset=wikitext2"], "wikitext_document_level", "unreachable", env=OFFLINE),
     case("dataset-unknown-option", ["dataset=sotu2"], "dataset/sotu2", hydra=True),
     # cache
     case("cache-setting", ["cache.setting=paged"], "cache.setting='paged'", "static"),
