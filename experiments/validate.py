@@ -314,6 +314,30 @@ def swept_keys(config: DictConfig) -> set[str]:
     return keys
 
 
+def check_swept_options(config: DictConfig) -> None:
+    """Each option a multirun sweeps a config group over (`decoding=greedy,topp`) must be a file of that group:
+    Hydra would find out only when it composes that job, after the sweep folder exists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or [])
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}  # a study file's sweep (experiment=...)
+    task += [f"{key}={value}" for key, value in params.items()]
+    for override in OverridesParser.create().parse_overrides(task):
+        group = override.key_or_group
+        folder = CONF_DIR / group
+        if not override.is_sweep_override() or group.startswith("hydra") or not folder.is_dir():
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except Exception:  # noqa: BLE001 - glob() sweeps need Hydra's config loader: left to Hydra
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        for value in values:
+            if value not in options:
+                raise ConfigError(f"{group}={value} (in the sweep {override.input_line}) is not an option of "
+                                  f"{group}/: use one of {', '.join(options)}", group)
+
+
 def _is_swept(key: str | None, swept: set[str]) -> bool:
     """Whether `key` (or its group, or a key inside it) is set per job."""
     if key is None:
@@ -327,6 +351,8 @@ def check_before_work(config: DictConfig, multirun: bool = False) -> None:
     _composed = True
     swept = swept_keys(config) if multirun else set()
     try:
+        if multirun:
+            check_swept_options(config)
         try:
             check_config(config)
         except ConfigError as err:

@@ -137,6 +137,7 @@ CASES = [
                                      "decoding.top_p=0.5,0.9"], "hydra.launcher.max_configurations='abc'"),
     case("multirun-bad-fixed-value", ["-m", "prompts.num_prompts=-1", "decoding=top_p", "decoding.top_p=0.5,0.9"],
          "prompts.num_prompts=-1"),
+    case("multirun-option-misspelled", ["-m", "decoding=greedy,topp"], "decoding=topp", "top_p"),
     case("multirun-without-m", ["decoding=top_p", "decoding.top_p=0.5,0.9"], "decoding.top_p=0.5,0.9", hydra=True),
 ]
 
@@ -234,3 +235,13 @@ def test_a_sweep_over_a_required_key_is_not_stopped_by_the_primary_config(tmp_pa
     assert len(list(sweep.rglob("metrics.json"))) == 2
     [error] = sweep.rglob("error.txt")
     assert "nothere.txt" in error.read_text() and "does not exist" in error.read_text()
+
+
+@pytest.mark.parametrize("study", ["experiment=holtzman_table1", "sweep=top_p", "sweep=num_beams"])
+def test_the_studies_pass_the_check_before_a_multirun(study, tmp_path):
+    """Their sweeper params name group options (holtzman_table1: decoding=greedy,beam16,...) that exist."""
+    from experiments.validate import check_before_work, check_swept_options
+
+    cfg = compose_config([*TINY_RUN, study], tmp_path / "job")
+    check_swept_options(cfg)
+    check_before_work(cfg, multirun=True)  # SystemExit(2) on any error
