@@ -249,12 +249,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     quiet_third_party_loggers()
     out_dir = Path(cfg.paths.output_dir)
+    check_config(cfg)  # first: a `???` or a bad value is named, not met as an OmegaConf error by the fingerprint
     job_fingerprint = fingerprint(cfg)
     if cfg.resume:  # only reads: what is wrong in the folder is judged holding its lock, below
         done = finished_metrics(out_dir, expected=job_fingerprint)
         if done is not None:
             return done
-    check_config(cfg)
     lock = wait_for_lock(out_dir, check_wait(cfg.get("lock_wait_s", LOCK_WAIT_S)))
     try:
         if cfg.resume:  # finished meanwhile by the process we waited for? broken or foreign files moved aside
@@ -275,10 +275,24 @@ def merge_metrics(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
+def check_with_model(cfg: DictConfig, model: Any) -> None:
+    """What only the loaded model can tell (token ids inside its vocabulary, its position limit, its own
+    generation_config), checked before perplexity or generation starts: the runner's first check has no model."""
+    options = {"compile": True} if cfg.cache.get("compile") else {}
+    try:
+        decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
+                                cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,
+                                **decoding_params(cfg))
+    except ValueError as err:
+        raise ValueError(f"decoding={cfg.decoding.get('name', '?')} with model={cfg.model.name}: {err}") from None
+
+
 def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[str, Any]:
     """The work of `run`, holding the folder's lock: metrics.json is written last, so it means finished."""
     log.info(f"{out_dir}: computing this job")
     documents, model, tokenizer = load_inputs(cfg)
+    if cfg.task.generate:
+        check_with_model(cfg, model)
     metrics: dict[str, Any] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
@@ -398,12 +412,20 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
     except EXPECTED_ERRORS as err:
         message = validate.error_line(err)  # one line: a multi-line cause would read as a traceback
+        log.error(message)  # run.log keeps it too
         if _is_multirun():  # one failing job must not end the sweep
             write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
             print(message, file=sys.stderr)
             return float("nan")
         print(message, file=sys.stderr)
         raise SystemExit(2)
+    except Exception as err:  # noqa: BLE001 - a bug or the model's own error: in a multirun, confined to this job
+        if not _is_multirun():
+            raise
+        message = f"error: {type(err).__name__}: {err}"
+        log.exception(message)
+        write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
+        return float("nan")
     return metrics.get(cfg.optimized_metric)
 
 

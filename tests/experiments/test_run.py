@@ -89,12 +89,18 @@ def test_a_changed_config_is_not_taken_for_finished(finished_run):
     (["decoding=greedy", "+decoding.num_return_sequences=2"], "num_return_sequences=2"),
     (["decoding=top_k", "decoding.top_k=-5"], "top_k=-5 is not allowed"),
     (["dataset=files", "dataset.path=/nonexistent/docs.txt"], "/nonexistent/docs.txt"),
+    # Known only once the model is loaded (the tiny Llama's vocabulary is SmolLM2's 49152 tokens): still before
+    # perplexity runs or its cache is written.
+    (["+decoding.eos_token_id=99999"], r"eos_token_id=\[?99999"),
+    (["+decoding.pad_token_id=49152"], r"pad_token_id=\[?49152"),
+    (["decoding.max_new_tokens=4000"], "max_new_tokens=4000"),
 ])
 def test_bad_input_fails_before_writing_anything(overrides, message, tmp_path):
     cfg = compose_config([*TINY_RUN, "decoding=top_p", *overrides], tmp_path / "job")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(cfg)
     assert not (tmp_path / "job" / "metrics.json").exists() and not (tmp_path / "job" / "samples.jsonl").exists()
+    assert not list((tmp_path / "outputs_root").glob("cache/*"))  # no perplexity cache either
 
 
 def documented_key_patterns() -> list[str]:
