@@ -44,7 +44,8 @@ CASES = [
     case("name-empty", ["name="], "name=''"),
     case("resume-text", ["resume=maybe"], "resume='maybe'", cli=False),
     case("unknown-root-key", ["+temprature=0.7"], "temprature=0.7"),
-    case("lock-wait-negative", ["+lock_wait_s=-1"], "lock_wait_s=-1"),
+    case("lock-wait-negative", ["lock_wait_s=-1"], "lock_wait_s=-1"),
+    case("lock-wait-text", ["lock_wait_s=soon"], "lock_wait_s='soon'"),
     # prompts
     case("num-prompts-negative", ["prompts.num_prompts=-1"], "prompts.num_prompts=-1"),
     case("num-prompts-zero", ["prompts.num_prompts=0"], "prompts.num_prompts=0"),
