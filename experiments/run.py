@@ -336,7 +336,8 @@ def log_to_logger(cfg: DictConfig, metrics: dict[str, Any], samples: list[dict])
         logger.finish()
 
 
-def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
+def print_summary(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """The run's numbers on the console; not-measurable values with their reason, caveated ones marked †."""
     from rich.console import Console
     from rich.table import Table
 
@@ -346,10 +347,19 @@ def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
     table.add_column("value", justify="right")
     shown = [k for k in metrics if k.split("/")[0] in ("ppl", "gen", "human", "speed", "mem")
              and not k.endswith(("/nll", "/tokens", "/words", "/bytes", "/windows"))]
+    reasons = metrics.get("meta/not_measurable") or {}
+    caveats = metrics.get("meta/caveats") or {}
     for key in shown:
         value = metrics[key]
-        table.add_row(key, "nan" if math.isnan(value) else f"{value:.4g}")
-    Console(stderr=True).print(table)
+        if value is None or math.isnan(value):
+            text = f"not measurable ({reasons[key]})" if key in reasons else "not measurable"
+        else:
+            text = f"{value:.4g}" + (" †" if key in caveats else "")
+        table.add_row(key, text)
+    console = Console(stderr=True)
+    console.print(table)
+    for key, caveat in caveats.items():  # the same marks the report puts on these cells
+        console.print(f"† {key}: {caveat}")
 
 
 def _is_multirun() -> bool:

@@ -130,3 +130,15 @@ def test_every_metrics_key_is_documented_in_the_readme(finished_run):
     stored = json.loads((out / "metrics.json").read_text())
     undocumented = [k for k in stored if not any(fnmatchcase(k, p) for p in patterns)]
     assert not undocumented, f"metrics.json keys missing from the README's metrics table: {undocumented}"
+
+
+def test_console_summary_names_not_measurable_values_and_marks_caveats(finished_run, capsys):
+    from experiments.run import print_summary
+
+    cfg, _, metrics = finished_run
+    shown = {**metrics, "gen/self_bleu4": float("nan"), "meta/not_measurable": {"gen/self_bleu4": "n=1"},
+             "meta/caveats": {"gen/mauve": "8 samples per side"}}
+    print_summary(cfg, shown)
+    err = capsys.readouterr().err
+    assert "not measurable (n=1)" in err and "nan" not in err.lower().replace("not measurable", "")
+    assert "† gen/mauve: 8 samples per side" in err
