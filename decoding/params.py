@@ -43,21 +43,8 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "diversity_penalty": 0.0,
 }
 
-# The order in which generate applies its logits processors (GenerationMixin._get_logits_processor).
-# Kept as data so a config can record it; the warpers after "min_new_tokens" only run when sampling.
-TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "min_length",
-    "min_new_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "epsilon_cutoff",
-    "eta_cutoff",
-)
+# generate's processor order, as data, lives with the processors (processors/order.py).
+from .processors.order import TRANSFORMERS_PROCESSOR_ORDER  # noqa: E402
 
 CACHE_SETTINGS = ("none", "dynamic", "static")
 

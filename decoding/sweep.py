@@ -3,7 +3,7 @@
 `model.generate` runs one configuration per call and prefills every prompt again for each. Here the
 prompts are prefilled once; their KV cache and last logits are copied into the rows of every
 configuration (`loop.copy_prefix`), and one decode loop runs all of them, each row with its own
-temperature / top-k / top-p / min-p (`row_processors.py`) and its configuration's own random stream.
+temperature / top-k / top-p / min-p (`processors/rows.py`) and its configuration's own random stream.
 
 Batch layout for C configurations, B prompts and n = num_return_sequences:
 
@@ -13,7 +13,7 @@ so configuration c's rows are exactly the rows a run of c alone would have, in t
 
 Why each row equals its configuration run alone (`generate(..., generator=g_c, **config_c)`):
 - the prefill is the same forward over the same padded prompts;
-- the processors compute per row what the scalar ones compute (row_processors.py);
+- the processors compute per row what the scalar ones compute (processors/rows.py);
 - configuration c's rows draw `torch.multinomial` from c's own generator, over c's rows only, in row
   order: the same draws from the same stream as the lone run. A configuration given one generator per
   row draws row by row instead, and then each row equals that row run alone with its generator.
@@ -34,7 +34,7 @@ from .cache import KVCache
 from .loop import decode_n_tokens, init_state, prepare_call
 from .params import GenerationParams
 from .result import GenerationResult
-from .row_processors import ROW_PARAMETERS, build_row_processors
+from .processors.rows import ROW_PARAMETERS, build_row_processors
 
 RowGenerators = torch.Generator | Sequence[torch.Generator] | None
 

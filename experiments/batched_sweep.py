@@ -6,7 +6,7 @@
 Hydra's basic launcher runs a sweep's jobs one after another, and each job prefills every prompt again for
 its own decoding configuration. This launcher composes every job's config first, then groups the jobs
 whose configs are equal except the sampling parameters `decoding.generate_sweep` can vary per row
-(`decoding.row_processors.ROW_PARAMETERS`: do_sample, temperature, top_k, top_p, min_p) and
+(`decoding.processors.rows.ROW_PARAMETERS`: do_sample, temperature, top_k, top_p, min_p) and
 `decoding.name`. When the first job of a group comes up, the group's generation runs once, all its
 configurations in one batch (`experiments.generation.generate_continuations_sweep`), and each job's
 `GenerationRun` is left in the process (`experiments.generation.stash_precomputed`, keyed by the job's
@@ -73,7 +73,7 @@ def batch_key(cfg: DictConfig) -> str | None:
     The key is the fingerprinted config without the sampling parameters a shared batch varies per row
     and without `decoding.name`.
     """
-    from decoding.row_processors import ROW_PARAMETERS
+    from decoding.processors.rows import ROW_PARAMETERS
     from experiments.run import NOT_IN_FINGERPRINT, check_config, plain
 
     if not cfg.task.generate:

@@ -144,7 +144,7 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
                                  compile: bool = False, progress: bool = True) -> list[GenerationRun]:
     """`generate_continuations` for several decoding configurations in one batch per prompt batch.
 
-    The configurations may differ only in `decoding.row_processors.ROW_PARAMETERS` (do_sample,
+    The configurations may differ only in `decoding.processors.rows.ROW_PARAMETERS` (do_sample,
     temperature, top_k, top_p, min_p); otherwise `decoding.generate_sweep` raises ValueError. Returns one
     GenerationRun per configuration, in order; run c's samples equal
     `generate_continuations(..., configs[c], ...)`'s, its timings are its shares of the shared batches.

@@ -12,7 +12,7 @@ import decoding
 from decoding.cache import KVCache
 from decoding.loop import Forward, copy_prefix, init_state
 from decoding.processors import MinP, Temperature, TopK, TopP
-from decoding.row_processors import RowMinP, RowTemperature, RowTopK, RowTopP
+from decoding.processors.rows import RowMinP, RowTemperature, RowTopK, RowTopP
 from decoding.sweep import generate_sweep
 
 SHARED = dict(max_new_tokens=10, eos_token_id=[5], pad_token_id=0)

@@ -2,7 +2,7 @@
 
 A batched sweep puts several decoding configurations in one batch (rows [c * n, (c + 1) * n) belong to
 configuration c). Each processor here holds its parameter as a (R, 1) tensor, one value per row, and
-gives each row bit for bit what the scalar processor of `processors.py` gives it alone: same operations
+gives each row bit for bit what the scalar processor of the package gives it alone: same operations
 in the same dtype (float32 scalars and float32 (R, 1) tensors round identically), and every reduction
 (softmax, sort, cumsum, top-k) runs along the row.
 
@@ -13,13 +13,17 @@ processors without such a value, is left out by a row mask.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .params import GenerationParams
-from .processors import (NEG_INF, LogitsProcessor, MinP, ProcessorList, Temperature, TopK, TopP,
-                         drop_below_min_p, drop_low_mass, processor_factories)
+from .base import NEG_INF, LogitsProcessor, ProcessorList
+from .order import processor_factories
+from .temperature import Temperature
+from .truncation import MinP, TopK, TopP, drop_below_min_p, drop_low_mass
+
+if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
+    from ..params import GenerationParams
 
 # Parameters that may differ between the configurations of one batched sweep.
 ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p")

@@ -1,0 +1,56 @@
+"""Penalties: processors that lower (or raise) the scores of tokens because of what the row already holds.
+
+Each class computes what the transformers processor of the same name computes, so that the same parameters
+give the same tokens (see base.py for the protocol and shapes).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import NEG_INF, LogitsProcessor
+
+
+class RepetitionPenalty(LogitsProcessor):
+    """CTRL's penalty (Keskar et al. 2019): divide positive / multiply negative logits of seen tokens.
+
+    `prompt_start` (B,) is each row's count of left-padding slots: pad tokens are not "seen" text.
+    """
+
+    def __init__(self, penalty: float, prompt_start: torch.Tensor | None = None):
+        if not penalty > 0:
+            raise ValueError(f"repetition_penalty={penalty!r} is not allowed: use a number > 0")
+        self.penalty = float(penalty)
+        self.prompt_start = prompt_start
+
+    def __call__(self, input_ids, scores):
+        vocab = scores.shape[-1]
+        if self.prompt_start is not None:
+            slots = torch.arange(input_ids.shape[1], device=input_ids.device)
+            input_ids = input_ids.masked_fill(slots[None, :] < self.prompt_start[:, None], vocab)
+        input_ids = input_ids.clamp(max=vocab)
+        padded = torch.nn.functional.pad(scores, (0, 1))  # (B, V+1): column V absorbs masked ids
+        seen = torch.gather(padded, 1, input_ids)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return padded.scatter(1, input_ids, seen)[..., :vocab]
+
+
+class NoRepeatNGram(LogitsProcessor):
+    """Ban every token that would complete an n-gram already present in the row (Paulus et al. 2017)."""
+
+    def __init__(self, ngram_size: int):
+        if not (isinstance(ngram_size, int) and ngram_size > 0):
+            raise ValueError(f"no_repeat_ngram_size={ngram_size!r} is not allowed: use an integer > 0")
+        self.ngram_size = ngram_size
+
+    def __call__(self, input_ids, scores):
+        n, length = self.ngram_size, input_ids.shape[-1]
+        if length < n:
+            return scores
+        prefix = input_ids[:, length + 1 - n:]  # (B, n-1): the n-gram the next token would complete
+        windows = input_ids.unfold(1, n, 1)  # (B, W, n)
+        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)  # (B, W)
+        vocab = scores.shape[-1]
+        banned = scores.new_zeros((scores.shape[0], vocab + 1), dtype=torch.bool)
+        banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
+        return scores.masked_fill(banned[:, :vocab], NEG_INF)
