@@ -2,8 +2,9 @@
 
 Why mirror `transformers.GenerationConfig` exactly: the same keyword arguments given to `model.generate` and
 to `decoding.generate` must mean the same thing. So values resolve in the order generate uses: the caller's
-keywords, then the model's own `generation_config` (for example a checkpoint's `temperature`), then
-transformers' global defaults (`max_length=20` new tokens, `top_k=50` whenever sampling, ...).
+keywords (an explicit None included), then a passed `generation_config=`, then the model's own
+`generation_config` (for example a checkpoint's `temperature`), then transformers' global defaults
+(`max_length=20` new tokens, `top_k=50` whenever sampling, ...); decoding/resolution.py has the rules.
 
 Everything that can be wrong with a value is caught here, with an error that names the parameter, the value
 and what is allowed. The hot loop never validates.
@@ -45,6 +46,14 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 
 # generate's processor order, as data, lives with the processors (processors/order.py).
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER  # noqa: E402
+from .resolution import (  # noqa: E402
+    default_pad,
+    merge_sources,
+    model_config_values,
+    passed_config_values,
+    resolve_max_new_tokens,
+    resolve_min_lengths,
+)
 
 CACHE_SETTINGS = ("none", "dynamic", "static")
 
@@ -95,11 +104,8 @@ ACCEPTED_NAMES = _OWN_FIELDS | {"max_length", "use_cache", "cache_implementation
 
 
 def _model_generation_defaults(model: Any) -> dict[str, Any]:
-    config = getattr(model, "generation_config", None)
-    if config is None:
-        return {}
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
-    return {k: v for k, v in values.items() if k in ACCEPTED_NAMES and v is not None}
+    """The values the model's own generation_config sets (resolution.py has the rules)."""
+    return model_config_values(model, ACCEPTED_NAMES)
 
 
 def _is_int(value: Any) -> bool:
@@ -200,8 +206,10 @@ def vocab_size_of(model: Any) -> int | None:
     return int(size) if _is_int(size) else None
 
 
-def resolve_params(model: Any, prompt_length: int, max_positions: int | None = None, **given: Any) -> GenerationParams:
-    """Merge caller keywords, the model's generation_config and transformers' defaults; validate everything.
+def resolve_params(model: Any, prompt_length: int, max_positions: int | None = None, *,
+                   generation_config: Any = None, **given: Any) -> GenerationParams:
+    """Merge caller keywords, a passed generation_config, the model's generation_config and transformers'
+    defaults in generate's order (decoding/resolution.py); validate everything.
 
     With `model=None` (the runner's check before loading anything) everything but the token ids' vocabulary
     is checked; with a model, `eos_token_id` and `pad_token_id` must also lie in its vocabulary.
@@ -210,40 +218,29 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
         model: the model (its `generation_config` and vocabulary size are read), or None.
         prompt_length: padded prompt length T of the batch (max_length and min_length count it, as in generate).
         max_positions: the model's maximum number of positions, if it has one.
-        **given: GenerationConfig-named keywords.
+        generation_config: a `transformers.GenerationConfig` whose set fields win over the model's, or None.
+        **given: GenerationConfig-named keywords; they win over both configs, an explicit None included.
     """
     unknown = sorted(set(given) - ACCEPTED_NAMES)
     if unknown:
         raise _unknown_names_error(unknown)
-    given = {k: v for k, v in given.items() if v is not None or k in ("top_k", "min_p")}
-    cache = _resolve_cache(given)
-    values = {**GLOBAL_DEFAULTS, **_model_generation_defaults(model), **given}
-    values.pop("use_cache", None)
-    values.pop("cache_implementation", None)
+    passed = passed_config_values(generation_config, ACCEPTED_NAMES)
+    if passed.get("cache_implementation") == "hybrid":
+        del passed["cache_implementation"]  # generate unsets it too (the hub's old default for sliding windows)
+    cache_names = ("cache", "use_cache", "cache_implementation")
+    cache = _resolve_cache({**{k: passed.pop(k) for k in cache_names if k in passed},
+                            **{k: v for k, v in given.items() if k in cache_names and v is not None}})
+    given = {k: v for k, v in given.items() if k not in cache_names}
+    values, origin = merge_sources(GLOBAL_DEFAULTS, _model_generation_defaults(model), passed, given)
+    for name in cache_names:
+        values.pop(name, None)
 
-    # Lengths: max_new_tokens wins over max_length, as in generate.
-    if given.get("max_new_tokens") is not None:
-        max_new_tokens = given["max_new_tokens"]
-    elif "max_length" in given:
-        _check(_is_int(given["max_length"]), "max_length", given["max_length"],
-               "use an integer: the total length, prompt included (or pass max_new_tokens)")
-        max_new_tokens = given["max_length"] - prompt_length
-        _check(max_new_tokens >= 1, "max_length", given["max_length"],
-               f"must exceed the prompt length {prompt_length}; or pass max_new_tokens")
-    elif values.get("max_new_tokens") is not None:
-        max_new_tokens = values["max_new_tokens"]
-    else:
-        max_new_tokens = values["max_length"]  # generate's default: max_length counts new tokens only
-        if max_positions is not None:
-            max_new_tokens = min(max_new_tokens, max_positions - prompt_length)
-    values["max_new_tokens"] = max_new_tokens
+    values["max_new_tokens"] = resolve_max_new_tokens(values, origin, prompt_length, max_positions)
     values.pop("max_length", None)
+    values["min_new_tokens"], values["min_length"] = resolve_min_lengths(values, prompt_length)
 
     values["eos_token_id"] = _as_token_tuple("eos_token_id", values.get("eos_token_id"))
-    pad = _as_pad_id(values.get("pad_token_id"))
-    if pad is None and values["eos_token_id"] is not None:
-        pad = values["eos_token_id"][0]  # generate pads finished rows with the first EOS id when unset
-    values["pad_token_id"] = pad
+    values["pad_token_id"] = default_pad(values["eos_token_id"], _as_pad_id(values.get("pad_token_id")))
     values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
     values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
     values["cache"] = cache

@@ -136,8 +136,9 @@ def test_builder_order_matches_transformers_and_default_top_k():
     p = resolve_params(_Model(), 4, do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.1,
                        min_new_tokens=2, min_p=0.1, max_new_tokens=5)
     names = [type(proc).__name__ for proc in P.build_processors(p, 4)]
-    assert names == ["RepetitionPenalty", "MinNewTokens", "Temperature", "TopK", "TopP", "MinP"]
-    assert P.build_processors(p, 4)[3].top_k == 50  # generate's default top_k when sampling
+    # min_new_tokens also sets min_length = 2 + 4, so generate builds MinLength beside MinNewTokens, as here
+    assert names == ["RepetitionPenalty", "MinLength", "MinNewTokens", "Temperature", "TopK", "TopP", "MinP"]
+    assert P.build_processors(p, 4)[4].top_k == 50  # generate's default top_k when sampling
 
 
 def test_builder_order_comes_from_the_params():
