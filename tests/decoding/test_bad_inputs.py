@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationConfig
 
 import decoding
 from experiments.models import build_tiny_model
@@ -279,6 +280,19 @@ CASES = [
     case("resolve-stop_strings=5", resolve(stop_strings=5), "stop_strings", "5"),
     case("resolve-max_length<=prompt", resolve(prompt_length=32, max_length=32), "max_length", "32"),
     case("resolve-unknown", resolve(temprature=0.7), "temprature", "did you mean 'temperature'"),
+    # generation_config= and explicit None (decoding/resolution.py)
+    case("generation_config=str", gen(generation_config="top_k=4"), "generation_config", "'top_k=4'"),
+    case("generation_config=dict", gen(generation_config={"top_k": 4}), "generation_config", "{'top_k': 4}"),
+    case("generation_config-unsupported", gen(generation_config=GenerationConfig(penalty_alpha=0.6, top_k=4)),
+         "penalty_alpha", "0.6"),
+    case("generation_config-max_length<=prompt", gen(max_new_tokens=None, generation_config=GenerationConfig(
+        max_length=3)), "max_length", "3"),
+    case("generation_config-bad-top_p", gen(generation_config=GenerationConfig(do_sample=True, top_p=1.5)),
+         "top_p", "1.5"),
+    case("max_length=None-alone", gen(max_new_tokens=None, max_length=None), "max_length", "None"),
+    case("num_beams=None", gen(num_beams=None), "num_beams", "None"),
+    case("num_return_sequences=None", gen(num_return_sequences=None), "num_return_sequences", "None"),
+    case("resolve-max_length=None", resolve(max_length=None), "max_length", "None"),
 ]
 
 
