@@ -227,3 +227,47 @@ def test_runner_precheck_without_a_model_keeps_working():
     p = resolve_params(None, 3, None, cache="dynamic", max_cache_len=None, do_sample=True, top_k=0,
                        max_new_tokens=4)
     assert (p.cache, p.max_cache_len, p.top_k, p.max_new_tokens) == ("dynamic", None, 0, 4)
+
+
+# --- the rules together, over the three caches, and on SmolLM2 ---
+
+CACHES = {"dynamic": {}, "static": {"cache_implementation": "static"}, "none": {"use_cache": False}}
+
+
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_rules_together_over_the_three_caches(tiny_model, padded_batch, cache):
+    ids, mask = padded_batch
+    eos = early_tokens(tiny_model, ids, mask)
+    passed = GenerationConfig(top_k=4, min_new_tokens=1)
+    with model_config(tiny_model, do_sample=True, temperature=0.8, max_length=T + 9, min_length=T + 7,
+                      eos_token_id=eos, pad_token_id=0):
+        p = resolve(tiny_model, generation_config=passed, temperature=None, **CACHES[cache])
+        assert (p.max_new_tokens, p.min_length, p.top_k, p.temperature, p.cache) == (9, T + 1, 4, 1.0, cache)
+        reference, ours = both(tiny_model, ids, mask, generation_config=passed, temperature=None, **CACHES[cache])
+    assert torch.equal(reference, ours.sequences)
+
+
+def test_model_config_beam_search(tiny_model, padded_batch):
+    ids, mask = padded_batch
+    with model_config(tiny_model, num_beams=3, num_return_sequences=2, max_length=T + 6, eos_token_id=2,
+                      pad_token_id=0):
+        p = resolve(tiny_model)
+        assert (p.num_beams, p.num_return_sequences, p.max_new_tokens) == (3, 2, 6)
+        reference, ours = both(tiny_model, ids, mask)
+    assert torch.equal(reference, ours.sequences)
+
+
+@pytest.mark.slow
+def test_rules_on_smollm2_with_a_chat_checkpoints_config(smollm2):
+    model, tokenizer = smollm2
+    prompts = ["<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\nList three US presidents.<|im_end|>\n<|im_start|>assistant\n"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    length = batch.input_ids.shape[1]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with model_config(model, do_sample=True, temperature=0.6, top_p=0.9, max_length=length + 16,
+                      eos_token_id=[im_end, 2], pad_token_id=2):
+        for kwargs in ({}, {"eos_token_id": None}, {"temperature": None, "min_new_tokens": 6},
+                       {"generation_config": GenerationConfig(do_sample=False, max_new_tokens=10)}):
+            reference, ours = both(model, batch.input_ids, batch.attention_mask, **kwargs)
+            assert torch.equal(reference, ours.sequences), kwargs
