@@ -124,9 +124,12 @@ def resolve_max_new_tokens(values: Mapping[str, Any], origin: Mapping[str, str],
     if max_length is None:  # an explicit max_length=None with nothing else: generate fails adding it up
         raise _refuse("max_length", None, "give max_new_tokens, or an integer max_length (prompt included)")
     if where == DEFAULT:  # no source set it: generate's default counts new tokens only, within the positions
-        if max_positions is not None:
-            return min(max_length, max_positions - prompt_length)
-        return max_length
+        if max_positions is None:
+            return max_length
+        if prompt_length >= max_positions:
+            raise ValueError(f"input_ids has {prompt_length} tokens per row, as many as the model's {max_positions} "
+                             "positions, so no new token fits: shorten the prompt")
+        return min(max_length, max_positions - prompt_length)
     if not _is_int(max_length):
         raise _refuse("max_length", max_length, "use an integer: the total length, prompt included (or pass "
                       "max_new_tokens)", where)

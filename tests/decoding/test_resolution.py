@@ -78,6 +78,8 @@ def test_passed_config_max_length_is_a_total_length(tiny_model, padded_batch):
 def test_no_max_length_anywhere_means_20_new_tokens_within_the_positions(tiny_llama):
     assert resolve(tiny_llama).max_new_tokens == 20
     assert resolve_params(tiny_llama, 250, 256).max_new_tokens == 6  # 20 new tokens capped at 256 positions
+    with pytest.raises(ValueError, match="input_ids has 256 tokens per row.*256 positions"):
+        resolve_params(tiny_llama, 256, 256)
 
 
 def test_model_max_new_tokens_wins_over_a_keyword_max_length(tiny_model, padded_batch):
