@@ -218,6 +218,20 @@ def test_passed_config_in_a_sweep_is_shared_by_every_configuration(tiny_llama, p
         assert torch.equal(result.sequences, alone.sequences)
 
 
+def test_explicit_none_in_a_sweep_configuration_means_what_it_means_alone(tiny_llama, padded_batch):
+    ids, mask = padded_batch
+    shared = dict(do_sample=True, temperature=0.7, top_k=5, max_new_tokens=6, eos_token_id=[], pad_token_id=0)
+    configs = [{"temperature": None}, {"top_k": None}, {}]
+    results = decoding.generate_sweep(tiny_llama, ids, mask, configs=configs, **shared,
+                                      generators=[torch.Generator().manual_seed(s) for s in range(3)])
+    for seed, (config, result) in enumerate(zip(configs, results)):
+        alone = decoding.generate(tiny_llama, ids, mask, **{**shared, **config},
+                                  generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(result.sequences, alone.sequences), config
+    p = resolve(tiny_llama, **{**shared, "temperature": None})
+    assert (p.temperature, p.top_k) == (1.0, 5)
+
+
 def test_passed_config_setting_what_we_do_not_support_is_refused(tiny_llama):
     with pytest.raises(ValueError, match="penalty_alpha=0.6"):
         resolve(tiny_llama, generation_config=GenerationConfig(penalty_alpha=0.6, top_k=4))
