@@ -53,6 +53,7 @@ from .resolution import (  # noqa: E402
     passed_config_values,
     resolve_max_new_tokens,
     resolve_min_lengths,
+    with_origin,
 )
 
 CACHE_SETTINGS = ("none", "dynamic", "static")
@@ -246,7 +247,10 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values["cache"] = cache
 
     params = GenerationParams(**{k: v for k, v in values.items() if k in _OWN_FIELDS})
-    _validate(params, prompt_length, max_positions)
+    try:
+        _validate(params, prompt_length, max_positions)
+    except ValueError as err:
+        raise with_origin(err, origin) from None
     if model is not None:
         check_vocabulary(params, vocab_size_of(model))
     return params

@@ -154,3 +154,15 @@ def default_pad(eos_token_id: tuple[int, ...] | None, pad_token_id: int | None) 
     if pad_token_id is None and eos_token_id:
         return eos_token_id[0]
     return pad_token_id
+
+
+def with_origin(err: ValueError, origin: Mapping[str, str]) -> ValueError:
+    """The same error, saying so when the value it names was not the caller's keyword but came from a config
+    (a checkpoint's `temperature=0` with sampling is otherwise a puzzle)."""
+    message = str(err)
+    name = message.split("=", 1)[0] if "=" in message else None
+    where = origin.get(name) if name and name.isidentifier() else None
+    if where in (PASSED_CONFIG, MODEL_CONFIG):
+        return ValueError(f"{message} ({name} comes from the {where}; pass {name}= to override it)")
+    return err
+

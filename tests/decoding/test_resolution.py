@@ -102,6 +102,15 @@ def test_model_max_length_not_above_the_prompt_is_refused(tiny_llama):
             resolve(tiny_llama)
 
 
+def test_a_bad_value_from_a_config_says_where_it_came_from(tiny_llama):
+    with model_config(tiny_llama, do_sample=True, temperature=0.0):
+        with pytest.raises(ValueError, match=r"temperature=0.* comes from the model's generation_config"):
+            resolve(tiny_llama)
+        assert resolve(tiny_llama, temperature=0.5).temperature == 0.5
+    with pytest.raises(ValueError, match=r"top_p=1.5.* comes from the generation_config"):
+        resolve(tiny_llama, generation_config=GenerationConfig(do_sample=True, top_p=1.5))
+
+
 def test_explicit_max_length_none_without_max_new_tokens_is_refused(tiny_llama):
     # generate fails adding None to the prompt length; we say which argument is missing
     with pytest.raises(ValueError, match="max_length=None.*max_new_tokens"):
