@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .hooks import resolve_hooks
+
 # Defaults transformers applies when neither the caller nor the model set a value
 # (GenerationConfig._get_default_generation_params in transformers 5.x).
 GLOBAL_DEFAULTS: dict[str, Any] = {
@@ -85,6 +87,14 @@ class GenerationParams:
     early_stopping: bool | str = False
     num_beam_groups: int = 1
     diversity_penalty: float = 0.0
+    # generate's outputs and hooks (decoding/hooks.py): the caller's objects are kept as given
+    max_time: float | None = None
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    logits_processor: tuple | None = None
+    stopping_criteria: tuple | None = None
+    streamer: Any = None
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -245,6 +255,7 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
     values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
     values["cache"] = cache
+    values.update(resolve_hooks(values))
 
     params = GenerationParams(**{k: v for k, v in values.items() if k in _OWN_FIELDS})
     try:

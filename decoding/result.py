@@ -18,13 +18,20 @@ class GenerationResult:
             (after temperature / truncation / penalties): the distribution it was drawn from. 0 after a row ends.
         token_logprobs_raw: (B * n, N) the same under the raw model distribution (softmax of the logits).
         new_token_mask: (B * n, N) True where the token was generated before the row finished (EOS included).
-        finish_reasons: one of "eos", "stop_string", "length" per row.
+        finish_reasons: one of "eos", "stop_string", "stopping_criteria" (a user criterion), "max_time", "length"
+            per row.
         prompt_length: T, the padded prompt length (new tokens start at this column).
         prefill_seconds: wall time of the prompt's forward pass and first token.
         decode_seconds: wall time of the remaining steps.
         new_tokens: number of generated tokens, summed over rows (EOS counted, padding after it not).
         steps: forward passes after prefill.
         sequences_scores: (B * n,) beam scores (beam search only).
+        scores: with `output_scores=True`, one (R, V) float32 tensor per step: the processed scores the token
+            was chosen from (beam search: the processed log-probabilities of every beam), R the decoded rows
+            (B * n; B * num_beams for beam search), laid out as `model.generate(..., output_scores=True)`.
+        logits: with `output_logits=True`, the raw logits of every step, (R, V) each, as generate's `logits`.
+        beam_indices: (B * n, N) int32, beam search with `output_scores` or `output_logits`: the row of
+            `scores[t]` each returned hypothesis continued at step t, -1 after it ended (generate's).
     """
 
     sequences: torch.Tensor
@@ -38,6 +45,9 @@ class GenerationResult:
     new_tokens: int
     steps: int
     sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    beam_indices: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property

@@ -15,6 +15,8 @@ import torch
 FINISH_EOS = "eos"
 FINISH_STOP_STRING = "stop_string"
 FINISH_LENGTH = "length"
+FINISH_CRITERIA = "stopping_criteria"  # a user-given stopping criterion flagged the row
+FINISH_MAX_TIME = "max_time"  # the call ran past max_time seconds
 
 
 class StopStrings:
