@@ -166,7 +166,8 @@ def test_width_one_is_greedy(tiny_model, padded_batch):
     assert torch.equal(decoding.generate(tiny_model, ids, mask, num_beams=1, **kwargs).sequences, greedy.sequences)
     # The beam machinery itself at width 1 (one running beam, C = 2 candidates, early_stopping=True so a
     # finished hypothesis ends the search as EOS ends a greedy row) gives the greedy tokens too.
-    params = resolve_params(tiny_model, ids.shape[1], 256, num_beams=1, early_stopping=True, **kwargs)
+    with pytest.warns(UserWarning, match="early_stopping"):  # as generate warns: it means nothing at width 1
+        params = resolve_params(tiny_model, ids.shape[1], 256, num_beams=1, early_stopping=True, **kwargs)
     with torch.inference_mode():
         beam = beam_search(tiny_model, ids, mask, params)
     assert "eos" in greedy.finish_reasons
