@@ -1,7 +1,8 @@
 """decodelab's own autoregressive generation on `model.forward` (never `model.generate`)."""
 
 from .cache import KVCache, SlotCache
-from .loop import decode_n_tokens, decode_one_token, generate, max_positions_of, prompt_position_ids
+from .generate import generate
+from .loop import decode_n_tokens, decode_one_token, max_positions_of, prompt_position_ids
 from .params import GenerationParams, check_vocabulary, resolve_params, vocab_size_of
 from .processors import build_processors
 from .result import GenerationResult

@@ -373,11 +373,9 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     Returns:
         GenerationResult with `sequences` (B * num_return_sequences, T + N) and `sequences_scores`.
     """
-    if params.num_beam_groups > 1:
-        from .beam_diverse import diverse_beam_search
-
-        return diverse_beam_search(model, input_ids, attention_mask, params, generator=generator,
-                                   tokenizer=tokenizer)
+    if params.num_beam_groups > 1:  # generate.py dispatches groups to beam_diverse.py
+        raise ValueError(f"num_beam_groups={params.num_beam_groups!r} is not allowed in beam_search: "
+                         "use beam_diverse.diverse_beam_search (decoding.generate picks it)")
     device = input_ids.device
     batch, prompt_len = input_ids.shape
     width = params.num_beams

@@ -1,4 +1,4 @@
-"""The decoding loop we own: prefill -> decode one token -> decode n tokens -> generate.
+"""The decoding loop we own: prefill -> decode one token -> decode n tokens (the dispatch is generate.py).
 
 Three things are kept apart, because mixing them up is how batched generation goes wrong:
 
@@ -294,33 +294,19 @@ def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[
     return input_ids, attention_mask, params
 
 
-@torch.inference_mode()
-def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None, tokenizer: Any = None, **params: Any) -> GenerationResult:
-    """Cache-backed generation on `model.forward`, token-identical to `model.generate` for the same arguments.
+def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: GenerationParams, *,
+                     generator: torch.Generator | None = None, tokenizer: Any = None) -> GenerationResult:
+    """Greedy decoding or multinomial sampling (generate's `_sample`) on checked, left-padded prompts.
 
     Args:
-        model: a transformers causal LM.
-        input_ids: (B, T) left-padded prompt token ids (or (T,) for one prompt).
-        attention_mask: (B, T) 1 for real tokens, 0 for padding; inferred from `pad_token_id` when None.
-        generator: a seeded `torch.Generator` for sampling; None draws from torch's global RNG exactly as
-            generate does.
+        input_ids: (B, T) prompt ids; attention_mask: (B, T) (as `prepare_call` returns them).
+        p: resolved parameters with `num_beams == 1`.
+        generator: RNG for sampling (None: torch's global RNG, as generate).
         tokenizer: needed only for `stop_strings`.
-        **params: `transformers.GenerationConfig` names (`max_new_tokens`, `do_sample`, `temperature`,
-            `top_k`, `top_p`, `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff`, `repetition_penalty`,
-            `no_repeat_ngram_size`, `min_new_tokens`, `num_return_sequences`, `eos_token_id`,
-            `pad_token_id`, `stop_strings`, `num_beams`, ...) plus `cache` ("none" | "dynamic" | "static")
-            and `max_cache_len` for the static cache.
 
     Returns:
         GenerationResult; `sequences` is (B * num_return_sequences, T + N).
     """
-    input_ids, attention_mask, (p,) = prepare_call(model, input_ids, attention_mask, [params],
-                                                   {"generator": generator}, tokenizer)
-    if p.is_beam:
-        from .beam import beam_search
-
-        return beam_search(model, input_ids, attention_mask, p, generator=generator, tokenizer=tokenizer)
     # The n samples of a prompt are adjacent rows, as in generate; they share one prefill of the prompt.
     prefix_rows = None
     if p.num_return_sequences > 1:
