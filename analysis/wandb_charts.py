@@ -1,8 +1,9 @@
-"""The charts W&B shows for decodelab runs: built here from metrics, logged by the runner.
+"""The charts W&B shows for decodelab runs: built from metrics; the per-job ones live in experiments/.
 
 Two kinds, because a W&B run only knows itself:
 - `run_charts(metrics)`: for one job, bar charts of its generations beside the human continuations
-  (quality and diversity) and of the three perplexities. The runner logs them with the job's metrics.
+  (quality and diversity) and of the three perplexities. The runner logs them with the job's metrics, so
+  they live in `experiments.run_charts` (experiments never imports analysis) and are re-exported here.
 - `sweep_charts(frame)`: for a finished sweep, the charts that need every job: Table 1 as a W&B table,
   line charts of each quality metric against each swept parameter (one stroke per curve, see
   `analysis.sweeps`), a quality-versus-diversity scatter, and a table of runs. `log_sweep_summary`
@@ -18,7 +19,6 @@ loader skips it (`analysis.runs`).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,42 +27,16 @@ import pandas as pd
 from analysis.runs import has_values, load_runs, runs_frame
 from analysis.sweeps import QUALITY_PARAMS, human_groups, method_order, run_labels, swept
 from analysis.tables import holtzman_table
+from experiments.run_charts import RUN_BARS, finite_or_none as _finite, run_charts  # noqa: F401 (re-exported)
 
 CURVE_METRICS = ("gen/ppl", "gen/mauve", "gen/self_bleu4", "gen/zipf", "gen/repetition_pct", "gen/rep_2",
                  "gen/rep_4", "gen/distinct_2", "gen/distinct_4", "gen/diversity", "speed/tok_s")
-RUN_BARS = ("distinct_2", "distinct_4", "diversity", "self_bleu4", "zipf", "repetition_pct")
 CURVE_PARAMS = (*QUALITY_PARAMS, "prompts.batch_size")
 
 
 def short(key: str) -> str:
     """`decoding.top_p` -> `top_p`, `gen/ppl` -> `gen_ppl`: W&B keys without dots (dots nest keys in W&B)."""
     return key.split(".")[-1].replace("/", "_")
-
-
-def _finite(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-def run_charts(metrics: dict[str, float]) -> dict[str, Any]:
-    """Per-run charts: this run's generations beside the human continuations, and its perplexities."""
-    import wandb
-
-    charts: dict[str, Any] = {}
-    rows = [[name, who, metrics[f"{who}/{name}"]] for name in RUN_BARS for who in ("gen", "human")
-            if _finite(metrics.get(f"{who}/{name}")) is not None]
-    if rows:
-        table = wandb.Table(columns=["metric", "text", "value"], data=rows)
-        bars = wandb.Table(columns=["label", "value"], data=[[f"{m} ({who})", v] for m, who, v in rows])
-        charts["charts/generated_vs_human"] = wandb.plot.bar(bars, "label", "value",
-                                                             title="Generated vs human continuations")
-        charts["charts/generated_vs_human_table"] = table
-    ppl = [[label, metrics[key]] for key, label in (("ppl/token", "dataset (teacher-forced)"),
-                                                     ("gen/ppl", "generations"), ("human/ppl", "human continuations"))
-           if _finite(metrics.get(key)) is not None]
-    if ppl:
-        charts["charts/perplexities"] = wandb.plot.bar(wandb.Table(columns=["label", "value"], data=ppl),
-                                                       "label", "value", title="Perplexity per token")
-    return charts
 
 
 def runs_table(frame: pd.DataFrame) -> "Any":

@@ -189,7 +189,7 @@ class WandbLogger(NullLogger):
             return
 
         def _log():
-            from analysis.wandb_charts import run_charts
+            from experiments.run_charts import run_charts
 
             self.run.log(run_charts(numeric(metrics)))
 

@@ -6,8 +6,9 @@ import pytest
 
 from analysis.dashboard import PARAMS, QUALITY, build_report, build_workspace
 from analysis.runs import load_runs, runs_frame
-from analysis.wandb_charts import curve_history, log_sweep_summary, run_charts, sweep_charts
+from analysis.wandb_charts import curve_history, log_sweep_summary, sweep_charts
 from experiments.logging import read_offline_run
+from experiments.run_charts import run_charts
 from tests.analysis.conftest import HUMAN, metrics_for
 
 
