@@ -58,11 +58,14 @@ from .loop import Forward, sync_device, check_finite, init_state
 from .params import GenerationParams
 from .processors import build_processors
 from .result import GenerationResult
-from .stopping import FINISH_EOS, FINISH_LENGTH, FINISH_STOP_STRING, StopStrings
+from .hooks import Recorder, Stops, merge_processors
+from .stopping import FINISH_CRITERIA, FINISH_EOS, FINISH_LENGTH, FINISH_MAX_TIME, FINISH_STOP_STRING, StopStrings
 
 NEG = -1.0e9  # transformers' stand-in for "impossible" beams and candidates (finite: it is added to scores)
-REASONS = (FINISH_LENGTH, FINISH_EOS, FINISH_STOP_STRING)  # finish reason codes 0, 1, 2
-VALUES = 3  # per-token records: processed log-prob, raw log-prob, beam score increment
+REASONS = (FINISH_LENGTH, FINISH_EOS, FINISH_STOP_STRING, FINISH_MAX_TIME, FINISH_CRITERIA)  # codes 0..4
+# Per-token records: processed log-prob, raw log-prob, beam score increment, and the flat row (of that step's
+# B*K rows) the token extended: generate's `beam_indices`, exact in float32 below 2**24 rows.
+VALUES = 4
 
 
 def fill_value(params: GenerationParams) -> int:
@@ -119,6 +122,7 @@ class StepInput:
     run_values: torch.Tensor  # (I*S, 3, N) running per-token records
     store: Store  # I items
     open: torch.Tensor  # (I, 1) bool: the item may still gain finished hypotheses
+    rows: torch.Tensor | None = None  # (I, S) flat row (of all B*K) of each beam; None: item * S + beam
 
 
 @dataclass
@@ -136,6 +140,7 @@ class StepConfig:
     eos: torch.Tensor | None  # (E,) long
     stop_strings: StopStrings | None
     fill: int
+    stops: Stops | None = None  # user stopping criteria and max_time (decoding/hooks.py)
 
 
 @dataclass
@@ -199,16 +204,23 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
 
     no = torch.zeros_like(token, dtype=torch.bool)
     is_eos = torch.isin(token, cfg.eos) if cfg.eos is not None else no
-    is_stop = no
+    is_stop = is_user = no
+    rows = parent + torch.arange(items, device=idx.device)[:, None] * width  # (I, C) rows of x.run_tokens
     if cfg.stop_strings is not None:
-        rows = parent + torch.arange(items, device=idx.device)[:, None] * width
         is_stop = _stop_string_hits(cfg, x.run_tokens, cfg.prompt_length + t, rows, token) & ~is_eos
-    ended = is_eos | is_stop
-    hits = ended | (t + 1 >= cfg.n_max)
+    if cfg.stops is not None and cfg.stops.criteria:  # generate asks them about every candidate sequence
+        length = cfg.prompt_length + t
+        candidates = torch.cat([x.run_tokens[rows.flatten(), :length], token.reshape(-1, 1)], dim=1)
+        is_user = cfg.stops.user_hits(candidates).view_as(token) & ~is_eos & ~is_stop
+    ended = is_eos | is_stop | is_user
+    at_limit = t + 1 >= cfg.n_max
+    time_up = cfg.stops is not None and cfg.stops.expired  # like the length limit: every candidate hits
+    hits = ended | at_limit | time_up
     raw = x.logp.reshape(items, -1).gather(1, idx)
     step = x.scores.reshape(items, -1).gather(1, idx)
     processed = raw if x.logp_processed is x.logp else x.logp_processed.reshape(items, -1).gather(1, idx)
-    values = torch.stack([processed, raw, step], dim=-1)  # (I, C, 3)
+    flat_row = rows if x.rows is None else x.rows.gather(1, parent)
+    values = torch.stack([processed, raw, step, flat_row.to(processed.dtype)], dim=-1)  # (I, C, 4)
 
     # Running beams: the best S candidates that did not end (transformers: `+ hits * -1e9`, then top-k). At
     # the length limit every candidate hits and the search stops, so transformers' running beams of that
@@ -216,9 +228,11 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
     # beam search penalises the tokens they chose.
     running = top + ended.to(torch.float32) * NEG
     keep = torch.topk(running, k=width)[1]  # (I, S)
-    return Candidates(top=top, parent=parent, token=token, ended=ended, hits=hits,
-                      reasons=torch.where(is_eos, 1, torch.where(is_stop, 2, 0)), values=values, keep=keep,
-                      run_scores=running.gather(1, keep))
+    reasons = torch.where(is_eos, 1, torch.where(is_stop, 2, torch.where(is_user, 4, 0)))
+    if time_up and not at_limit:
+        reasons = torch.where(ended, reasons, 3)
+    return Candidates(top=top, parent=parent, token=token, ended=ended, hits=hits, reasons=reasons,
+                      values=values, keep=keep, run_scores=running.gather(1, keep))
 
 
 def merge_finished(cfg: StepConfig, x: StepInput, cand: Candidates, entry_scores: torch.Tensor,
@@ -331,8 +345,11 @@ def advance(state, run_values: torch.Tensor, rows: torch.Tensor, tokens: torch.T
 
 
 def finish(store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int, timings: tuple[float, float],
-           steps: int) -> GenerationResult:
-    """Assemble the result from per-prompt stores whose slots are sorted best first. store: (B, >=n)."""
+           steps: int, recorder: Recorder | None = None) -> GenerationResult:
+    """Assemble the result from per-prompt stores whose slots are sorted best first. store: (B, >=n).
+
+    With a recorder that collected scores or logits, also generate's `beam_indices` (B*n, W) int32.
+    """
     batch = prompt_ids.shape[0]
     tokens = store.tokens[:, :n_return].reshape(batch * n_return, -1)  # (B*n, N)
     lengths = store.lengths[:, :n_return].reshape(-1)  # (B*n,)
@@ -343,6 +360,9 @@ def finish(store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int, tim
     sequences = torch.cat([prompt_ids.repeat_interleave(n_return, dim=0), tokens[:, :width]], dim=1)
     reasons = [REASONS[r] for r in store.reasons[:, :n_return].reshape(-1).tolist()]
     prefill, decode = timings
+    outputs = recorder.outputs() if recorder is not None else {}
+    if any(v is not None for v in outputs.values()):
+        outputs["beam_indices"] = torch.where(mask, values[:, 3].to(torch.int32), -1).to(torch.int32)
     return GenerationResult(
         sequences=sequences,
         token_logprobs=values[:, 0],
@@ -356,6 +376,7 @@ def finish(store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int, tim
         steps=steps,
         sequences_scores=store.scores[:, :n_return].reshape(-1).to(torch.float32),
         extras={"beam_token_scores": values[:, 2], "fill_value": fill},
+        **outputs,
     )
 
 
@@ -386,8 +407,10 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
     forward = Forward(model, kv)
     prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(width)  # (B*K,) pad slots per row
-    processors = build_processors(params, prompt_len, prompt_start if state.padded else None)
+    processors = merge_processors(build_processors(params, prompt_len, prompt_start if state.padded else None),
+                                  params.logits_processor)
     beams = start_beams(batch, width, n_max, cfg.fill, device)
+    recorder, cfg = with_hooks(cfg, params)
 
     sync_device(device)
     t0 = time.perf_counter()
@@ -400,6 +423,8 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
         scores = processors(state.tokens[:, :state.length], logp) if processors else logp
+        recorder.add(scores, logits)  # (B*K, V) each, rows in this step's beam order, as generate records them
+        cfg.stops.tick()
         # (a full log_softmax: on CPU it is faster than a logsumexp for the candidates alone)
         logp_processed = torch.log_softmax(scores, dim=-1) if processors else logp
         out = beam_step(cfg, StepInput(scores, logp, logp_processed, beams.run_scores, state.tokens,
@@ -418,4 +443,10 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     sync_device(device)
     total = time.perf_counter() - t0
     return finish(beams.store, input_ids, params.num_return_sequences, cfg.fill,
-                  (prefill, total - prefill), t)
+                  (prefill, total - prefill), t, recorder)
+
+
+def with_hooks(cfg: StepConfig, params: GenerationParams) -> tuple[Recorder, StepConfig]:
+    """The call's output recorder, and its user stopping criteria / max_time (whose clock starts now)."""
+    recorder = Recorder(params.output_scores, params.output_logits)
+    return recorder, replace(cfg, stops=Stops(params.stopping_criteria, params.max_time, recorder))

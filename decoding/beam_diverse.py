@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 from .beam import (STORE_FIELDS, Store, StepInput, advance, expand, finish, merge_finished, start_beams,
-                   step_config)
+                   step_config, with_hooks)
+from .hooks import merge_processors
 from .cache import KVCache
 from .loop import Forward, sync_device, check_finite, init_state
 from .params import GenerationParams
@@ -94,9 +95,11 @@ def group_step(params: GenerationParams, cfg, x: StepInput, t: int):
     entered = cand.ended & rank_ok & x.open
     store = merge_finished(cfg, x, cand, _entries(cand.top, entered, t + 1, params.length_penalty), entered, t)
     open_ = x.open & ~group_done(params, store, cand.top[:, 0], t)
-    if t + 1 >= cfg.n_max:  # the length limit: running beams of groups not done become hypotheses
+    if t + 1 >= cfg.n_max or (cfg.stops is not None and cfg.stops.expired):
+        # the length limit (or max_time): running beams of groups not done become hypotheses
         last = torch.zeros_like(entered).scatter(1, cand.keep, True) & open_
-        x = StepInput(x.scores, x.logp, x.logp_processed, x.run_scores, x.run_tokens, x.run_values, store, open_)
+        x = StepInput(x.scores, x.logp, x.logp_processed, x.run_scores, x.run_tokens, x.run_values, store, open_,
+                      x.rows)
         store = merge_finished(cfg, x, cand, _entries(cand.top, last, t + 1, params.length_penalty), last, t)
     return cand, store, open_
 
@@ -125,11 +128,12 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
     offsets = torch.arange(batch, device=device)[:, None] * beams_per_prompt  # (B, 1)
     group_rows = [(offsets + g * width + torch.arange(width, device=device)).flatten() for g in range(groups)]
     group_items = [torch.arange(batch, device=device) * groups + g for g in range(groups)]
-    processors = [build_processors(params, prompt_len, prompt_start[rows] if state.padded else None)
-                  for rows in group_rows]
+    processors = [merge_processors(build_processors(params, prompt_len, prompt_start[rows] if state.padded else None),
+                                   params.logits_processor) for rows in group_rows]
     pad = params.pad_token_id if params.pad_token_id is not None else -1
     diversity = None  # built at the first step, when the vocabulary size is known
     beams = start_beams(batch * groups, width, n_max, cfg.fill, device, score_dtype=torch.float64)
+    recorder, cfg = with_hooks(cfg, params)
 
     sync_device(device)
     t0 = time.perf_counter()
@@ -138,6 +142,9 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
         logits = forward(state, start, state.length)  # (B*K, V)
         check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
+        cfg.stops.tick()
+        # (B*K, V): each group's processed scores in its rows, as transformers 4.x's group search recorded them
+        step_scores = torch.empty_like(logp) if recorder.scores is not None else None
         if diversity is None:
             diversity = HammingDiversity(params.diversity_penalty, logp.shape[-1])
         rows_next = torch.empty(batch * beams_per_prompt, dtype=torch.long, device=device)
@@ -154,8 +161,11 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
             if processors[g]:
                 scores = processors[g](tokens[:, :state.length], scores)
             processed = group_logp if scores is group_logp else torch.log_softmax(scores, dim=-1)
+            if step_scores is not None:
+                step_scores[rows] = scores
             x = StepInput(scores, group_logp, processed, beams.run_scores[items], tokens,
-                          beams.run_values.index_select(0, rows), beams.store.rows(items), beams.open[items])
+                          beams.run_values.index_select(0, rows), beams.store.rows(items), beams.open[items],
+                          rows.view(batch, width))
             was_open = x.open
             cand, store, open_ = group_step(params, cfg, x, t)
             beams.run_scores[items] = cand.run_scores
@@ -167,18 +177,19 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
             values_next[rows] = torch.take_along_dim(cand.values, cand.keep[:, :, None], dim=1).flatten(0, 1)
             # A group done before this step "chooses" pad (4.x); its real beams no longer matter.
             earlier = torch.cat([earlier, torch.where(was_open, chosen, pad)], dim=1)
+        recorder.add(step_scores, logits)
         start = state.length
         beams.run_values = advance(state, beams.run_values, rows_next, tokens_next, values_next, t)
         if t == 0:
             sync_device(device)
             prefill = time.perf_counter() - t0
-        if not bool(beams.open.any()) or t + 1 >= n_max:
+        if not bool(beams.open.any()) or t + 1 >= n_max or cfg.stops.expired:
             break
         kv.reorder(rows_next)
     sync_device(device)
     total = time.perf_counter() - t0
     return finish(pool(beams.store, batch), input_ids, params.num_return_sequences, cfg.fill,
-                  (prefill, total - prefill), t)
+                  (prefill, total - prefill), t, recorder)
 
 
 def pool(store: Store, batch: int) -> Store:

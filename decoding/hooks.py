@@ -163,12 +163,17 @@ class Stops:
         self.max_time = max_time
         self.recorder = recorder
         self.start = time.time()  # MaxTimeCriteria's clock: wall time, not perf_counter
+        self.expired = False  # beam search reads the clock once per step (`tick`), for all its candidates
 
     def __bool__(self) -> bool:
         return bool(self.criteria) or self.max_time is not None
 
     def time_up(self) -> bool:
         return self.max_time is not None and time.time() - self.start > self.max_time
+
+    def tick(self) -> bool:
+        self.expired = self.time_up()
+        return self.expired
 
     def user_hits(self, input_ids: torch.Tensor) -> torch.Tensor | None:
         """(R,) bool: rows any user criterion flags, for input_ids (R, L); None without user criteria."""

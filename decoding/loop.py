@@ -39,7 +39,8 @@ from .inputs import check_attention_mask, check_generator, check_input_ids, chec
 from .params import GenerationParams, resolve_params
 from .processors import ProcessorList, build_processors
 from .result import GenerationResult
-from .stopping import FINISH_EOS, FINISH_LENGTH, FINISH_STOP_STRING, StopStrings
+from .hooks import Recorder, Stops, check_streamer_rows, merge_processors
+from .stopping import FINISH_CRITERIA, FINISH_EOS, FINISH_LENGTH, FINISH_MAX_TIME, FINISH_STOP_STRING, StopStrings
 
 
 @dataclass
@@ -191,6 +192,11 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     eos = torch.tensor(params.eos_token_id, device=device) if params.eos_token_id else None
     pad = params.pad_token_id
     stop_strings = StopStrings(params.stop_strings, tokenizer) if params.stop_strings else None
+    streamer = params.streamer
+    check_streamer_rows(streamer, batch)
+    processors = merge_processors(processors, params.logits_processor)
+    recorder = Recorder(params.output_scores, params.output_logits)  # collects nothing unless asked
+    stops = Stops(params.stopping_criteria, params.max_time, recorder)  # max_time's clock starts here
     forward = Forward(model, kv)
 
     logprobs = torch.zeros((batch, n_max), device=device)
@@ -199,6 +205,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     reasons: list[str | None] = [None] * batch
 
+    if streamer is not None:
+        streamer.put(state.tokens[:, :prompt_len].cpu())  # (1, T): the prompt first, as generate sends it
     sync_device(device)
     t0 = time.perf_counter()
     prefill_seconds = 0.0
@@ -209,8 +217,11 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         if step == 0 and prefix_rows is not None:
             state, logits = copy_prefix(state, kv, logits, prefix_rows)
         next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
+        recorder.add(scores, logits)
         if eos is not None and pad is not None:
             next_tokens = torch.where(unfinished, next_tokens, pad)
+        if streamer is not None:
+            streamer.put(next_tokens.cpu())  # (1,)
         slot = state.length
         state.tokens[:, slot] = next_tokens
         if slot > 0:
@@ -234,6 +245,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
                 reasons[r] = FINISH_STOP_STRING
         for r in finished_now.nonzero().flatten().tolist():
             reasons[r] = FINISH_EOS
+        if stops:
+            alive = user_stops(stops, state.tokens[:, : state.length], alive, reasons)
         unfinished = alive
         if step == 0:
             sync_device(device)
@@ -242,6 +255,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
             break
     sync_device(device)
     total = time.perf_counter() - t0
+    if streamer is not None:
+        streamer.end()
     generated = step + 1
     reasons = [r if r is not None else FINISH_LENGTH for r in reasons]
     return GenerationResult(
@@ -255,7 +270,23 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         decode_seconds=total - prefill_seconds,
         new_tokens=int(alive_mask.sum()),
         steps=generated - 1,
+        **recorder.outputs(),
     )
+
+
+def user_stops(stops: Stops, sequences: torch.Tensor, alive: torch.Tensor, reasons: list) -> torch.Tensor:
+    """Rows of `alive` (B,) that the user's criteria or max_time end after this step; records their reasons."""
+    alive = alive.clone()
+    hits = stops.user_hits(sequences)
+    if hits is not None:
+        for r in (hits & alive).nonzero().flatten().tolist():
+            alive[r] = False
+            reasons[r] = FINISH_CRITERIA
+    if stops.time_up():
+        for r in alive.nonzero().flatten().tolist():
+            reasons[r] = FINISH_MAX_TIME
+        alive[:] = False
+    return alive
 
 
 def max_positions_of(model: Any) -> int | None:
