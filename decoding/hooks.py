@@ -30,18 +30,28 @@ from typing import Any, Sequence
 
 import torch
 
-from .processors import EpsilonCutoff, EtaCutoff, MinLength, MinNewTokens, MinP, NoRepeatNGram, ProcessorList
-from .processors import RepetitionPenalty, Temperature, TopK, TopP, Typical
+from .processors import ProcessorList
 
-# Our classes that generate only applies when sampling, appended after the user's processors.
-WARPERS = (Temperature, TopK, TopP, MinP, Typical, EpsilonCutoff, EtaCutoff)
-# transformers' class name -> our class computing the same: a user object of that exact transformers type
-# takes our processor's place, as in `_merge_criteria_processor_list`.
+# Our processors that generate appends after merging the user's list: the sampling warpers, the watermark and
+# the final renormalisation (`_get_logits_processor`). By class name, so that a new class only adds a name.
+AFTER_USER = {"Temperature", "TopH", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff",
+              "Watermark", "WatermarkLogitsProcessor", "LogitNormalization"}
+# transformers' class name -> the name of our class computing the same: a user object of exactly that
+# transformers type takes our processor's place, as in `_merge_criteria_processor_list`.
 TWINS = {
-    "RepetitionPenaltyLogitsProcessor": RepetitionPenalty,
-    "NoRepeatNGramLogitsProcessor": NoRepeatNGram,
-    "MinLengthLogitsProcessor": MinLength,
-    "MinNewTokensLengthLogitsProcessor": MinNewTokens,
+    "RepetitionPenaltyLogitsProcessor": "RepetitionPenalty",
+    "NoRepeatNGramLogitsProcessor": "NoRepeatNGram",
+    "MinLengthLogitsProcessor": "MinLength",
+    "MinNewTokensLengthLogitsProcessor": "MinNewTokens",
+    "ForcedBOSTokenLogitsProcessor": "ForcedBOS",
+    "ForcedEOSTokenLogitsProcessor": "ForcedEOS",
+    "InfNanRemoveLogitsProcessor": "InfNanRemove",
+    "ExponentialDecayLengthPenalty": "ExponentialDecayLengthPenalty",
+    "SuppressTokensLogitsProcessor": "SuppressTokens",
+    "SuppressTokensAtBeginLogitsProcessor": "SuppressTokensAtBegin",
+    "SequenceBiasLogitsProcessor": "SequenceBias",
+    "NoBadWordsLogitsProcessor": "NoBadWords",
+    "PrefixConstrainedLogitsProcessor": "PrefixConstrained",
 }
 # Stopping criteria generate builds from a parameter: a user object of that type would replace generate's own.
 CRITERIA_FROM_PARAMETERS = {
@@ -108,15 +118,14 @@ def check_streamer_rows(streamer: Any, rows: int) -> None:
            "pass one prompt and num_return_sequences=1, or no streamer")
 
 
-def _twin(user: Any) -> type | None:
-    """Our class that a transformers processor object of exactly this type stands in for, if any."""
+def _twin(user: Any) -> str | None:
+    """The name of our class that a transformers processor of exactly this type stands in for, if any."""
     kind = type(user)
-    if not kind.__module__.startswith("transformers."):
+    if kind.__name__ not in TWINS or not kind.__module__.startswith("transformers."):
         return None
     from transformers.generation import logits_process
 
-    ours = TWINS.get(kind.__name__)
-    return ours if ours is not None and kind is getattr(logits_process, kind.__name__, None) else None
+    return TWINS[kind.__name__] if kind is getattr(logits_process, kind.__name__, None) else None
 
 
 def merge_processors(built: ProcessorList, user: Sequence | None) -> ProcessorList:
@@ -124,10 +133,10 @@ def merge_processors(built: ProcessorList, user: Sequence | None) -> ProcessorLi
     the sampling warpers."""
     if not user:
         return built
-    split = next((i for i, proc in enumerate(built) if isinstance(proc, WARPERS)), len(built))
+    split = next((i for i, proc in enumerate(built) if type(proc).__name__ in AFTER_USER), len(built))
     merged = []
     for ours in built[:split]:
-        twin = next((u for u in user if _twin(u) is type(ours)), None)
+        twin = next((u for u in user if _twin(u) == type(ours).__name__), None)
         merged.append(ours if twin is None else twin)
     merged += [u for u in user if not any(u is m for m in merged)]
     return ProcessorList(merged + list(built[split:]))
