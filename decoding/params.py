@@ -95,6 +95,14 @@ class GenerationParams:
     logits_processor: tuple | None = None
     stopping_criteria: tuple | None = None
     streamer: Any = None
+    # token bans, forced tokens and score conditioning (decoding/processors/, in generate's order)
+    suppress_tokens: Any = None  # token ids (list / tuple / 1-D tensor), None: off
+    begin_suppress_tokens: Any = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: Any = None  # one id or several
+    remove_invalid_values: bool = False
+    exponential_decay_length_penalty: tuple | None = None  # (start_index, decay_factor)
+    renormalize_logits: bool = False
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -324,6 +332,7 @@ def _validate_values(p: GenerationParams) -> None:
     _check(p.max_cache_len is None or (_is_int(p.max_cache_len) and p.max_cache_len >= 1), "max_cache_len",
            p.max_cache_len, "use a positive integer (the static cache's slots), or None for prompt + new tokens")
     _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    _validate_processor_values(p)
     unknown_steps = sorted(set(p.processor_order) - set(TRANSFORMERS_PROCESSOR_ORDER))
     _check(not unknown_steps, "processor_order", list(p.processor_order),
            f"name only these processors: {list(TRANSFORMERS_PROCESSOR_ORDER)} (unknown: {unknown_steps})")
@@ -332,6 +341,39 @@ def _validate_values(p: GenerationParams) -> None:
     if p.stop_strings is not None:
         _check(all(isinstance(s, str) and s for s in p.stop_strings), "stop_strings", list(p.stop_strings),
                "use a string or a list of non-empty strings")
+
+
+def _is_token_list(value: Any) -> bool:
+    """A list / tuple / 1-D integer tensor of token ids (integers >= 0)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.dtype == torch.bool or value.dim() != 1:
+            return False
+        value = value.tolist()
+    return isinstance(value, (list, tuple)) and all(_is_int(v) and v >= 0 for v in value)
+
+
+def _validate_processor_values(p: GenerationParams) -> None:
+    """The token bans, forced tokens and score conditioning (processors/constraints.py, normalization.py)."""
+    for name in ("suppress_tokens", "begin_suppress_tokens"):
+        value = getattr(p, name)
+        _check(value is None or _is_token_list(value), name, value,
+               "use a list of token ids (integers >= 0), or None")
+    _check(p.forced_bos_token_id is None or (_is_int(p.forced_bos_token_id) and p.forced_bos_token_id >= 0),
+           "forced_bos_token_id", p.forced_bos_token_id, "use one token id (an integer >= 0), or None")
+    forced_eos = p.forced_eos_token_id
+    _check(forced_eos is None or (_is_int(forced_eos) and forced_eos >= 0) or _is_token_list(forced_eos),
+           "forced_eos_token_id", forced_eos, "use a token id (an integer >= 0), a list of them, or None")
+    for name in ("remove_invalid_values", "renormalize_logits"):
+        _check(isinstance(getattr(p, name), bool), name, getattr(p, name), "use true or false")
+    decay = p.exponential_decay_length_penalty
+    _check(decay is None or (isinstance(decay, (list, tuple)) and len(decay) == 2 and _is_int(decay[0])
+                             and decay[0] >= 0 and _is_number(decay[1]) and math.isfinite(decay[1])
+                             and decay[1] > 0),
+           "exponential_decay_length_penalty", decay,
+           "use a (start_index, decay_factor) pair: an integer >= 0 and a finite number > 0, or None")
+    if decay is not None and not p.eos_token_id:
+        raise ValueError(f"exponential_decay_length_penalty={decay!r} is not allowed without an EOS token: it "
+                         "raises the EOS score; set eos_token_id, or exponential_decay_length_penalty=None")
 
 
 def _validate_combinations(p: GenerationParams) -> None:

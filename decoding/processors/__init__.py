@@ -1,9 +1,10 @@
 """Logits processors, one small class each, grouped by what they do.
 
     base.py         the protocol (`__call__(input_ids, scores) -> scores`, never in place), ProcessorList
-    penalties.py    repetition penalty, no-repeat n-gram
-    constraints.py  length constraints (no EOS before a minimum length)
+    penalties.py    repetition penalty, no-repeat n-gram, exponential decay length penalty
+    constraints.py  length constraints (no EOS before a minimum length), suppressed and forced tokens
     temperature.py  temperature
+    normalization.py  remove_invalid_values (NaN/inf -> finite), renormalize_logits (log-softmax)
     truncation.py   top-k, top-p, min-p, typical, epsilon, eta
     order.py        generate's processor order as data, and build_processors
     rows.py         per-row versions for batched sweeps
@@ -13,16 +14,18 @@ parameters give the same tokens. Shapes: `input_ids` (B, T), `scores` (B, V) flo
 """
 
 from .base import NEG_INF, LogitsProcessor, ProcessorList
-from .constraints import MinLength, MinNewTokens
+from .constraints import ForcedBOS, ForcedEOS, MinLength, MinNewTokens, SuppressTokens, SuppressTokensAtBegin
+from .normalization import InfNanRemove, LogitNormalization
 from .order import TRANSFORMERS_PROCESSOR_ORDER, build_processors, processor_factories
-from .penalties import NoRepeatNGram, RepetitionPenalty
+from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
 from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopK, TopP, Typical, drop_below_min_p,
                          drop_low_mass)
 
 __all__ = [
     "NEG_INF", "LogitsProcessor", "ProcessorList",
-    "MinLength", "MinNewTokens",
+    "ForcedBOS", "ForcedEOS", "MinLength", "MinNewTokens", "SuppressTokens", "SuppressTokensAtBegin",
+    "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty",
     "TRANSFORMERS_PROCESSOR_ORDER", "build_processors", "processor_factories",
     "NoRepeatNGram", "RepetitionPenalty",
     "Temperature",

@@ -1,12 +1,14 @@
 """Constraints: processors that forbid (or force) tokens by rule, whatever the model's scores say.
 
-Length constraints (no EOS before a minimum length) live here, and so do the token bans and forced
-tokens. Each class computes what the transformers processor of the same name computes.
+Length constraints (no EOS before a minimum length) live here, and so do the token bans (suppress_tokens,
+begin_suppress_tokens) and the forced tokens (forced_bos_token_id, forced_eos_token_id). Each class computes what the transformers processor of the same name computes.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import torch
 
 from .base import NEG_INF, LogitsProcessor
 
@@ -39,4 +41,68 @@ class MinNewTokens(LogitsProcessor):
             return scores
         out = scores.clone()
         out[:, list(self.eos_token_id)] = NEG_INF
+        return out
+
+
+def _vocab_mask(token_ids: Sequence[int], scores) -> "torch.Tensor":
+    """(V,) bool: True at the given ids; ids outside the vocabulary match nothing (as torch.isin)."""
+    vocab = torch.arange(scores.shape[-1], device=scores.device)
+    return torch.isin(vocab, torch.tensor(list(token_ids), dtype=torch.long, device=scores.device))
+
+
+class SuppressTokens(LogitsProcessor):
+    """Set the scores of `suppress_tokens` to -inf at every step (generate's `suppress_tokens`)."""
+
+    def __init__(self, suppress_tokens: Sequence[int]):
+        self.suppress_tokens = tuple(suppress_tokens)
+
+    def __call__(self, input_ids, scores):
+        return torch.where(_vocab_mask(self.suppress_tokens, scores), NEG_INF, scores)
+
+
+class SuppressTokensAtBegin(LogitsProcessor):
+    """Set the scores of `begin_suppress_tokens` to -inf at the one step whose input is `begin_index` long.
+
+    generate's begin index is the padded prompt length T (T + 1 when T <= 1 and a BOS token is forced).
+    """
+
+    def __init__(self, begin_suppress_tokens: Sequence[int], begin_index: int):
+        self.begin_suppress_tokens = tuple(begin_suppress_tokens)
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[-1] != self.begin_index:
+            return scores
+        return torch.where(_vocab_mask(self.begin_suppress_tokens, scores), NEG_INF, scores)
+
+
+class ForcedBOS(LogitsProcessor):
+    """Force `bos_token_id` when the sequence is one token long (a one-token prompt): every other -inf, it 0."""
+
+    def __init__(self, bos_token_id: int):
+        self.bos_token_id = bos_token_id
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[-1] != 1:
+            return scores
+        out = torch.full_like(scores, NEG_INF)
+        out[:, self.bos_token_id] = 0
+        return out
+
+
+class ForcedEOS(LogitsProcessor):
+    """Force an EOS id (all of `eos_token_id` score 0, the rest -inf) at the step that reaches `max_length`.
+
+    `max_length` is generate's total length: padded prompt + max_new_tokens.
+    """
+
+    def __init__(self, max_length: int, eos_token_id: Sequence[int]):
+        self.max_length = max_length
+        self.eos_token_id = tuple(eos_token_id)
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[-1] != self.max_length - 1:
+            return scores
+        out = torch.full_like(scores, NEG_INF)
+        out[:, list(self.eos_token_id)] = 0
         return out

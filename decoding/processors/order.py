@@ -9,13 +9,15 @@ None when the parameter's value is neutral.
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .base import LogitsProcessor, ProcessorList
-from .constraints import MinLength, MinNewTokens
-from .penalties import NoRepeatNGram, RepetitionPenalty
+from .constraints import ForcedBOS, ForcedEOS, MinLength, MinNewTokens, SuppressTokens, SuppressTokensAtBegin
+from .normalization import InfNanRemove, LogitNormalization
+from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
 from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopK, TopP, Typical
 
@@ -23,12 +25,19 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
     from ..params import GenerationParams
 
 # The order in which generate applies its logits processors (GenerationMixin._get_logits_processor).
-# The warpers from "temperature" on only run when sampling.
+# The warpers from "temperature" to "eta_cutoff" only run when sampling; generate puts a caller's own
+# logits_processor list between "begin_suppress_tokens" and "temperature".
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "repetition_penalty",
     "no_repeat_ngram_size",
     "min_length",
     "min_new_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
     "temperature",
     "top_k",
     "top_p",
@@ -36,7 +45,20 @@ TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "typical_p",
     "epsilon_cutoff",
     "eta_cutoff",
+    "renormalize_logits",
 )
+
+
+def _ids(value) -> list[int]:
+    """One token id, a sequence of them or a 1-D tensor of them (validated in params.py), as a list of ints."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    return [int(value)] if isinstance(value, numbers.Integral) else [int(v) for v in value]
+
+
+def begin_index(p: GenerationParams, prompt_length: int) -> int:
+    """The input length at which begin_suppress_tokens applies: the first new token, as generate counts it."""
+    return prompt_length if prompt_length > 1 or p.forced_bos_token_id is None else prompt_length + 1
 
 
 def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: torch.Tensor | None,
@@ -59,6 +81,18 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
         "epsilon_cutoff": lambda: EpsilonCutoff(p.epsilon_cutoff, keep)
         if sampling and 0 < p.epsilon_cutoff < 1 else None,
         "eta_cutoff": lambda: EtaCutoff(p.eta_cutoff, keep) if sampling and 0 < p.eta_cutoff < 1 else None,
+        "forced_bos_token_id": lambda: ForcedBOS(int(p.forced_bos_token_id)) if p.forced_bos_token_id is not None else None,
+        "forced_eos_token_id": lambda: ForcedEOS(prompt_length + p.max_new_tokens, _ids(p.forced_eos_token_id))
+        if p.forced_eos_token_id is not None and _ids(p.forced_eos_token_id) else None,
+        "remove_invalid_values": lambda: InfNanRemove() if p.remove_invalid_values else None,
+        "exponential_decay_length_penalty": lambda: ExponentialDecayLengthPenalty(
+            *p.exponential_decay_length_penalty, eos, prompt_length)
+        if p.exponential_decay_length_penalty is not None else None,
+        "suppress_tokens": lambda: SuppressTokens(_ids(p.suppress_tokens)) if p.suppress_tokens else None,
+        "begin_suppress_tokens": lambda: SuppressTokensAtBegin(_ids(p.begin_suppress_tokens),
+                                                               begin_index(p, prompt_length))
+        if p.begin_suppress_tokens else None,
+        "renormalize_logits": lambda: LogitNormalization() if p.renormalize_logits else None,
     }
 
 

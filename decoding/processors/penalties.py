@@ -1,10 +1,12 @@
-"""Penalties: processors that lower (or raise) the scores of tokens because of what the row already holds.
+"""Penalties: processors that lower (or raise) scores because of what the row already holds or how long it is.
 
 Each class computes what the transformers processor of the same name computes, so that the same parameters
 give the same tokens (see base.py for the protocol and shapes).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -54,3 +56,28 @@ class NoRepeatNGram(LogitsProcessor):
         banned = scores.new_zeros((scores.shape[0], vocab + 1), dtype=torch.bool)
         banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
         return scores.masked_fill(banned[:, :vocab], NEG_INF)
+
+
+class ExponentialDecayLengthPenalty(LogitsProcessor):
+    """Raise EOS scores exponentially once `start_index` new tokens follow the (padded) prompt of length T.
+
+    At input length L > T + start_index, each EOS score s becomes s + |s| * (factor ** (L - T - start_index)
+    - 1): the absolute value so that negative scores rise too; non-finite scores are left as they are.
+    """
+
+    def __init__(self, start_index: int, decay_factor: float, eos_token_id: Sequence[int], prompt_length: int):
+        self.regulation_start = start_index + prompt_length
+        self.decay_factor = float(decay_factor)
+        self.eos_token_id = tuple(eos_token_id)
+
+    def __call__(self, input_ids, scores):
+        length = input_ids.shape[-1]
+        if length <= self.regulation_start:
+            return scores
+        eos = list(self.eos_token_id)
+        eos_scores = scores[:, eos]  # (B, E)
+        penalty = torch.abs(eos_scores) * (pow(self.decay_factor, length - self.regulation_start) - 1)
+        penalty = penalty.masked_fill(~torch.isfinite(eos_scores), 0.0)
+        penalties = torch.zeros_like(scores)
+        penalties[:, eos] = penalty
+        return scores + penalties  # adding zeros elsewhere: -inf stays -inf, as in transformers
