@@ -127,6 +127,9 @@ def split_result(result: GenerationResult, configs: int, rows_per_config: int) -
             decode_seconds=result.decode_seconds / configs,
             new_tokens=int(alive.sum()),
             steps=generated - 1,
+            # output_scores / output_logits: each configuration's rows of the steps it ran (R_c, V)
+            scores=None if result.scores is None else tuple(s[rows] for s in result.scores[:generated]),
+            logits=None if result.logits is None else tuple(s[rows] for s in result.logits[:generated]),
             extras={**result.extras, "sweep": shared},
         ))
     return out

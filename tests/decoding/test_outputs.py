@@ -235,3 +235,33 @@ def test_text_iterator_streamer_yields_the_generated_text(tiny_llama):
                             streamer=streamer)
     text = "".join(streamer)  # end() put the stop signal in the queue, so iterating finishes
     assert text == "".join(f"<{i}>" for i in out.new_token_ids[0].tolist())
+
+
+def test_sweep_gives_each_configuration_its_own_scores(tiny_llama, padded_batch):
+    ids, mask = padded_batch
+    configs = [dict(do_sample=True, top_k=0, top_p=p) for p in (0.6, 0.9)]
+    results = decoding.generate_sweep(tiny_llama, ids, mask, configs=configs, max_new_tokens=5,
+                                      generators=[torch.Generator().manual_seed(s) for s in (0, 1)],
+                                      output_scores=True, output_logits=True)
+    for seed, config, swept in zip((0, 1), configs, results):
+        alone = decoding.generate(tiny_llama, ids, mask, max_new_tokens=5, generator=torch.Generator().manual_seed(seed),
+                                  output_scores=True, output_logits=True, **config)
+        assert torch.equal(swept.sequences, alone.sequences)
+        assert len(swept.scores) == len(alone.scores) and len(swept.logits) == len(alone.logits)
+        for a, b in zip(swept.scores + swept.logits, alone.scores + alone.logits):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # the batch's kernels may round differently
+
+
+def test_diverse_beam_scores_and_indices_explain_the_beam_scores(tiny_llama, padded_batch):
+    """No transformers 5 reference (group search left its core): the recorded scores at beam_indices, summed
+    over each hypothesis, are its beam score before the length penalty."""
+    ids, mask = padded_batch
+    out = decoding.generate(tiny_llama, ids, mask, max_new_tokens=6, num_beams=4, num_beam_groups=2,
+                            diversity_penalty=1.0, num_return_sequences=2, length_penalty=0.0, **OUTPUTS)
+    assert len(out.scores) == len(out.logits) >= out.new_token_ids.shape[1]  # steps run >= longest returned
+    assert all(s.shape == (ids.shape[0] * 4, 1000) for s in out.scores)
+    tokens = out.new_token_ids
+    for h in range(tokens.shape[0]):
+        picked = [out.scores[t][out.beam_indices[h, t], tokens[h, t]] for t in range(tokens.shape[1])
+                  if out.beam_indices[h, t] >= 0]
+        torch.testing.assert_close(torch.stack(picked).sum(), out.sequences_scores[h], rtol=1e-5, atol=1e-5)
