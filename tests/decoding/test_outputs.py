@@ -144,15 +144,37 @@ def test_user_processor_runs_where_generate_runs_it(tiny_model, padded_batch, kw
 
 
 def test_user_processor_of_a_built_in_type_takes_its_place(tiny_model, padded_batch):
-    """transformers 5: a user MinLengthLogitsProcessor replaces the one min_length would build (no error)."""
+    """transformers 5: a user MinLengthLogitsProcessor replaces the one min_length builds (no error), so the
+    user's weaker minimum (1 new token) wins over min_length's 5 and row 0 may end at its 3rd token."""
     ids, mask = padded_batch
-    eos = early_eos(tiny_model, ids, mask, do_sample=True, top_k=0)
-    user = MinLengthLogitsProcessor(ids.shape[1] + 5, eos)
-    reference, ours = both(tiny_model, ids, mask, max_new_tokens=8, do_sample=True, top_k=0, eos_token_id=eos,
-                           pad_token_id=0, min_length=ids.shape[1] + 1, logits_processor=[user], **OUTPUTS)
+    eos = early_eos(tiny_model, ids, mask, do_sample=False)
+    user = MinLengthLogitsProcessor(ids.shape[1] + 1, eos)
+    common = dict(max_new_tokens=8, eos_token_id=eos, pad_token_id=0, min_length=ids.shape[1] + 5)
+    reference, ours = both(tiny_model, ids, mask, logits_processor=[user], **common, **OUTPUTS)
     assert torch.equal(ours.sequences, reference.sequences)
     assert_steps_equal(ours.scores, reference.scores)
-    assert (ours.new_token_mask.sum(-1) >= 5).all()
+    assert ours.finish_reasons[0] == "eos" and int(ours.new_token_mask[0].sum()) == 3
+    without = decoding.generate(tiny_model, ids, mask, **common)
+    assert int(without.new_token_mask[0].sum()) >= 5  # min_length alone holds EOS back
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(do_sample=True, top_k=5, renormalize_logits=True, suppress_tokens=[3, 4]),
+    dict(num_beams=2, renormalize_logits=True, suppress_tokens=[3, 4], repetition_penalty=1.3),
+], ids=["sample", "beam"])
+def test_user_processors_between_generates_own(tiny_model, padded_batch, kwargs):
+    """A user SuppressTokensLogitsProcessor replaces the suppress_tokens one in its place; the user's bias
+    runs after the penalties and before top-k and the final renormalisation, as in generate."""
+    from transformers import SuppressTokensLogitsProcessor
+
+    ids, mask = padded_batch
+    torch.manual_seed(0)
+    favourite = int(decoding.generate(tiny_model, ids, mask, max_new_tokens=1, **kwargs).new_token_ids[0, 0])
+    user = [BiasToken(favourite + 1, 2.5), SuppressTokensLogitsProcessor([favourite])]
+    reference, ours = both(tiny_model, ids, mask, max_new_tokens=5, logits_processor=user, **kwargs, **OUTPUTS)
+    assert torch.equal(ours.sequences, reference.sequences)
+    assert_steps_equal(ours.scores, reference.scores)
+    assert not (ours.new_token_ids[:, 0] == favourite).any()  # the user's suppression ran
 
 
 @pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=0), dict(num_beams=3)], ids=["sample", "beam"])
@@ -185,10 +207,9 @@ class SlowDown(LogitsProcessor):
 def test_max_time_stops_a_long_generation(tiny_llama, kwargs):
     ids = torch.tensor([[5, 6, 7]])
     free = decoding.generate(tiny_llama, ids, max_new_tokens=40, eos_token_id=[], **kwargs)
-    start = time.time()
+    # Each step sleeps 0.02 s, so 40 steps take 0.8 s at least: a limit of 0.1 s must end the call early.
     ours = decoding.generate(tiny_llama, ids, max_new_tokens=40, eos_token_id=[], max_time=0.1,
                              logits_processor=[SlowDown()], **kwargs)
-    assert time.time() - start < 0.1 + 10 * 0.02 + 1.0
     generated = ours.new_token_ids.shape[1]
     assert 1 <= generated < 40 and ours.finish_reasons == ["max_time"]
     if "num_beams" not in kwargs:  # the tokens so far are the tokens of the unlimited run
