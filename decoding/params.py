@@ -103,6 +103,10 @@ class GenerationParams:
     remove_invalid_values: bool = False
     exponential_decay_length_penalty: tuple | None = None  # (start_index, decay_factor)
     renormalize_logits: bool = False
+    sequence_bias: Any = None  # {(ids...): bias} or [[ids, bias], ...]
+    bad_words_ids: Any = None  # [[ids...], ...]
+    top_h: float | None = None
+    prefix_allowed_tokens_fn: Any = None  # (batch_id, row ids (T,)) -> allowed token ids
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -285,6 +289,34 @@ def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
            f"token ids must be in [0, {vocab_size}), the model's vocabulary ({outside} lie outside it)")
     _check(p.pad_token_id is None or p.pad_token_id < vocab_size, "pad_token_id", p.pad_token_id,
            f"use a token id in [0, {vocab_size}), the model's vocabulary")
+    # Ids a processor indexes the scores with (suppress_tokens only match, so any id is harmless there).
+    indexed = {"forced_bos_token_id": p.forced_bos_token_id, "forced_eos_token_id": p.forced_eos_token_id,
+               "sequence_bias": p.sequence_bias, "bad_words_ids": p.bad_words_ids}
+    for name, value in indexed.items():
+        outside = [t for t in _token_ids_in(value) if t >= vocab_size]
+        _check(not outside, name, value, f"token ids must be in [0, {vocab_size}), the model's vocabulary "
+                                         f"({outside} lie outside it)")
+
+
+def _token_ids_in(value: Any) -> list[int]:
+    """Every token id in a validated id, id list, bad-words list or sequence-bias value."""
+    if value is None:
+        return []
+    if isinstance(value, torch.Tensor):
+        return [int(t) for t in value.flatten().tolist()]
+    if _is_int(value):
+        return [int(value)]
+    if isinstance(value, dict):
+        return [int(t) for ids in value for t in ids]
+    flat: list[int] = []
+    for item in value:
+        if _is_int(item):
+            flat.append(int(item))
+        elif isinstance(item, (list, tuple)) and item and isinstance(item[0], (list, tuple)):
+            flat += [int(t) for t in item[0]]  # a [[ids], bias] pair
+        else:
+            flat += [int(t) for t in item]
+    return flat
 
 
 def _validate(p: GenerationParams, prompt_length: int, max_positions: int | None) -> None:
@@ -374,6 +406,27 @@ def _validate_processor_values(p: GenerationParams) -> None:
     if decay is not None and not p.eos_token_id:
         raise ValueError(f"exponential_decay_length_penalty={decay!r} is not allowed without an EOS token: it "
                          "raises the EOS score; set eos_token_id, or exponential_decay_length_penalty=None")
+    _check(p.top_h is None or (_is_number(p.top_h) and 0 < p.top_h <= 1), "top_h", p.top_h,
+           "use a number in (0, 1] (or None)")
+    _check(p.prefix_allowed_tokens_fn is None or callable(p.prefix_allowed_tokens_fn), "prefix_allowed_tokens_fn",
+           p.prefix_allowed_tokens_fn, "use a function (batch_id, input_ids) -> list of allowed token ids, or None")
+    _check(p.bad_words_ids is None or (isinstance(p.bad_words_ids, list) and p.bad_words_ids and all(
+        isinstance(seq, list) and seq and all(_is_int(t) and t >= 0 for t in seq) for seq in p.bad_words_ids)),
+        "bad_words_ids", p.bad_words_ids, "use a non-empty list of non-empty lists of token ids (integers >= 0)")
+    _check(p.sequence_bias is None or _is_sequence_bias(p.sequence_bias), "sequence_bias", p.sequence_bias,
+           "use a non-empty {(token ids...): float} dict or [[token ids], float] list, token ids integers >= 0")
+
+
+def _is_sequence_bias(value: Any) -> bool:
+    """generate's two spellings of sequence_bias: {(ids...): float} or [[ids], float] pairs (floats, as it checks)."""
+    def ids_ok(ids: Any, kind: type) -> bool:
+        return isinstance(ids, kind) and len(ids) > 0 and all(_is_int(t) and t >= 0 for t in ids)
+
+    if isinstance(value, dict):
+        return bool(value) and all(ids_ok(ids, tuple) and isinstance(b, float) for ids, b in value.items())
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and ids_ok(pair[0], list) and isinstance(pair[1], float)
+        for pair in value)
 
 
 def _validate_combinations(p: GenerationParams) -> None:

@@ -2,10 +2,12 @@
 
     base.py         the protocol (`__call__(input_ids, scores) -> scores`, never in place), ProcessorList
     penalties.py    repetition penalty, no-repeat n-gram, exponential decay length penalty
-    constraints.py  length constraints (no EOS before a minimum length), suppressed and forced tokens
+    constraints.py  length constraints (no EOS before a minimum length), suppressed and forced tokens,
+                    prefix_allowed_tokens_fn
+    bias.py         sequence_bias, bad_words_ids
     temperature.py  temperature
     normalization.py  remove_invalid_values (NaN/inf -> finite), renormalize_logits (log-softmax)
-    truncation.py   top-k, top-p, min-p, typical, epsilon, eta
+    truncation.py   top-k, top-p, min-p, typical, epsilon, eta, top-h
     order.py        generate's processor order as data, and build_processors
     rows.py         per-row versions for batched sweeps
 
@@ -14,18 +16,21 @@ parameters give the same tokens. Shapes: `input_ids` (B, T), `scores` (B, V) flo
 """
 
 from .base import NEG_INF, LogitsProcessor, ProcessorList
-from .constraints import ForcedBOS, ForcedEOS, MinLength, MinNewTokens, SuppressTokens, SuppressTokensAtBegin
+from .bias import NoBadWords, SequenceBias
+from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixAllowedTokens, SuppressTokens,
+                          SuppressTokensAtBegin)
 from .normalization import InfNanRemove, LogitNormalization
 from .order import TRANSFORMERS_PROCESSOR_ORDER, build_processors, processor_factories
 from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
-from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopK, TopP, Typical, drop_below_min_p,
+from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical, drop_below_min_p,
                          drop_low_mass)
 
 __all__ = [
     "NEG_INF", "LogitsProcessor", "ProcessorList",
     "ForcedBOS", "ForcedEOS", "MinLength", "MinNewTokens", "SuppressTokens", "SuppressTokensAtBegin",
-    "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty",
+    "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty", "NoBadWords", "SequenceBias",
+    "PrefixAllowedTokens", "TopH",
     "TRANSFORMERS_PROCESSOR_ORDER", "build_processors", "processor_factories",
     "NoRepeatNGram", "RepetitionPenalty",
     "Temperature",

@@ -1,12 +1,13 @@
 """Constraints: processors that forbid (or force) tokens by rule, whatever the model's scores say.
 
 Length constraints (no EOS before a minimum length) live here, and so do the token bans (suppress_tokens,
-begin_suppress_tokens) and the forced tokens (forced_bos_token_id, forced_eos_token_id). Each class computes what the transformers processor of the same name computes.
+begin_suppress_tokens), the forced tokens (forced_bos_token_id, forced_eos_token_id) and the caller's
+prefix_allowed_tokens_fn. Sequence biases and bad words are in bias.py. Each class computes what the transformers processor of the same name computes.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -106,3 +107,31 @@ class ForcedEOS(LogitsProcessor):
         out = torch.full_like(scores, NEG_INF)
         out[:, list(self.eos_token_id)] = 0
         return out
+
+
+class PrefixAllowedTokens(LogitsProcessor):
+    """Allow only the tokens `prefix_allowed_tokens_fn(batch_id, row_ids)` returns (constrained generation).
+
+    Rows come in groups of `num_beams` per prompt (beams, or the samples of num_return_sequences). When every
+    allowed token of all of a prompt's rows already scores -inf, the allowed tokens get 0 there instead, so
+    the constraint still holds (transformers' rule).
+    """
+
+    def __init__(self, prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]], num_beams: int):
+        self.prefix_allowed_tokens_fn = prefix_allowed_tokens_fn
+        self.num_beams = num_beams
+
+    def __call__(self, input_ids, scores):
+        mask = torch.full_like(scores, NEG_INF)  # (B * K, V)
+        prompts = input_ids.shape[0] // self.num_beams
+        for batch_id in range(prompts):
+            for beam in range(self.num_beams):
+                row = batch_id * self.num_beams + beam
+                allowed = self.prefix_allowed_tokens_fn(batch_id, input_ids[row])
+                if len(allowed) == 0:
+                    raise ValueError(f"prefix_allowed_tokens_fn returned no token for batch id {batch_id} (row {row}):"
+                                     " the constraint cannot be met; return at least one allowed token id")
+                mask[row, allowed] = 0
+        out = scores + mask
+        stuck = out.amax(dim=-1).isneginf().view(prompts, -1).all(dim=-1, keepdim=True)  # (prompts, 1)
+        return torch.where(stuck.repeat_interleave(self.num_beams, dim=0), mask, out)

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from .base import LogitsProcessor, ProcessorList
-from .constraints import ForcedBOS, ForcedEOS, MinLength, MinNewTokens, SuppressTokens, SuppressTokensAtBegin
+from .bias import NoBadWords, SequenceBias
+from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixAllowedTokens, SuppressTokens,
+                          SuppressTokensAtBegin)
 from .normalization import InfNanRemove, LogitNormalization
 from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
-from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopK, TopP, Typical
+from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical
 
 if TYPE_CHECKING:  # params.py imports this module for the order: no runtime import back
     from ..params import GenerationParams
@@ -28,10 +30,13 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
 # The warpers from "temperature" to "eta_cutoff" only run when sampling; generate puts a caller's own
 # logits_processor list between "begin_suppress_tokens" and "temperature".
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
+    "sequence_bias",
     "repetition_penalty",
     "no_repeat_ngram_size",
+    "bad_words_ids",
     "min_length",
     "min_new_tokens",
+    "prefix_allowed_tokens_fn",
     "forced_bos_token_id",
     "forced_eos_token_id",
     "remove_invalid_values",
@@ -39,6 +44,7 @@ TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "suppress_tokens",
     "begin_suppress_tokens",
     "temperature",
+    "top_h",
     "top_k",
     "top_p",
     "min_p",
@@ -93,6 +99,12 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
                                                                begin_index(p, prompt_length))
         if p.begin_suppress_tokens else None,
         "renormalize_logits": lambda: LogitNormalization() if p.renormalize_logits else None,
+        "sequence_bias": lambda: SequenceBias(p.sequence_bias) if p.sequence_bias is not None else None,
+        "bad_words_ids": lambda: NoBadWords(p.bad_words_ids, eos) if p.bad_words_ids is not None else None,
+        "prefix_allowed_tokens_fn": lambda: PrefixAllowedTokens(p.prefix_allowed_tokens_fn,
+                                                                max(p.num_beams, p.num_return_sequences))
+        if p.prefix_allowed_tokens_fn is not None else None,
+        "top_h": lambda: TopH(p.top_h) if sampling and p.top_h is not None else None,
     }
 
 

@@ -184,8 +184,120 @@ def test_forced_bos_on_one_token_prompts_equals_generate(tiny_model, cache):
 
 
 def test_new_processors_sit_where_generate_puts_them():
-    order = P.TRANSFORMERS_PROCESSOR_ORDER
-    expected = ["min_new_tokens", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-                "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "temperature"]
-    assert list(order[order.index("min_new_tokens"):order.index("temperature") + 1]) == expected
-    assert order[-1] == "renormalize_logits"
+    """The order of GenerationMixin._get_logits_processor (transformers 5.24), names of our settings."""
+    assert P.TRANSFORMERS_PROCESSOR_ORDER == (
+        "sequence_bias", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length",
+        "min_new_tokens", "prefix_allowed_tokens_fn", "forced_bos_token_id", "forced_eos_token_id",
+        "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+        "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+        "renormalize_logits")
+
+
+BIASES = {
+    "one-token": {(3,): 2.5, (7,): -1.0},
+    "multi-token": {(3,): 2.5, (1, 4): -3.0, (2, 2, 4): 1.5, (9, 4): 0.25, (5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6): 4.0},
+    "same-last-token": {(4,): 1.0, (1, 4): 2.0, (2, 1, 4): 4.0},
+}
+
+
+def ids_ending_with(length, seed=0):
+    """Rows whose ends match some BIASES prefixes: [.., 1], [.., 2, 1], [.., 9], and a free row."""
+    ids = ids_of_length(length, seed=seed)
+    ids[0, -1] = 1
+    ids[1, -min(2, length):] = torch.tensor([2, 1])[-min(2, length):]
+    ids[2, -1] = 9
+    return ids
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("length", [1, 2, 5])
+@pytest.mark.parametrize("kind", sorted(BIASES))
+def test_sequence_bias_equals_transformers(seed, length, kind):
+    bias = BIASES[kind]
+    scores, ids = random_scores(seed), ids_ending_with(length, seed)
+    assert_same(P.SequenceBias(bias), T.SequenceBiasLogitsProcessor(dict(bias)), scores, ids)
+    as_list = [[list(k), v] for k, v in bias.items()]  # generate's list spelling means the same
+    assert_same(P.SequenceBias(as_list), T.SequenceBiasLogitsProcessor(as_list), scores, ids)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("eos", [None, [4], [3, 4]])
+def test_bad_words_equal_transformers(seed, eos):
+    bad = [[3], [4], [1, 4], [2, 1, 6], [9, 9]]
+    scores, ids = random_scores(seed), ids_ending_with(4, seed)
+    out = assert_same(P.NoBadWords(bad, eos), T.NoBadWordsLogitsProcessor(bad, eos), scores, ids)
+    assert torch.isneginf(out[:, 3]).all() == (eos is None or 3 not in eos)
+    assert torch.isneginf(out[1, 6])  # row 1 ends with [2, 1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("top_h", [0.1, 0.4, 0.9, 1.0])
+@pytest.mark.parametrize("vocab", [50, 300])
+def test_top_h_equals_transformers(seed, top_h, vocab):
+    scores, ids = random_scores(seed, vocab=vocab), ids_of_length(3)
+    out = assert_same(P.TopH(top_h), T.TopHLogitsWarper(top_h), scores, ids)
+    assert torch.isfinite(out).sum(-1).min() >= 1 and torch.isfinite(out).sum(-1).max() <= 100
+
+
+def allowed_by_parity(batch_id, row):
+    """Even tokens after an even last token, odd ones otherwise; batch 1 gets only tokens the scores ban."""
+    if batch_id == 1:
+        return [5, 6]
+    return list(range(int(row[-1]) % 2, 50, 2))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("beams", [1, 2])
+def test_prefix_allowed_tokens_equals_transformers(seed, beams):
+    scores, ids = random_scores(seed), ids_of_length(3)
+    scores[2 // beams * beams:(2 // beams + 1) * beams, 5:7] = -math.inf  # batch 1 (beams=2) / row 2 stuck
+    out = assert_same(P.PrefixAllowedTokens(allowed_by_parity, beams),
+                      T.PrefixConstrainedLogitsProcessor(allowed_by_parity, beams), scores, ids)
+    assert torch.isfinite(out).any(-1).all()
+
+
+def test_prefix_allowed_tokens_without_any_token_is_named():
+    with pytest.raises(ValueError, match="prefix_allowed_tokens_fn returned no token for batch id 0"):
+        P.PrefixAllowedTokens(lambda b, row: [], 1)(ids_of_length(2), random_scores(0))
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("mode", sorted(SETTINGS))
+@pytest.mark.parametrize("case", ["sequence_bias", "bad_words_ids", "top_h", "prefix_allowed_tokens_fn"])
+def test_tokens_equal_generate_for_bias_and_constraints(tiny_model, padded_batch, case, mode, cache):
+    ids, mask = padded_batch
+    base = dict(SETTINGS[mode], max_new_tokens=8, eos_token_id=[], pad_token_id=0)
+    free = free_run(tiny_model, ids, mask, **base)
+    first = [int(t) for t in free[:, 0]]
+    kwargs = {
+        "sequence_bias": dict(sequence_bias={(first[0],): -50.0, (int(free[1, 2]), int(free[1, 3])): -50.0,
+                                             (11,): 3.0}),
+        "bad_words_ids": dict(bad_words_ids=[[first[1]], [int(free[0, 1]), int(free[0, 2])], [1, 2, 3]]),
+        "top_h": dict(top_h=0.3, top_k=0),
+        "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda batch_id, row: list(range(
+            int(row[-1]) % 2, 1000, 2)) if batch_id != 2 else [7]),
+    }[case]
+    if case == "top_h" and mode == "greedy":
+        pytest.skip("top_h is a sampling warper: greedy decoding never applies it")
+    reference, ours = reference_and_ours(tiny_model, ids, mask, cache, **{**base, **kwargs})
+    assert torch.equal(reference, ours.sequences), case
+    new = ours.new_token_ids
+    if case == "sequence_bias":
+        assert new[0, 0] != first[0] and not torch.equal(new, free)
+    elif case == "bad_words_ids":
+        assert new[1, 0] != first[1]
+    elif case == "prefix_allowed_tokens_fn":
+        assert (new[2] == 7).all()
+        rows = torch.cat([ids[:2, -1:], new[:2]], dim=1)  # (2, 1 + N)
+        assert ((rows[:, 1:] - rows[:, :-1]) % 2 == 0).all()  # each token has its predecessor's parity
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=3), dict(num_beams=2, do_sample=True)])
+def test_prefix_allowed_tokens_and_bad_words_in_beam_search_equal_generate(tiny_model, padded_batch, kwargs):
+    ids, mask = padded_batch
+    base = dict(kwargs, max_new_tokens=6, eos_token_id=[], pad_token_id=1, num_return_sequences=2,
+                bad_words_ids=[[3], [4, 5]], prefix_allowed_tokens_fn=lambda batch_id, row: list(range(
+                    batch_id, 1000, 3)))
+    reference, ours = reference_and_ours(tiny_model, ids, mask, "dynamic", **base)
+    assert torch.equal(reference, ours.sequences)
+    assert ((ours.new_token_ids % 3) == torch.arange(3).repeat_interleave(2)[:, None]).all()
