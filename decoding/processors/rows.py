@@ -113,6 +113,10 @@ def build_row_processors(params: Sequence[GenerationParams], rows_per_config: in
     Args:
         prompt_start: (R,) left-padding slots of every row (already expanded), or None.
     """
+    if any(p.prefix_allowed_tokens_fn is not None for p in params):
+        # Its batch ids would count the configurations' copies of the prompts too.
+        raise ValueError(f"prefix_allowed_tokens_fn={params[0].prefix_allowed_tokens_fn!r} is not allowed in a "
+                         "batched sweep: call generate once per configuration instead")
     order = params[0].processor_order
     keep = 1  # min_tokens_to_keep: beam search is not batched here
     per_config = [processor_factories(p, prompt_length, prompt_start, keep) for p in params]

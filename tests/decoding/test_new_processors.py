@@ -262,8 +262,9 @@ def test_prefix_allowed_tokens_without_any_token_is_named():
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-@pytest.mark.parametrize("mode", sorted(SETTINGS))
-@pytest.mark.parametrize("case", ["sequence_bias", "bad_words_ids", "top_h", "prefix_allowed_tokens_fn"])
+@pytest.mark.parametrize("case, mode", [(case, mode) for case in ("sequence_bias", "bad_words_ids",
+                                                                  "prefix_allowed_tokens_fn") for mode in SETTINGS]
+                         + [("top_h", "sample")])  # top_h is a sampling warper: greedy never applies it
 def test_tokens_equal_generate_for_bias_and_constraints(tiny_model, padded_batch, case, mode, cache):
     ids, mask = padded_batch
     base = dict(SETTINGS[mode], max_new_tokens=8, eos_token_id=[], pad_token_id=0)
@@ -277,8 +278,6 @@ def test_tokens_equal_generate_for_bias_and_constraints(tiny_model, padded_batch
         "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda batch_id, row: list(range(
             int(row[-1]) % 2, 1000, 2)) if batch_id != 2 else [7]),
     }[case]
-    if case == "top_h" and mode == "greedy":
-        pytest.skip("top_h is a sampling warper: greedy decoding never applies it")
     reference, ours = reference_and_ours(tiny_model, ids, mask, cache, **{**base, **kwargs})
     assert torch.equal(reference, ours.sequences), case
     new = ours.new_token_ids
@@ -301,3 +300,26 @@ def test_prefix_allowed_tokens_and_bad_words_in_beam_search_equal_generate(tiny_
     reference, ours = reference_and_ours(tiny_model, ids, mask, "dynamic", **base)
     assert torch.equal(reference, ours.sequences)
     assert ((ours.new_token_ids % 3) == torch.arange(3).repeat_interleave(2)[:, None]).all()
+
+
+def test_sweep_rows_equal_separate_runs_with_the_new_processors(tiny_model, padded_batch):
+    ids, mask = padded_batch
+    shared = dict(max_new_tokens=6, eos_token_id=[14], pad_token_id=0, sequence_bias={(11,): 4.0, (3, 4): -2.0},
+                  bad_words_ids=[[7], [8, 9]], suppress_tokens=[12], begin_suppress_tokens=[13],
+                  forced_eos_token_id=5, exponential_decay_length_penalty=(1, 1.2), renormalize_logits=True,
+                  top_h=0.5)  # top_h has no per-row version yet: one value for the whole sweep
+    configs = [dict(do_sample=False), dict(do_sample=True, top_k=0), dict(do_sample=True, top_p=0.8)]
+    seeds = [None, 1, 2]
+    generators = [None if s is None else torch.Generator().manual_seed(s) for s in seeds]
+    swept = decoding.generate_sweep(tiny_model, ids, mask, configs=configs, generators=generators, **shared)
+    for config, seed, result in zip(configs, seeds, swept):
+        alone = decoding.generate(tiny_model, ids, mask, generator=None if seed is None else
+                                  torch.Generator().manual_seed(seed), **shared, **config)
+        assert torch.equal(result.sequences, alone.sequences)
+
+
+def test_sweep_refuses_prefix_allowed_tokens_fn(tiny_llama, padded_batch):
+    ids, mask = padded_batch
+    with pytest.raises(ValueError, match="prefix_allowed_tokens_fn=.* is not allowed in a batched sweep"):
+        decoding.generate_sweep(tiny_llama, ids, mask, configs=[dict(do_sample=False)], max_new_tokens=2,
+                                prefix_allowed_tokens_fn=lambda b, row: [1])
