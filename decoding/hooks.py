@@ -35,6 +35,7 @@ from .processors import ProcessorList
 # Our processors that generate appends after merging the user's list: the sampling warpers, the watermark and
 # the final renormalisation (`_get_logits_processor`). By class name, so that a new class only adds a name.
 AFTER_USER = {"Temperature", "TopH", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff",
+              "RowTemperature", "RowTopK", "RowTopP", "RowMinP",  # generate_sweep's per-row warpers
               "Watermark", "WatermarkLogitsProcessor", "LogitNormalization"}
 # transformers' class name -> the name of our class computing the same: a user object of exactly that
 # transformers type takes our processor's place, as in `_merge_criteria_processor_list`.
@@ -51,7 +52,7 @@ TWINS = {
     "SuppressTokensAtBeginLogitsProcessor": "SuppressTokensAtBegin",
     "SequenceBiasLogitsProcessor": "SequenceBias",
     "NoBadWordsLogitsProcessor": "NoBadWords",
-    "PrefixConstrainedLogitsProcessor": "PrefixConstrained",
+    "PrefixConstrainedLogitsProcessor": "PrefixAllowedTokens",
 }
 # Stopping criteria generate builds from a parameter: a user object of that type would replace generate's own.
 CRITERIA_FROM_PARAMETERS = {
@@ -128,12 +129,17 @@ def _twin(user: Any) -> str | None:
     return TWINS[kind.__name__] if kind is getattr(logits_process, kind.__name__, None) else None
 
 
+def _kind(proc: Any) -> str:
+    """Our processor's class name (generate_sweep's OnRows wrapper: the class it applies on some rows)."""
+    return type(proc.processor if type(proc).__name__ == "OnRows" else proc).__name__
+
+
 def merge_processors(built: ProcessorList, user: Sequence | None) -> ProcessorList:
     """generate's merge: user processors after our penalties / constraints (a twin replacing ours), before
     the sampling warpers."""
     if not user:
         return built
-    split = next((i for i, proc in enumerate(built) if type(proc).__name__ in AFTER_USER), len(built))
+    split = next((i for i, proc in enumerate(built) if _kind(proc) in AFTER_USER), len(built))
     merged = []
     for ours in built[:split]:
         twin = next((u for u in user if _twin(u) == type(ours).__name__), None)
