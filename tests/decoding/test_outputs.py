@@ -303,3 +303,27 @@ def test_sweep_places_user_processors_as_each_run_alone(tiny_llama, padded_batch
         assert torch.equal(swept.sequences, reference.sequences)
         for a, b in zip(swept.scores, reference.scores):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # the batch's kernels may round differently
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_p=0.9), dict(num_beams=3)], ids=["top_p", "beam"])
+def test_smollm2_outputs_and_text_streamer_equal_generate(smollm2, kwargs):
+    from transformers import TextIteratorStreamer
+
+    model, tokenizer = smollm2
+    batch = tokenizer(["The state of the union is", "Tonight"], return_tensors="pt", padding=True)
+    reference, ours = both(model, batch.input_ids, batch.attention_mask, max_new_tokens=10, **kwargs, **OUTPUTS)
+    assert torch.equal(ours.sequences, reference.sequences)
+    assert_steps_equal(ours.scores, reference.scores)
+    assert_steps_equal(ours.logits, reference.logits)
+    if "num_beams" in kwargs:
+        assert torch.equal(ours.beam_indices, reference.beam_indices)
+        return
+    one = tokenizer(["Tonight"], return_tensors="pt")
+    texts = []
+    for run in (model.generate, lambda ids, **kw: decoding.generate(model, ids, **kw)):
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+        torch.manual_seed(0)
+        run(one.input_ids, max_new_tokens=10, streamer=streamer, **kwargs)
+        texts.append(list(streamer))
+    assert texts[0] == texts[1] and "".join(texts[1])
