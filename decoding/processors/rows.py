@@ -8,7 +8,7 @@ in the same dtype (float32 scalars and float32 (R, 1) tensors round identically)
 
 A row whose configuration does not use a processor gets a neutral value that changes nothing exactly
 (temperature 1, no top-k threshold, a top-p threshold below every cumulative mass, min-p 0), or, for
-processors without such a value, is left out by a row mask.
+processors without such a value (top-h), is left out by a row mask.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import torch
 from .base import NEG_INF, LogitsProcessor, ProcessorList
 from .order import processor_factories
 from .temperature import Temperature
-from .truncation import MinP, TopK, TopP, drop_below_min_p, drop_low_mass
+from .truncation import MinP, TopH, TopK, TopP, drop_below_min_p, drop_beyond_entropy_share, drop_low_mass
 
 if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
     from ..params import GenerationParams
 
 # Parameters that may differ between the configurations of one batched sweep.
-ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p")
+ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h")
 
 
 class RowTemperature(LogitsProcessor):
@@ -67,6 +67,15 @@ class RowMinP(LogitsProcessor):
         return drop_below_min_p(scores, self.min_p, self.min_tokens_to_keep)
 
 
+class RowTopH(LogitsProcessor):
+    def __init__(self, top_h: torch.Tensor, rows: torch.Tensor):
+        self.top_h = top_h  # (R, 1) float32; 1.0 where unused
+        self.rows = rows  # (R,) bool: top-h has no neutral value (it always caps at 100 candidates)
+
+    def __call__(self, input_ids, scores):
+        return torch.where(self.rows[:, None], drop_beyond_entropy_share(scores, self.top_h), scores)
+
+
 class OnRows(LogitsProcessor):
     """Apply `processor` to the rows where `rows` (R,) is True; leave the others as they are."""
 
@@ -100,6 +109,9 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
         return RowTopP(col(mass), used[0].min_tokens_to_keep)
     if name == "min_p":
         return RowMinP(col([p.min_p if isinstance(p, MinP) else 0.0 for p in built]), used[0].min_tokens_to_keep)
+    if name == "top_h":
+        rows = _per_row([isinstance(p, TopH) for p in built], rows_per_config, torch.bool, device)
+        return RowTopH(col([p.top_h if isinstance(p, TopH) else 1.0 for p in built]), rows)
     return None
 
 

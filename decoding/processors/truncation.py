@@ -135,19 +135,25 @@ class TopH(LogitsProcessor):
     """Top-H (Potraghloo et al. 2025): among the 100 most likely tokens, keep the most likely ones while their
     summed entropy terms -p log p stay <= top_h times the entropy of those 100 (the first always kept)."""
 
-    top_n = 100  # transformers' cap on the candidates
-
     def __init__(self, top_h: float):
         if not 0 < top_h <= 1:
             raise ValueError(f"top_h={top_h!r} is not allowed: use a number in (0, 1]")
         self.top_h = float(top_h)
 
     def __call__(self, input_ids, scores):
-        top_logits, top_idx = torch.topk(scores, min(self.top_n, scores.shape[-1]), dim=-1)  # (B, n), descending
-        dist = torch.distributions.Categorical(logits=top_logits)
-        probs = dist.probs
-        tau = (dist.entropy() * self.top_h).unsqueeze(-1)  # (B, 1)
-        selected = torch.cumsum(-probs * torch.log(probs), dim=-1) <= tau
-        selected[:, 0] = True
-        keep = torch.zeros_like(scores, dtype=torch.bool).scatter(1, top_idx, selected)
-        return scores.masked_fill(~keep, NEG_INF)
+        return drop_beyond_entropy_share(scores, self.top_h)
+
+
+TOP_H_CANDIDATES = 100  # transformers' cap on the candidates top-h looks at
+
+
+def drop_beyond_entropy_share(scores: torch.Tensor, top_h) -> torch.Tensor:
+    """Top-h's rule (`top_h` a float, or (B, 1) with one value per row)."""
+    top_logits, top_idx = torch.topk(scores, min(TOP_H_CANDIDATES, scores.shape[-1]), dim=-1)  # (B, n), descending
+    dist = torch.distributions.Categorical(logits=top_logits)
+    probs = dist.probs
+    tau = dist.entropy().unsqueeze(-1) * top_h  # (B, 1)
+    selected = torch.cumsum(-probs * torch.log(probs), dim=-1) <= tau
+    selected[:, 0] = True
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter(1, top_idx, selected)
+    return scores.masked_fill(~keep, NEG_INF)

@@ -323,3 +323,28 @@ def test_sweep_refuses_prefix_allowed_tokens_fn(tiny_llama, padded_batch):
     with pytest.raises(ValueError, match="prefix_allowed_tokens_fn=.* is not allowed in a batched sweep"):
         decoding.generate_sweep(tiny_llama, ids, mask, configs=[dict(do_sample=False)], max_new_tokens=2,
                                 prefix_allowed_tokens_fn=lambda b, row: [1])
+
+
+def test_row_top_h_equals_top_h_on_each_row_bit_for_bit():
+    from decoding.processors.rows import RowTopH
+
+    scores = torch.cat([random_scores(seed, rows=2, vocab=300) for seed in range(3)])  # (6, V)
+    values = [0.2, 0.2, 0.7, 0.7, 1.0, 1.0]
+    used = torch.tensor([True, True, True, True, False, False])
+    out = RowTopH(torch.tensor(values, dtype=torch.float32)[:, None], used)(ids_of_length(2, rows=6), scores)
+    for r, (value, on) in enumerate(zip(values, used)):
+        expected = P.TopH(value)(None, scores[r:r + 1]) if on else scores[r:r + 1]
+        assert torch.equal(out[r:r + 1], expected), r
+
+
+def test_sweep_varying_top_h_equals_separate_runs(tiny_model, padded_batch):
+    ids, mask = padded_batch
+    shared = dict(max_new_tokens=6, eos_token_id=[], pad_token_id=0, do_sample=True, top_k=0)
+    configs = [dict(top_h=0.2), dict(top_h=0.9, temperature=1.5), dict(top_p=0.9), dict(do_sample=False)]
+    seeds = [3, 4, 5, None]
+    generators = [None if s is None else torch.Generator().manual_seed(s) for s in seeds]
+    swept = decoding.generate_sweep(tiny_model, ids, mask, configs=configs, generators=generators, **shared)
+    for config, seed, result in zip(configs, seeds, swept):
+        alone = decoding.generate(tiny_model, ids, mask, generator=None if seed is None else
+                                  torch.Generator().manual_seed(seed), **{**shared, **config})
+        assert torch.equal(result.sequences, alone.sequences)
