@@ -1,8 +1,8 @@
 """transformers' own logits-processor cases for the new processors, ported to decodelab's classes.
 
 Source: huggingface/transformers `tests/generation/test_logits_process.py` (the tests of NoBadWords,
-SequenceBias, PrefixConstrained, ForcedBOS/EOS, InfNanRemove, ExponentialDecayLengthPenalty and
-LogitNormalization): the same inputs and the same expected outputs, written against our API. Random ids
+SequenceBias, PrefixConstrained, ForcedBOS/EOS, InfNanRemove, ExponentialDecayLengthPenalty,
+LogitNormalization and TopH): the same inputs and the same expected outputs, written against our API. Random ids
 (`ids_tensor` there) are drawn from a seeded generator here: the cases do not depend on their values.
 """
 
@@ -84,3 +84,17 @@ def test_normalization_gives_log_probabilities():
     scores = torch.tensor([[-23.18, -29.96, -43.54, 47.77], [-33.58, -26.87, -32.96, 22.51]])
     probs = P.LogitNormalization()(None, scores).exp()
     assert probs.sum(-1).allclose(torch.ones(2)) and probs.allclose(scores.softmax(-1))
+
+
+@pytest.mark.parametrize("probs, top_h, expected", [
+    ([0.97, 0.01, 0.01, 0.01], 0.3, [0.97, 0.0, 0.0, 0.0]),  # peaked: only the top token
+    ([0.4, 0.3, 0.2, 0.1], 0.7, [0.4, 0.3, 0.0, 0.0]),  # the entropy budget holds two tokens
+    ([0.25, 0.25, 0.25, 0.25], 1.0, [0.25, 0.25, 0.25, 0.25]),  # uniform, the whole budget: all
+    ([0.75, 0.25, 0.0, 0.0], 0.4, [0.75, 0.0, 0.0, 0.0]),  # zero-probability tokens
+])
+def test_top_h_keeps_the_entropy_budget(probs, top_h, expected):
+    scores = torch.log(torch.tensor([probs]))
+    before = scores.clone()
+    out = P.TopH(top_h)(None, scores).exp()
+    torch.testing.assert_close(out, torch.tensor([expected]), rtol=1e-3, atol=1e-3)
+    assert torch.equal(scores, before)
