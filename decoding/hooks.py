@@ -25,6 +25,7 @@ transformers 5 semantics, for decoder-only models (`GenerationMixin.generate` / 
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Sequence
 
@@ -79,8 +80,18 @@ def _as_callables(name: str, value: Any, what: str) -> tuple | None:
 
 
 def check_logits_processor(value: Any) -> tuple | None:
-    return _as_callables("logits_processor", value,
-                         "callables (input_ids, scores) -> scores, e.g. transformers LogitsProcessor objects")
+    processors = _as_callables("logits_processor", value,
+                               "callables (input_ids, scores) -> scores, e.g. transformers LogitsProcessor objects")
+    for item in processors or ():
+        # generate's LogitsProcessorList refuses processors wanting more than (input_ids, scores): it has no
+        # extra arguments to give them; we refuse them before the first forward pass
+        try:
+            wanted = list(inspect.signature(item).parameters)
+        except (TypeError, ValueError):
+            continue
+        _check(len(wanted) <= 2, "logits_processor", value,
+               f"each processor is called as processor(input_ids, scores); {item!r} wants {wanted}")
+    return processors
 
 
 def check_stopping_criteria(value: Any) -> tuple | None:

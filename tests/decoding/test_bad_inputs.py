@@ -366,6 +366,8 @@ CASES = [
     case("max_time=True", gen(max_time=True), "max_time", "True"),
     case("logits_processor=not-a-list", gen(logits_processor=lambda ids, s: s), "logits_processor", "<function"),
     case("logits_processor=[5]", gen(logits_processor=[5]), "logits_processor", "[5]"),
+    case("logits_processor-extra-arguments", gen(logits_processor=[lambda ids, scores, cur_len: scores]),
+         "logits_processor", "'cur_len'"),
     case("logits_processor=[class]", gen(logits_processor=[TopKLogitsWarper]), "logits_processor",
          "TopKLogitsWarper"),
     case("stopping_criteria=['x']", gen(stopping_criteria=["x"]), "stopping_criteria", "['x']"),
