@@ -2,7 +2,8 @@
 
 Length constraints (no EOS before a minimum length) live here, and so do the token bans (suppress_tokens,
 begin_suppress_tokens), the forced tokens (forced_bos_token_id, forced_eos_token_id) and the caller's
-prefix_allowed_tokens_fn. Sequence biases and bad words are in bias.py. Each class computes what the transformers processor of the same name computes.
+prefix_allowed_tokens_fn. Sequence biases and bad words are in bias.py. Each class computes what the
+transformers processor of the same name computes.
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
         "epsilon_cutoff": lambda: EpsilonCutoff(p.epsilon_cutoff, keep)
         if sampling and 0 < p.epsilon_cutoff < 1 else None,
         "eta_cutoff": lambda: EtaCutoff(p.eta_cutoff, keep) if sampling and 0 < p.eta_cutoff < 1 else None,
-        "forced_bos_token_id": lambda: ForcedBOS(int(p.forced_bos_token_id)) if p.forced_bos_token_id is not None else None,
+        "forced_bos_token_id": lambda: ForcedBOS(int(p.forced_bos_token_id))
+        if p.forced_bos_token_id is not None else None,
         "forced_eos_token_id": lambda: ForcedEOS(prompt_length + p.max_new_tokens, _ids(p.forced_eos_token_id))
         if p.forced_eos_token_id is not None and _ids(p.forced_eos_token_id) else None,
         "remove_invalid_values": lambda: InfNanRemove() if p.remove_invalid_values else None,

@@ -348,3 +348,15 @@ def test_sweep_varying_top_h_equals_separate_runs(tiny_model, padded_batch):
         alone = decoding.generate(tiny_model, ids, mask, generator=None if seed is None else
                                   torch.Generator().manual_seed(seed), **{**shared, **config})
         assert torch.equal(result.sequences, alone.sequences)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=3), dict(num_beams=2, do_sample=True, top_k=10)])
+def test_beam_search_with_bans_forced_eos_and_renormalized_scores_equals_generate(tiny_model, padded_batch,
+                                                                                    kwargs):
+    ids, mask = padded_batch
+    base = dict(kwargs, max_new_tokens=6, eos_token_id=[9], pad_token_id=1, suppress_tokens=[3, 4],
+                begin_suppress_tokens=[5], forced_eos_token_id=9, renormalize_logits=True,
+                sequence_bias={(6,): 1.5}, exponential_decay_length_penalty=(2, 1.3), remove_invalid_values=True)
+    reference, ours = reference_and_ours(tiny_model, ids, mask, "dynamic", **base)
+    assert torch.equal(reference, ours.sequences)
+    assert not torch.isin(ours.new_token_ids, torch.tensor([3, 4])).any()
