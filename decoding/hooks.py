@@ -190,6 +190,7 @@ class Stops:
         self.recorder = recorder
         self.start = time.time()  # MaxTimeCriteria's clock: wall time, not perf_counter
         self.expired = False  # beam search reads the clock once per step (`tick`), for all its candidates
+        self.has_eos_criterion = any(hasattr(c, "eos_token_id") for c in self.criteria)
 
     def __bool__(self) -> bool:
         return bool(self.criteria) or self.max_time is not None

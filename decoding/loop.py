@@ -197,6 +197,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     processors = merge_processors(processors, params.logits_processor)
     recorder = Recorder(params.output_scores, params.output_logits)  # collects nothing unless asked
     stops = Stops(params.stopping_criteria, params.max_time, recorder)  # max_time's clock starts here
+    # generate writes pad after a row ends when any criterion has an `eos_token_id` (its EOS one, or a user's)
+    pads_finished = pad is not None and (eos is not None or stops.has_eos_criterion)
     forward = Forward(model, kv)
 
     logprobs = torch.zeros((batch, n_max), device=device)
@@ -218,7 +220,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
             state, logits = copy_prefix(state, kv, logits, prefix_rows)
         next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
         recorder.add(scores, logits)
-        if eos is not None and pad is not None:
+        if pads_finished:
             next_tokens = torch.where(unfinished, next_tokens, pad)
         if streamer is not None:
             streamer.put(next_tokens.cpu())  # (1,)

@@ -327,3 +327,19 @@ def test_smollm2_outputs_and_text_streamer_equal_generate(smollm2, kwargs):
         run(one.input_ids, max_new_tokens=10, streamer=streamer, **kwargs)
         texts.append(list(streamer))
     assert texts[0] == texts[1] and "".join(texts[1])
+
+
+def test_a_user_criterion_with_an_eos_attribute_pads_finished_rows_as_generate(tiny_llama, padded_batch):
+    """generate pads ended rows when any criterion has `eos_token_id`, even with no EOS id (explicit None)."""
+    ids, mask = padded_batch
+    free = decoding.generate(tiny_llama, ids, mask, max_new_tokens=6, eos_token_id=[]).new_token_ids
+    for has_attribute in (False, True):
+        criterion = EndWhenLastIs([int(free[0, 1])])
+        if has_attribute:
+            criterion.eos_token_id = None  # only its presence counts
+        common = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=0, stopping_criteria=[criterion])
+        reference = tiny_llama.generate(ids, attention_mask=mask, **common)
+        ours = decoding.generate(tiny_llama, ids, mask, **common)
+        assert torch.equal(ours.sequences, reference)
+        assert ours.finish_reasons[0] == "stopping_criteria"
+        assert bool((ours.new_token_ids[0, 2:] == 0).all()) == has_attribute
