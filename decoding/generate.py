@@ -32,8 +32,9 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
         **params: `transformers.GenerationConfig` names (`max_new_tokens`, `do_sample`, `temperature`,
             `top_k`, `top_p`, `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff`, `repetition_penalty`,
             `no_repeat_ngram_size`, `min_new_tokens`, `num_return_sequences`, `eos_token_id`,
-            `pad_token_id`, `stop_strings`, `num_beams`, ...) plus `cache` ("none" | "dynamic" | "static")
-            and `max_cache_len` for the static cache.
+            `pad_token_id`, `stop_strings`, `num_beams`, `suppress_tokens`, `bad_words_ids`, `sequence_bias`,
+            `forced_eos_token_id`, `top_h`, `renormalize_logits`, `prefix_allowed_tokens_fn`, ...) plus `cache`
+            ("none" | "dynamic" | "static") and `max_cache_len` for the static cache.
 
     Returns:
         GenerationResult; `sequences` is (B * num_return_sequences, T + N).

@@ -360,3 +360,23 @@ def test_beam_search_with_bans_forced_eos_and_renormalized_scores_equals_generat
     reference, ours = reference_and_ours(tiny_model, ids, mask, "dynamic", **base)
     assert torch.equal(reference, ours.sequences)
     assert not torch.isin(ours.new_token_ids, torch.tensor([3, 4])).any()
+
+
+SMOLLM2_CASES = {
+    "bans_and_bias": dict(do_sample=False, suppress_tokens=[28, 30], begin_suppress_tokens=[253],
+                          bad_words_ids=[[260], [314, 1196]], sequence_bias={(30,): -5.0, (11,): 2.0}),
+    "sample_top_h_decay": dict(do_sample=True, top_k=0, top_h=0.6, exponential_decay_length_penalty=(3, 1.3),
+                               renormalize_logits=True, forced_eos_token_id=2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(SMOLLM2_CASES))
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_tokens_equal_generate_on_smollm2(smollm2, case, cache):
+    model, tokenizer = smollm2
+    prompts = ["The state of the union is", "Mr. Speaker, Mr. Vice President, Members of Congress,", "Tonight"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    reference, ours = reference_and_ours(model, batch.input_ids, batch.attention_mask, cache,
+                                         max_new_tokens=12, **SMOLLM2_CASES[case])
+    assert torch.equal(reference, ours.sequences)
