@@ -219,6 +219,14 @@ def test_max_time_stops_a_long_generation(tiny_llama, kwargs):
     assert reference.shape[1] - ids.shape[1] < 40  # generate stops too
 
 
+def test_max_time_stops_diverse_beam_search(tiny_llama):
+    ids = torch.tensor([[5, 6, 7]])
+    ours = decoding.generate(tiny_llama, ids, max_new_tokens=40, eos_token_id=[], max_time=0.1, num_beams=4,
+                             num_beam_groups=2, diversity_penalty=1.0, num_return_sequences=2,
+                             logits_processor=[SlowDown()])
+    assert ours.new_token_ids.shape[1] < 40 and ours.finish_reasons == ["max_time", "max_time"]
+
+
 class Recording(BaseStreamer):
     def __init__(self):
         self.calls = []
