@@ -13,6 +13,7 @@ import torch
 from transformers.generation import logits_process as T
 
 import decoding
+from tests.decoding.reference import reference_and_ours
 from decoding import processors as P
 
 
@@ -111,14 +112,6 @@ def test_exponential_decay_length_penalty_equals_transformers(seed, length, deca
     finite = torch.isfinite(scores[:, eos]) & (scores[:, eos] != 0)
     changed = out[:, eos] != scores[:, eos]
     assert torch.equal(changed, finite & (length > 5 + decay[0]))
-
-
-def reference_and_ours(model, ids, mask, cache, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    reference = model.generate(ids, attention_mask=mask, **kwargs)
-    torch.manual_seed(seed)
-    ours = decoding.generate(model, ids, mask, cache=cache, **kwargs)
-    return reference, ours
 
 
 def free_run(model, ids, mask, **kwargs):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import decoding
+from tests.decoding.reference import reference_and_ours
 
 PROCESSOR_CASES = {
     "greedy": dict(do_sample=False),
@@ -29,14 +30,6 @@ PROCESSOR_CASES = {
                                    min_new_tokens=4),
     "mix_typical_eps_eta": dict(do_sample=True, typical_p=0.95, epsilon_cutoff=1e-3, eta_cutoff=1e-3),
 }
-
-
-def reference_and_ours(model, ids, mask, cache="dynamic", seed=0, **kwargs):
-    torch.manual_seed(seed)
-    reference = model.generate(ids, attention_mask=mask, **kwargs)
-    torch.manual_seed(seed)
-    ours = decoding.generate(model, ids, mask, cache=cache, **kwargs)
-    return reference, ours
 
 
 def eos_ids_finishing_rows_early(model, ids, mask, **kwargs):
