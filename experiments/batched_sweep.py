@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import sys
-import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,15 +133,13 @@ def confine_failure(ret: JobReturn) -> JobReturn:
     `FailedJobsCallback` lists it and makes the sweep exit non-zero at the end. Left FAILED, Hydra's sweeper
     would re-raise the error after the last job and end the multirun with a traceback and no error.txt.
     """
-    from experiments.logging import write_atomic
+    from experiments.run import record_job_failure
 
     if ret.status != JobStatus.FAILED:
         return ret
     err = ret._return_value  # the property re-raises it
-    message = f"error: {type(err).__name__}: {err}"
     out_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
-    write_atomic(out_dir / "error.txt", message + "\n\n" + "".join(traceback.format_exception(err)))
-    print(message, file=sys.stderr)
+    print(record_job_failure(out_dir, err), file=sys.stderr)
     ret.status = JobStatus.COMPLETED
     ret.return_value = float("nan")
     return ret

@@ -424,7 +424,7 @@ def main(cfg: DictConfig) -> float | None:
         message = validate.error_line(err)  # one line: a multi-line cause would read as a traceback
         log.error(message)  # run.log keeps it too
         if _is_multirun():  # one failing job must not end the sweep
-            write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
+            record_job_failure(out_dir, err, message)
             print(message, file=sys.stderr)
             return float("nan")
         print(message, file=sys.stderr)
@@ -432,11 +432,19 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:  # noqa: BLE001 - a bug or the model's own error: in a multirun, confined to this job
         if not _is_multirun():
             raise
-        message = f"error: {type(err).__name__}: {err}"
-        log.exception(message)
-        write_atomic(out_dir / "error.txt", message + "\n\n" + traceback.format_exc())
+        log.exception(record_job_failure(out_dir, err))
         return float("nan")
     return metrics.get(cfg.optimized_metric)
+
+
+def record_job_failure(out_dir: Path, err: BaseException, message: str | None = None) -> str:
+    """A failed sweep job's `error.txt`: its one-line message, then the traceback. Returns the message.
+
+    The one record of a failure, whoever catches it (`main`, or the batched launcher for an error that
+    escaped `main`); `FailedJobsCallback` reads its first line."""
+    message = message or f"error: {type(err).__name__}: {err}"
+    write_atomic(out_dir / "error.txt", message + "\n\n" + "".join(traceback.format_exception(err)))
+    return message
 
 
 if __name__ == "__main__":
