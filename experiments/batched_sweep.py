@@ -72,21 +72,26 @@ def batch_key(cfg: DictConfig) -> str | None:
     The key is the fingerprinted config without the sampling parameters a shared batch varies per row
     and without `decoding.name`.
     """
+    return _checked_batch_key(cfg)[0]
+
+
+def _checked_batch_key(cfg: DictConfig):
+    """(batch key or None, the decoding parameters the config check resolved, or None): one check per config."""
     from decoding.processors.rows import ROW_PARAMETERS
     from experiments.run import NOT_IN_FINGERPRINT, check_config, plain
 
     if not cfg.task.generate:
-        return None
+        return None, None
     try:
         params = check_config(cfg)
     except ValueError:
-        return None  # the job's own run reports it
+        return None, None  # the job's own run reports it
     if params.is_beam or params.num_beam_groups > 1:
-        return None
+        return None, params
     data = plain(cfg, NOT_IN_FINGERPRINT)
     for name in ("name", *ROW_PARAMETERS):
         data["decoding"].pop(name, None)
-    return json.dumps(data, sort_keys=True, default=str)
+    return json.dumps(data, sort_keys=True, default=str), params
 
 
 def group_jobs(configs: Sequence[DictConfig], max_configurations: int | None = None) -> list[list[int]]:
@@ -97,15 +102,15 @@ def group_jobs(configs: Sequence[DictConfig], max_configurations: int | None = N
     equal parts.
     """
     from decoding.sweep import check_batchable
-    from experiments.run import check_config, fingerprint
+    from experiments.run import fingerprint
+    from experiments.validate import check_max_configurations
 
-    if max_configurations is not None and max_configurations < 1:
-        raise ValueError(f"hydra.launcher.max_configurations={max_configurations} is not allowed: use an "
-                         "integer >= 1, or null for no limit")
+    check_max_configurations(max_configurations)
     by_key: dict[str, list[int]] = defaultdict(list)
+    params = {}  # config index -> its checked decoding parameters
     seen: set[str] = set()
     for i, cfg in enumerate(configs):
-        key = batch_key(cfg)
+        key, params[i] = _checked_batch_key(cfg)
         fp = fingerprint(cfg)
         if key is None or fp in seen:
             continue
@@ -116,7 +121,7 @@ def group_jobs(configs: Sequence[DictConfig], max_configurations: int | None = N
         if len(members) < 2:
             continue
         try:  # equal configs but for the row parameters should always pass; checked, not assumed
-            check_batchable([check_config(configs[i]) for i in members])
+            check_batchable([params[i] for i in members])
         except ValueError as err:
             log.warning(f"jobs {members} are not batched: {err}")
             continue
