@@ -407,8 +407,10 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
     forward = Forward(model, kv)
     prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(width)  # (B*K,) pad slots per row
-    processors = merge_processors(build_processors(params, prompt_len, prompt_start if state.padded else None),
-                                  params.logits_processor)
+    # guidance's unconditional rows are never reordered with the beams, as in generate (processors/guidance.py)
+    beam_prompts = torch.arange(batch, device=device).repeat_interleave(width)  # (B*K,)
+    processors = merge_processors(build_processors(params, prompt_len, prompt_start if state.padded else None,
+                                                   model, beam_prompts), params.logits_processor)
     beams = start_beams(batch, width, n_max, cfg.fill, device)
     recorder, cfg = with_hooks(cfg, params)
 

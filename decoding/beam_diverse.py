@@ -128,7 +128,9 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
     offsets = torch.arange(batch, device=device)[:, None] * beams_per_prompt  # (B, 1)
     group_rows = [(offsets + g * width + torch.arange(width, device=device)).flatten() for g in range(groups)]
     group_items = [torch.arange(batch, device=device) * groups + g for g in range(groups)]
-    processors = [merge_processors(build_processors(params, prompt_len, prompt_start[rows] if state.padded else None),
+    # Each group has its own processors, so guidance gives each group its own unconditional rows.
+    processors = [merge_processors(build_processors(params, prompt_len, prompt_start[rows] if state.padded else None,
+                                                    model, rows // beams_per_prompt),
                                    params.logits_processor) for rows in group_rows]
     pad = params.pad_token_id if params.pad_token_id is not None else -1
     diversity = None  # built at the first step, when the vocabulary size is known

@@ -351,5 +351,6 @@ def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
     if prefix_rows is not None:
         prompt_start = prompt_start.index_select(0, prefix_rows)
-    processors = build_processors(p, prompt_len, prompt_start if state.padded else None)
+    processors = build_processors(p, prompt_len, prompt_start if state.padded else None, model,
+                                  prefix_rows if prefix_rows is not None else torch.arange(input_ids.shape[0]))
     return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer, prefix_rows=prefix_rows)

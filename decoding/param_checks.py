@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .processors.guidance import check_guidance
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
            f"use a token id in [0, {vocab_size}), the model's vocabulary")
     # Ids a processor indexes the scores with (suppress_tokens only match, so any id is harmless there).
     indexed = {"forced_bos_token_id": p.forced_bos_token_id, "forced_eos_token_id": p.forced_eos_token_id,
-               "sequence_bias": p.sequence_bias, "bad_words_ids": p.bad_words_ids}
+               "sequence_bias": p.sequence_bias, "bad_words_ids": p.bad_words_ids,
+               "negative_prompt_ids": p.negative_prompt_ids}
     for name, value in indexed.items():
         outside = [t for t in _token_ids_in(value) if t >= vocab_size]
         _check(not outside, name, value, f"token ids must be in [0, {vocab_size}), the model's vocabulary "
@@ -170,6 +172,7 @@ def _validate_processor_values(p: GenerationParams) -> None:
         "bad_words_ids", p.bad_words_ids, "use a non-empty list of non-empty lists of token ids (integers >= 0)")
     _check(p.sequence_bias is None or _is_sequence_bias(p.sequence_bias), "sequence_bias", p.sequence_bias,
            "use a non-empty {(token ids...): float} dict or [[token ids], float] list, token ids integers >= 0")
+    check_guidance(p)
 
 
 def _is_sequence_bias(value: Any) -> bool:

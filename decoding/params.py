@@ -104,6 +104,10 @@ class GenerationParams:
     bad_words_ids: Any = None  # [[ids...], ...]
     top_h: float | None = None
     prefix_allowed_tokens_fn: Any = None  # (batch_id, row ids (T,)) -> allowed token ids
+    # classifier-free guidance (decoding/processors/guidance.py); the tensors are kept as given
+    guidance_scale: float | None = None  # None or 1: off
+    negative_prompt_ids: Any = None  # (B, L) long, left-padded; None: the last prompt token of each row
+    negative_prompt_attention_mask: Any = None  # (B, L) 0/1, with negative_prompt_ids
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None

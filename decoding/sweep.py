@@ -3,7 +3,8 @@
 `model.generate` runs one configuration per call and prefills every prompt again for each. Here the
 prompts are prefilled once; their KV cache and last logits are copied into the rows of every
 configuration (`loop.copy_prefix`), and one decode loop runs all of them, each row with its own
-temperature / top-k / top-p / min-p / top-h (`processors/rows.py`) and its configuration's own random stream.
+temperature / top-k / top-p / min-p / top-h / guidance scale (`processors/rows.py`) and its configuration's
+own random stream.
 
 Batch layout for C configurations, B prompts and n = num_return_sequences:
 
@@ -71,11 +72,19 @@ def check_batchable(params: Sequence[GenerationParams]) -> None:
             continue
         values = [getattr(p, f.name) for p in params]
         for i, value in enumerate(values):
-            if value != values[0]:
+            if not _same_value(value, values[0]):
                 raise ValueError(
                     f"configs[{i}] has {f.name}={value!r} but configs[0] has {f.name}={values[0]!r}: only "
                     f"{', '.join(ROW_PARAMETERS)} (and the seed) may differ within one batched sweep; "
                     "run configurations that differ otherwise separately")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal settings; tensors (negative_prompt_ids, ...) by shape and value, not elementwise."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
+            torch.equal(a.cpu(), b.cpu()))
+    return a == b
 
 
 def _row_groups(params: Sequence[GenerationParams], generators: Sequence[RowGenerators], rows_per_config: int
@@ -178,7 +187,8 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
         model: a transformers causal LM.
         input_ids: (B, T) left-padded prompts; attention_mask: (B, T) as for `generate`.
         configs: C mappings of generate keywords. They may differ only in do_sample, temperature, top_k,
-            top_p, min_p and top_h; everything else (max_new_tokens, penalties, EOS, cache, ...) must be equal.
+            top_p, min_p, top_h and guidance_scale; everything else (max_new_tokens, penalties, EOS, cache,
+            ...) must be equal.
         generators: one entry per configuration: a seeded `torch.Generator` for the configuration's rows,
             or a list of B * num_return_sequences generators (one per row), or None for greedy ones.
         tokenizer: needed only for `stop_strings`.
@@ -205,7 +215,7 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
     kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
     prompt_start = (attention_mask == 0).sum(-1).index_select(0, prefix_rows) if state.padded else None
-    processors = build_row_processors(params, rows_per_config, prompt_len, prompt_start, device)
+    processors = build_row_processors(params, rows_per_config, prompt_len, prompt_start, device, model, prefix_rows)
     result = decode_n_tokens(model, state, kv, p, processors, None, tokenizer, sampler=GroupedSampler(groups),
                              prefix_rows=prefix_rows)
     return split_result(result, len(params), rows_per_config)

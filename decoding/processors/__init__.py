@@ -8,6 +8,7 @@
     temperature.py  temperature
     normalization.py  remove_invalid_values (NaN/inf -> finite), renormalize_logits (log-softmax)
     truncation.py   top-k, top-p, min-p, typical, epsilon, eta, top-h
+    guidance.py     classifier-free guidance (guidance_scale, negative prompt): a second set of rows, own KV cache
     order.py        generate's processor order as data, and build_processors
     rows.py         per-row versions for batched sweeps
 
@@ -19,6 +20,7 @@ from .base import NEG_INF, LogitsProcessor, ProcessorList
 from .bias import NoBadWords, SequenceBias
 from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixAllowedTokens, SuppressTokens,
                           SuppressTokensAtBegin)
+from .guidance import ClassifierFreeGuidance, RowGuidance, UnconditionalBranch
 from .normalization import InfNanRemove, LogitNormalization
 from .order import TRANSFORMERS_PROCESSOR_ORDER, build_processors, processor_factories
 from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
@@ -31,6 +33,7 @@ __all__ = [
     "ForcedBOS", "ForcedEOS", "MinLength", "MinNewTokens", "SuppressTokens", "SuppressTokensAtBegin",
     "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty", "NoBadWords", "SequenceBias",
     "PrefixAllowedTokens", "TopH",
+    "ClassifierFreeGuidance", "RowGuidance", "UnconditionalBranch",
     "TRANSFORMERS_PROCESSOR_ORDER", "build_processors", "processor_factories",
     "NoRepeatNGram", "RepetitionPenalty",
     "Temperature",

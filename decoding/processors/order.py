@@ -10,7 +10,7 @@ None when the parameter's value is neutral.
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -18,6 +18,7 @@ from .base import LogitsProcessor, ProcessorList
 from .bias import NoBadWords, SequenceBias
 from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixAllowedTokens, SuppressTokens,
                           SuppressTokensAtBegin)
+from .guidance import build_guidance
 from .normalization import InfNanRemove, LogitNormalization
 from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
@@ -27,9 +28,11 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
     from ..params import GenerationParams
 
 # The order in which generate applies its logits processors (GenerationMixin._get_logits_processor).
-# The warpers from "temperature" to "eta_cutoff" only run when sampling; generate puts a caller's own
+# Classifier-free guidance comes first: the others work on its log-probabilities. The warpers from
+# "temperature" to "eta_cutoff" only run when sampling; generate puts a caller's own
 # logits_processor list between "begin_suppress_tokens" and "temperature".
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
+    "guidance_scale",
     "sequence_bias",
     "repetition_penalty",
     "no_repeat_ngram_size",
@@ -68,11 +71,16 @@ def begin_index(p: GenerationParams, prompt_length: int) -> int:
 
 
 def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: torch.Tensor | None,
-                        keep: int) -> dict[str, Callable[[], LogitsProcessor | None]]:
-    """For each processor name: a factory returning the processor, or None when its setting is neutral."""
+                        keep: int, model: Any = None, prompt_rows: torch.Tensor | None = None
+                        ) -> dict[str, Callable[[], LogitsProcessor | None]]:
+    """For each processor name: a factory returning the processor, or None when its setting is neutral.
+
+    `model` and `prompt_rows` are read by guidance only (its unconditional rows run on the model).
+    """
     eos = p.eos_token_id
     sampling = p.do_sample
     return {
+        "guidance_scale": lambda: build_guidance(p, model, prompt_rows),
         "repetition_penalty": lambda: RepetitionPenalty(p.repetition_penalty, prompt_start)
         if p.repetition_penalty != 1.0 else None,
         "no_repeat_ngram_size": lambda: NoRepeatNGram(p.no_repeat_ngram_size) if p.no_repeat_ngram_size > 0 else None,
@@ -109,17 +117,20 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
     }
 
 
-def build_processors(p: GenerationParams, prompt_length: int,
-                     prompt_start: torch.Tensor | None = None) -> ProcessorList:
+def build_processors(p: GenerationParams, prompt_length: int, prompt_start: torch.Tensor | None = None,
+                     model: Any = None, prompt_rows: torch.Tensor | None = None) -> ProcessorList:
     """The processors `p` asks for, in `p.processor_order`.
 
     Args:
         p: resolved parameters.
         prompt_length: padded prompt length T (min_new_tokens counts from there, as generate does).
         prompt_start: (B,) number of left-padding slots per row (the repetition penalty skips them).
+        model: the model; needed only for guidance_scale (its unconditional rows).
+        prompt_rows: (R,) the prompt each row continues (covering every prompt); guidance repeats a negative
+            prompt row for its prompt's rows. None: one row per prompt.
     """
     # Beam sampling keeps one more candidate than there are EOS ids, so a beam can always continue.
     keep = (len(p.eos_token_id) + 1 if p.eos_token_id else 2) if p.num_beams > 1 else 1
-    factories = processor_factories(p, prompt_length, prompt_start, keep)
+    factories = processor_factories(p, prompt_length, prompt_start, keep, model, prompt_rows)
     built = (factories[name]() for name in p.processor_order)
     return ProcessorList(proc for proc in built if proc is not None)

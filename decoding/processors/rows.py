@@ -8,7 +8,8 @@ in the same dtype (float32 scalars and float32 (R, 1) tensors round identically)
 
 A row whose configuration does not use a processor gets a neutral value that changes nothing exactly
 (temperature 1, no top-k threshold, a top-p threshold below every cumulative mass, min-p 0), or, for
-processors without such a value (top-h), is left out by a row mask.
+processors without such a value (top-h, guidance: its log-softmax changes the scores), is left out by a
+row mask.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from .base import NEG_INF, LogitsProcessor, ProcessorList
+from .guidance import row_guidance
 from .order import processor_factories
 from .temperature import Temperature
 from .truncation import MinP, TopH, TopK, TopP, drop_below_min_p, drop_beyond_entropy_share, drop_low_mass
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # params.py imports the package for the order: no runtime imp
     from ..params import GenerationParams
 
 # Parameters that may differ between the configurations of one batched sweep.
-ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h")
+ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "guidance_scale")
 
 
 class RowTemperature(LogitsProcessor):
@@ -92,8 +94,8 @@ def _per_row(values: Sequence, rows_per_config: int, dtype: torch.dtype, device)
     return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(rows_per_config)
 
 
-def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config: int, device
-                 ) -> LogitsProcessor | None:
+def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config: int, device,
+                 prompt_rows: torch.Tensor | None = None) -> LogitsProcessor | None:
     """The per-row processor for a parameter that differs between configurations (None: not one of those)."""
     def col(values, dtype=torch.float32):
         return _per_row(values, rows_per_config, dtype, device)[:, None]
@@ -112,11 +114,14 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
     if name == "top_h":
         rows = _per_row([isinstance(p, TopH) for p in built], rows_per_config, torch.bool, device)
         return RowTopH(col([p.top_h if isinstance(p, TopH) else 1.0 for p in built]), rows)
+    if name == "guidance_scale":  # unconditional rows for the guided rows only
+        return row_guidance(built, rows_per_config, prompt_rows, device)
     return None
 
 
 def build_row_processors(params: Sequence[GenerationParams], rows_per_config: int, prompt_length: int,
-                         prompt_start: torch.Tensor | None, device) -> ProcessorList:
+                         prompt_start: torch.Tensor | None, device, model=None,
+                         prompt_rows: torch.Tensor | None = None) -> ProcessorList:
     """Processors for a batch of `len(params)` configurations, `rows_per_config` adjacent rows each.
 
     Each configuration's own processors are built as `build_processors` would build them (so invalid
@@ -124,6 +129,7 @@ def build_row_processors(params: Sequence[GenerationParams], rows_per_config: in
 
     Args:
         prompt_start: (R,) left-padding slots of every row (already expanded), or None.
+        model, prompt_rows: for guidance, the model and (R,) the prompt of every row (`build_processors`).
     """
     if any(p.prefix_allowed_tokens_fn is not None for p in params):
         # Its batch ids would count the configurations' copies of the prompts too.
@@ -131,7 +137,7 @@ def build_row_processors(params: Sequence[GenerationParams], rows_per_config: in
                          "batched sweep: call generate once per configuration instead")
     order = params[0].processor_order
     keep = 1  # min_tokens_to_keep: beam search is not batched here
-    per_config = [processor_factories(p, prompt_length, prompt_start, keep) for p in params]
+    per_config = [processor_factories(p, prompt_length, prompt_start, keep, model, prompt_rows) for p in params]
     out = ProcessorList()
     for name in order:
         built = [factories[name]() for factories in per_config]
@@ -141,7 +147,7 @@ def build_row_processors(params: Sequence[GenerationParams], rows_per_config: in
         if all(repr(p) == repr(built[0]) for p in built):  # the same processor on every row
             out.append(built[0])
         elif name in ROW_PARAMETERS:
-            out.append(_row_version(name, built, rows_per_config, device))
+            out.append(_row_version(name, built, rows_per_config, device, prompt_rows))
         else:  # the same processor, used by some configurations only (a sampling warper beside greedy rows)
             if any(repr(p) != repr(used[0]) for p in used):
                 raise ValueError(f"{name} differs between the configurations ({[repr(p) for p in used]}): only "
