@@ -386,3 +386,59 @@ def generation_perplexity(model, tokenizer, prompts: Sequence[str], continuation
     return score_continuations(model, [p for p, _ in pairs], [c for _, c in pairs], prefix_token_id(tokenizer),
                                max_length=max_length, batch_size=batch_size, pad_id=pad_id,
                                continuation_texts=list(continuations), progress=progress)
+
+
+@torch.inference_mode()
+def _greedy_scored_batch(model, windows: Sequence[Window], pad_id: int) -> list[tuple[float, bool]]:
+    """(summed log p(targets), targets are the argmax at every position) per window, one forward pass."""
+    device = next(model.parameters()).device
+    width = max(len(w.input_ids) for w in windows)
+    keep = max(len(w.target_ids) for w in windows)
+    input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)  # (B, T), left padded
+    mask = torch.zeros((len(windows), width), dtype=torch.long)  # (B, T)
+    targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K), right-aligned like the inputs
+    for row, window in enumerate(windows):
+        input_ids[row, width - len(window.input_ids):] = torch.tensor(window.input_ids)
+        mask[row, width - len(window.input_ids):] = 1
+        targets[row, keep - len(window.target_ids):] = torch.tensor(window.target_ids)
+    input_ids, mask, targets = input_ids.to(device), mask.to(device), targets.to(device)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                   logits_to_keep=keep, use_cache=False).logits  # (B, K, V)
+    logprobs = _target_logprobs(logits, targets).cpu()  # (B, K)
+    greedy = (logits.argmax(dim=-1) == targets).cpu()  # (B, K)
+    out = []
+    for row, window in enumerate(windows):
+        n = len(window.target_ids)
+        out.append((logprobs[row, keep - n:].double().sum().item(), bool(greedy[row, keep - n:].all())))
+    return out
+
+
+def continuation_logprobs(model, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                          max_length: int, prefix_token: int, batch_size: int = 8,
+                          pad_id: int = 0) -> list[tuple[float, bool]]:
+    """Log-likelihood of each continuation given its context, and whether greedy decoding would produce it.
+
+    lm-evaluation-harness's `loglikelihood` on token ids: the model reads `(context + continuation)[:-1]`,
+    cut from the left to `max_length` inputs, and the continuation's tokens are scored at its last
+    positions. Requests are batched by length (longest first) and returned in the order given.
+
+    Args:
+        model: a causal LM.
+        contexts: token ids per request; an empty context conditions on `prefix_token`.
+        continuations: token ids per request, each non-empty and at most `max_length` long.
+        max_length: model inputs per row.
+        prefix_token: what an empty context is replaced by (BOS, or EOS).
+        batch_size: rows per forward pass.
+        pad_id: the id left padding is filled with (never attended).
+    Returns:
+        One `(summed log-probability, is_greedy)` per request.
+    """
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations; pass one per context")
+    windows = [continuation_window(list(c), list(t), max_length, prefix_token) for c, t in zip(contexts, continuations)]
+    results: list[tuple[float, bool] | None] = [None] * len(windows)
+    for batch in batches_by_length(windows, batch_size):
+        for index, result in zip(batch, _greedy_scored_batch(model, [windows[i] for i in batch], pad_id)):
+            results[index] = result
+    return results  # type: ignore[return-value]
