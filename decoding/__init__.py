@@ -7,6 +7,7 @@ from .params import GenerationParams, check_vocabulary, resolve_params, vocab_si
 from .processors import build_processors
 from .result import GenerationResult
 from .sweep import generate_sweep
+from .transition_scores import transition_scores
 
 __all__ = [
     "GenerationParams",
@@ -22,5 +23,6 @@ __all__ = [
     "max_positions_of",
     "prompt_position_ids",
     "resolve_params",
+    "transition_scores",
     "vocab_size_of",
 ]

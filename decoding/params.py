@@ -20,6 +20,8 @@ import torch
 
 from .hooks import resolve_hooks
 from .param_checks import _check, _is_int, check_vocabulary, validate
+from .processors.watermark import as_watermark_settings
+from .refused_keywords import drop_neutral, refusal_reason
 
 # Defaults transformers applies when neither the caller nor the model set a value
 # (GenerationConfig._get_default_generation_params in transformers 5.x).
@@ -108,6 +110,9 @@ class GenerationParams:
     guidance_scale: float | None = None  # None or 1: off
     negative_prompt_ids: Any = None  # (B, L) long, left-padded; None: the last prompt token of each row
     negative_prompt_attention_mask: Any = None  # (B, L) 0/1, with negative_prompt_ids
+    # the Kirchenbauer watermark (decoding/processors/watermark.py): WatermarkingConfig or a dict of its fields in,
+    # a WatermarkSettings after resolution; None: off
+    watermarking_config: Any = None
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -196,6 +201,10 @@ def _resolve_cache(given: dict[str, Any]) -> str:
 
 
 def _unknown_names_error(unknown: list[str]) -> ValueError:
+    refused = [name for name in unknown if refusal_reason(name) is not None]
+    if refused:  # a generate keyword we do not support: its reason, not a typo hint (decoding/refused_keywords.py)
+        reasons = "; ".join(f"{name}: {refusal_reason(name)}" for name in refused)
+        return ValueError(f"generation parameter(s) {refused} are not supported by decodelab's generate: {reasons}")
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, sorted(ACCEPTED_NAMES), n=1)
@@ -231,6 +240,7 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
         generation_config: a `transformers.GenerationConfig` whose set fields win over the model's, or None.
         **given: GenerationConfig-named keywords; they win over both configs, an explicit None included.
     """
+    given = drop_neutral(given)  # e.g. output_attentions=False: generate's default, nothing to refuse
     unknown = sorted(set(given) - ACCEPTED_NAMES)
     if unknown:
         raise _unknown_names_error(unknown)
@@ -254,6 +264,7 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
     values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
     values["cache"] = cache
+    values["watermarking_config"] = as_watermark_settings(values.get("watermarking_config"))
     values.update(resolve_hooks(values))
 
     params = GenerationParams(**{k: v for k, v in values.items() if k in _OWN_FIELDS})

@@ -55,6 +55,15 @@ class GenerationResult:
         """(B * n, N) only the generated part of `sequences`."""
         return self.sequences[:, self.prompt_length:]
 
+    def transition_scores(self, normalize_logits: bool = False) -> torch.Tensor:
+        """(B * n, N') each generated token's score, as `model.compute_transition_scores(sequences, scores,
+        beam_indices, normalize_logits)` gives it (decoding/transition_scores.py). Needs `output_scores=True`."""
+        if self.scores is None:
+            raise ValueError("transition_scores() needs the per-step scores: call generate with output_scores=True")
+        from .transition_scores import transition_scores
+
+        return transition_scores(self.sequences, self.scores, self.beam_indices, normalize_logits)
+
     @property
     def decode_tokens_per_second(self) -> float:
         """Tokens generated after the first one, per second of decode time."""
