@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .processors.guidance import check_guidance
+from .processors.watermark import check_watermarking_config
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ def _validate_processor_values(p: GenerationParams) -> None:
     _check(p.sequence_bias is None or _is_sequence_bias(p.sequence_bias), "sequence_bias", p.sequence_bias,
            "use a non-empty {(token ids...): float} dict or [[token ids], float] list, token ids integers >= 0")
     check_guidance(p)
+    check_watermarking_config(p.watermarking_config)
 
 
 def _is_sequence_bias(value: Any) -> bool:

@@ -3,8 +3,8 @@
 `model.generate` runs one configuration per call and prefills every prompt again for each. Here the
 prompts are prefilled once; their KV cache and last logits are copied into the rows of every
 configuration (`loop.copy_prefix`), and one decode loop runs all of them, each row with its own
-temperature / top-k / top-p / min-p / top-h / guidance scale (`processors/rows.py`) and its configuration's
-own random stream.
+temperature / top-k / top-p / min-p / top-h / guidance scale / watermark (`processors/rows.py`) and its
+configuration's own random stream.
 
 Batch layout for C configurations, B prompts and n = num_return_sequences:
 
@@ -187,8 +187,8 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
         model: a transformers causal LM.
         input_ids: (B, T) left-padded prompts; attention_mask: (B, T) as for `generate`.
         configs: C mappings of generate keywords. They may differ only in do_sample, temperature, top_k,
-            top_p, min_p, top_h and guidance_scale; everything else (max_new_tokens, penalties, EOS, cache,
-            ...) must be equal.
+            top_p, min_p, top_h, guidance_scale and watermarking_config; everything else (max_new_tokens,
+            penalties, EOS, cache, ...) must be equal.
         generators: one entry per configuration: a seeded `torch.Generator` for the configuration's rows,
             or a list of B * num_return_sequences generators (one per row), or None for greedy ones.
         tokenizer: needed only for `stop_strings`.

@@ -9,6 +9,8 @@
     normalization.py  remove_invalid_values (NaN/inf -> finite), renormalize_logits (log-softmax)
     truncation.py   top-k, top-p, min-p, typical, epsilon, eta, top-h
     guidance.py     classifier-free guidance (guidance_scale, negative prompt): a second set of rows, own KV cache
+    watermark.py    the Kirchenbauer et al. 2023 watermark (watermarking_config); its detector is
+                    decoding/watermark_detect.py
     order.py        generate's processor order as data, and build_processors
     rows.py         per-row versions for batched sweeps
 
@@ -27,6 +29,7 @@ from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionP
 from .temperature import Temperature
 from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical, drop_below_min_p,
                          drop_low_mass)
+from .watermark import RowWatermark, Watermark, WatermarkSettings
 
 __all__ = [
     "NEG_INF", "LogitsProcessor", "ProcessorList",
@@ -34,6 +37,7 @@ __all__ = [
     "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty", "NoBadWords", "SequenceBias",
     "PrefixAllowedTokens", "TopH",
     "ClassifierFreeGuidance", "RowGuidance", "UnconditionalBranch",
+    "Watermark", "RowWatermark", "WatermarkSettings",
     "TRANSFORMERS_PROCESSOR_ORDER", "build_processors", "processor_factories",
     "NoRepeatNGram", "RepetitionPenalty",
     "Temperature",

@@ -23,6 +23,7 @@ from .normalization import InfNanRemove, LogitNormalization
 from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
 from .temperature import Temperature
 from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical
+from .watermark import build_watermark
 
 if TYPE_CHECKING:  # params.py imports this module for the order: no runtime import back
     from ..params import GenerationParams
@@ -30,7 +31,8 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
 # The order in which generate applies its logits processors (GenerationMixin._get_logits_processor).
 # Classifier-free guidance comes first: the others work on its log-probabilities. The warpers from
 # "temperature" to "eta_cutoff" only run when sampling; generate puts a caller's own
-# logits_processor list between "begin_suppress_tokens" and "temperature".
+# logits_processor list between "begin_suppress_tokens" and "temperature". The watermark follows every warper
+# and precedes renormalize_logits, as in generate.
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "guidance_scale",
     "sequence_bias",
@@ -54,6 +56,7 @@ TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "typical_p",
     "epsilon_cutoff",
     "eta_cutoff",
+    "watermarking_config",
     "renormalize_logits",
 )
 
@@ -75,7 +78,8 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
                         ) -> dict[str, Callable[[], LogitsProcessor | None]]:
     """For each processor name: a factory returning the processor, or None when its setting is neutral.
 
-    `model` and `prompt_rows` are read by guidance only (its unconditional rows run on the model).
+    `model` and `prompt_rows` are read by guidance only (its unconditional rows run on the model); the
+    watermark reads the model's config vocab_size.
     """
     eos = p.eos_token_id
     sampling = p.do_sample
@@ -107,6 +111,7 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
         "begin_suppress_tokens": lambda: SuppressTokensAtBegin(_ids(p.begin_suppress_tokens),
                                                                begin_index(p, prompt_length))
         if p.begin_suppress_tokens else None,
+        "watermarking_config": lambda: build_watermark(p.watermarking_config, model),
         "renormalize_logits": lambda: LogitNormalization() if p.renormalize_logits else None,
         "sequence_bias": lambda: SequenceBias(p.sequence_bias) if p.sequence_bias is not None else None,
         "bad_words_ids": lambda: NoBadWords(p.bad_words_ids, eos) if p.bad_words_ids is not None else None,
@@ -125,7 +130,8 @@ def build_processors(p: GenerationParams, prompt_length: int, prompt_start: torc
         p: resolved parameters.
         prompt_length: padded prompt length T (min_new_tokens counts from there, as generate does).
         prompt_start: (B,) number of left-padding slots per row (the repetition penalty skips them).
-        model: the model; needed only for guidance_scale (its unconditional rows).
+        model: the model; needed only for guidance_scale (its unconditional rows) and watermarking_config
+            (its config's vocab_size).
         prompt_rows: (R,) the prompt each row continues (covering every prompt); guidance repeats a negative
             prompt row for its prompt's rows. None: one row per prompt.
     """

@@ -23,12 +23,14 @@ from .guidance import row_guidance
 from .order import processor_factories
 from .temperature import Temperature
 from .truncation import MinP, TopH, TopK, TopP, drop_below_min_p, drop_beyond_entropy_share, drop_low_mass
+from .watermark import RowWatermark
 
 if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
     from ..params import GenerationParams
 
 # Parameters that may differ between the configurations of one batched sweep.
-ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "guidance_scale")
+ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "guidance_scale",
+                  "watermarking_config")
 
 
 class RowTemperature(LogitsProcessor):
@@ -114,6 +116,8 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
     if name == "top_h":
         rows = _per_row([isinstance(p, TopH) for p in built], rows_per_config, torch.bool, device)
         return RowTopH(col([p.top_h if isinstance(p, TopH) else 1.0 for p in built]), rows)
+    if name == "watermarking_config":  # each configuration's own greenlists (or none) on its rows
+        return RowWatermark(built, rows_per_config)
     if name == "guidance_scale":  # unconditional rows for the guided rows only
         return row_guidance(built, rows_per_config, prompt_rows, device)
     return None
