@@ -279,7 +279,7 @@ def check_guidance(p: GenerationParams) -> None:
         _check(ids is not None, "negative_prompt_attention_mask", mask,
                "give it together with negative_prompt_ids (the default unconditional prompt, the last prompt "
                "token, has no mask to give), or None")
-        _check(_is_integer_tensor(mask, 2) or (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool),
+        _check(isinstance(mask, torch.Tensor) and mask.dim() == 2 and not mask.is_complex(),
                "negative_prompt_attention_mask", mask, "use a (B, L) tensor of 0 and 1, or None")
         _check(tuple(mask.shape) == tuple(ids.shape), "negative_prompt_attention_mask", mask,
                f"use the shape of negative_prompt_ids, {tuple(ids.shape)} (it has {tuple(mask.shape)})")
