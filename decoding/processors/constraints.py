@@ -25,9 +25,7 @@ class MinLength(LogitsProcessor):
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] >= self.min_length:
             return scores
-        out = scores.clone()
-        out[:, list(self.eos_token_id)] = NEG_INF
-        return out
+        return torch.where(_vocab_mask(self.eos_token_id, scores), NEG_INF, scores)
 
 
 class MinNewTokens(LogitsProcessor):
@@ -41,13 +39,14 @@ class MinNewTokens(LogitsProcessor):
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] - self.prompt_length >= self.min_new_tokens:
             return scores
-        out = scores.clone()
-        out[:, list(self.eos_token_id)] = NEG_INF
-        return out
+        return torch.where(_vocab_mask(self.eos_token_id, scores), NEG_INF, scores)
 
 
 def _vocab_mask(token_ids: Sequence[int], scores) -> "torch.Tensor":
-    """(V,) bool: True at the given ids; ids outside the vocabulary match nothing (as torch.isin)."""
+    """(V,) bool: True at the given ids; ids outside the vocabulary match nothing (as torch.isin).
+
+    An EOS id past the scores' vocabulary is no error for transformers' MinLength / MinNewTokens either.
+    """
     vocab = torch.arange(scores.shape[-1], device=scores.device)
     return torch.isin(vocab, torch.tensor(list(token_ids), dtype=torch.long, device=scores.device))
 

@@ -149,7 +149,7 @@ def test_exponential_decay_length_penalty(data, start, factor):
 def test_min_length(data, min_length):
     scores = data.draw(score_tensors())
     ids = data.draw(id_tensors(scores.shape[0], scores.shape[1]))
-    eos = data.draw(token_lists(scores.shape[1], max_size=3))
+    eos = data.draw(token_lists(scores.shape[1] + 3, max_size=3))  # an id past the vocabulary matches nothing
     check(P.MinLength(min_length, eos), T.MinLengthLogitsProcessor(min_length, eos), ids, scores)
 
 
@@ -158,10 +158,19 @@ def test_min_length(data, min_length):
 def test_min_new_tokens(data, min_new_tokens):
     scores = data.draw(score_tensors())
     ids = data.draw(id_tensors(scores.shape[0], scores.shape[1]))
-    eos = data.draw(token_lists(scores.shape[1], max_size=3))
+    eos = data.draw(token_lists(scores.shape[1] + 3, max_size=3))
     prompt_length = data.draw(st.integers(0, ids.shape[1]))
     check(P.MinNewTokens(prompt_length, min_new_tokens, eos),
           T.MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos), ids, scores)
+
+
+def test_min_length_ignores_eos_ids_past_the_vocabulary():
+    # Found by test_min_length: ours raised IndexError where transformers' isin mask leaves such an id out.
+    scores, ids = torch.zeros((1, 4)), torch.zeros((1, 2), dtype=torch.long)
+    for ours, theirs in [(P.MinLength(5, [1, 4]), T.MinLengthLogitsProcessor(5, [1, 4])),
+                         (P.MinNewTokens(1, 3, [1, 4]), T.MinNewTokensLengthLogitsProcessor(1, 3, [1, 4]))]:
+        out = check(ours, theirs, ids, scores)
+        assert torch.isinf(out).tolist() == [[False, True, False, False]]
 
 
 @PROPERTY
