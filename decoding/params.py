@@ -13,6 +13,7 @@ and what is allowed. The hot loop never validates.
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
@@ -48,6 +49,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 # generate's processor order, as data, lives with the processors (processors/order.py).
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER  # noqa: E402
 from .resolution import (  # noqa: E402
+    DEFAULT,
     default_pad,
     merge_sources,
     model_config_values,
@@ -255,6 +257,11 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     for name in cache_names:
         values.pop(name, None)
 
+    if values.get("max_new_tokens") is None and origin.get("max_length") == DEFAULT:
+        # generate's warning when only its model-agnostic default of 20 decides the length
+        warnings.warn("no max_new_tokens or max_length given anywhere: generating transformers' default of 20 new "
+                      "tokens (capped at the model's positions), as generate does; set max_new_tokens",
+                      UserWarning, stacklevel=4)
     values["max_new_tokens"] = resolve_max_new_tokens(values, origin, prompt_length, max_positions)
     values.pop("max_length", None)
     values["min_new_tokens"], values["min_length"] = resolve_min_lengths(values, prompt_length)
