@@ -197,8 +197,9 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     processors = merge_processors(processors, params.logits_processor)
     recorder = Recorder(params.output_scores, params.output_logits)  # collects nothing unless asked
     stops = Stops(params.stopping_criteria, params.max_time, recorder)  # max_time's clock starts here
-    # generate writes pad after a row ends when any criterion has an `eos_token_id` (its EOS one, or a user's)
-    pads_finished = pad is not None and (eos is not None or stops.has_eos_criterion)
+    # generate writes pad after a row ends when any criterion has an `eos_token_id`: its EosTokenCriteria
+    # (built for any eos_token_id but None, an empty list too) or a user's
+    pads_finished = pad is not None and (params.eos_token_id is not None or stops.has_eos_criterion)
     forward = Forward(model, kv)
 
     logprobs = torch.zeros((batch, n_max), device=device)

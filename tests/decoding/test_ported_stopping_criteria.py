@@ -107,6 +107,37 @@ def test_eos_token_ends_generation_as_generate(tiny_model):
     assert ours.finish_reasons[0] == "eos"
 
 
+class EndsRowZero(StoppingCriteria):
+    """A user criterion without an eos_token_id: row 0 ends once the sequence has 7 tokens."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        done[0] = input_ids.shape[1] >= 7
+        return done
+
+
+BATCH = (torch.tensor([[11, 12, 13, 14, 15], [0, 0, 21, 22, 23]]), torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]))
+
+
+def test_user_criterion_without_eos_leaves_finished_rows_unpadded(tiny_model):
+    # eos_token_id=None: generate builds no EosTokenCriteria, so a row the user's criterion ended goes on
+    # with real tokens (they are not pad), and so do we
+    reference, ours = reference_and_ours(tiny_model, *BATCH, max_new_tokens=5, eos_token_id=None, pad_token_id=5,
+                                         stopping_criteria=[EndsRowZero()])
+    assert torch.equal(reference, ours.sequences)
+    assert ours.finish_reasons[0] == "stopping_criteria"
+
+
+@pytest.mark.xfail(strict=True, reason="params.py turns eos_token_id=[] into None (decoding/params.py "
+                   "_as_token_tuple); generate keeps an empty EOS tensor, builds an EosTokenCriteria from it and "
+                   "so pads finished rows. loop.py pads when params.eos_token_id is not None, ready for () there")
+@pytest.mark.parametrize("pad", [{"pad_token_id": 5}, {}], ids=["pad_5", "model_pad"])
+def test_empty_eos_list_with_a_user_criterion_pads_finished_rows(tiny_llama, pad):
+    reference, ours = reference_and_ours(tiny_llama, *BATCH, max_new_tokens=5, eos_token_id=[],
+                                         stopping_criteria=[EndsRowZero()], **pad)
+    assert torch.equal(reference, ours.sequences)
+
+
 def test_validate_stopping_criteria_is_a_refusal():
     # validate_stopping_criteria warns when a MaxLengthCriteria disagrees with max_length, then uses it; we
     # refuse a user MaxLengthCriteria outright, before any forward pass, and name the parameter to use
