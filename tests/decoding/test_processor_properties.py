@@ -43,11 +43,13 @@ def score_tensors(draw, rows=None, max_rows=6, max_vocab=64, invalid=False):
     b = rows if rows is not None else draw(st.integers(1, max_rows))
     v = draw(st.integers(2, max_vocab))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
-    kind = draw(st.sampled_from(["normal", "ties", "ramp", "mixed"]))
+    kind = draw(st.sampled_from(["normal", "ties", "ramp", "mixed", "uniform"]))
     if kind == "normal":
         scores = torch.randn(b, v, generator=g) * 3
     elif kind == "ties":  # few distinct values: ties at every cutoff
         scores = torch.randint(-2, 3, (b, v), generator=g).float()
+    elif kind == "uniform":  # cumulative masses k / V: top-p's threshold 1 - p falls on them (float32 rounding)
+        scores = torch.ones(b, v)
     elif kind == "ramp":
         scores = torch.log(torch.arange(1, v + 1, dtype=torch.float32)).repeat(b, 1)
     else:  # every entry at its own scale: 1e30 beside 1e-30 in one row
@@ -302,11 +304,18 @@ def test_top_k(data, top_k, keep):
     assert_keeps(out, scores, keep)
 
 
+def top_p_values(vocab):
+    """Top-p values, often 1 - k / V: the threshold then falls on a uniform row's cumulative mass, where
+    comparing in float32 (as transformers does) or in float64 keeps a different number of tokens."""
+    return st.one_of(st.floats(1e-6, 1.0), st.sampled_from([0.1, 0.5, 0.8, 0.9, 0.95, 1.0]),
+                     st.integers(1, vocab - 1).map(lambda k: 1 - k / vocab))
+
+
 @PROPERTY
-@given(data=st.data(), top_p=st.one_of(st.floats(1e-6, 1.0), st.sampled_from([0.1, 0.5, 0.8, 0.9, 0.95, 1.0])),
-       keep=KEEP)
-def test_top_p(data, top_p, keep):
+@given(data=st.data(), keep=KEEP)
+def test_top_p(data, keep):
     scores = data.draw(score_tensors())
+    top_p = data.draw(top_p_values(scores.shape[1]))
     out = check(P.TopP(top_p, keep), T.TopPLogitsWarper(top_p, min_tokens_to_keep=keep), ids_for(scores), scores)
     assert_keeps(out, scores, keep)
 
@@ -361,17 +370,23 @@ def test_top_h(data, top_h):
 
 # ---- per-row versions (rows.py) ---------------------------------------------------------------------------------
 
-# name -> (strategy of one row's value, our scalar processor, transformers' processor) for a shared keep
+# name -> (strategy of one row's value, or a function of V giving it; our scalar processor; transformers'
+# processor), each processor built from (value, min_tokens_to_keep shared by the rows)
 ROW_WARPERS = {
     "temperature": (TEMPERATURES, lambda v, keep: P.Temperature(v), lambda v, keep: T.TemperatureLogitsWarper(v)),
     "top_k": (st.integers(1, 80), lambda v, keep: P.TopK(v, keep),
               lambda v, keep: T.TopKLogitsWarper(v, min_tokens_to_keep=keep)),
-    "top_p": (st.one_of(st.floats(1e-6, 1.0), st.sampled_from([0.5, 0.9, 1.0])), lambda v, keep: P.TopP(v, keep),
+    "top_p": (top_p_values, lambda v, keep: P.TopP(v, keep),
               lambda v, keep: T.TopPLogitsWarper(v, min_tokens_to_keep=keep)),
     "min_p": (st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.05, 0.1])), lambda v, keep: P.MinP(v, keep),
               lambda v, keep: T.MinPLogitsWarper(v, min_tokens_to_keep=keep)),
     "top_h": (TOP_H, lambda v, keep: P.TopH(v), lambda v, keep: T.TopHLogitsWarper(v)),
 }
+
+
+def value_strategy(name, scores):
+    values = ROW_WARPERS[name][0]
+    return values if isinstance(values, st.SearchStrategy) else values(scores.shape[1])
 
 
 def row_processor(name, values, keep, device="cpu"):
@@ -382,14 +397,14 @@ def row_processor(name, values, keep, device="cpu"):
 
 @pytest.mark.parametrize("name", sorted(ROW_WARPERS))
 def test_row_warpers_equal_transformers_per_row(name):
-    values_strategy, _, theirs = ROW_WARPERS[name]
+    _, ours, theirs = ROW_WARPERS[name]
 
     @PROPERTY
     @given(data=st.data(), keep=KEEP if name not in ("temperature", "top_h") else st.just(1))
     def run(data, keep):
         scores = data.draw(score_tensors(max_vocab=150 if name == "top_h" else 64))
         b = scores.shape[0]
-        values = data.draw(st.lists(st.one_of(st.none(), values_strategy), min_size=b, max_size=b)
+        values = data.draw(st.lists(st.one_of(st.none(), value_strategy(name, scores)), min_size=b, max_size=b)
                            .filter(lambda vs: any(v is not None for v in vs)))
         before = scores.clone()
         out = row_processor(name, values, keep)(ids_for(scores), scores)
@@ -398,6 +413,8 @@ def test_row_warpers_equal_transformers_per_row(name):
             row = scores[i:i + 1]
             expected = row if v is None else theirs(v, keep)(ids_for(row), row.clone())
             assert torch.equal(out[i:i + 1], expected), (i, v, out[i], expected)
+            if v is not None:  # and our scalar processor on the row alone
+                assert torch.equal(out[i:i + 1], ours(v, keep)(ids_for(row), row))
         assert_keeps(out, scores, keep, by_probability=name == "min_p")
 
     run()
@@ -405,12 +422,13 @@ def test_row_warpers_equal_transformers_per_row(name):
 
 @pytest.mark.parametrize("name", sorted(ROW_WARPERS))
 def test_row_warpers_with_one_value_equal_transformers_on_the_batch(name):
-    values_strategy, _, theirs = ROW_WARPERS[name]
+    theirs = ROW_WARPERS[name][2]
 
     @PROPERTY
-    @given(data=st.data(), value=values_strategy, keep=KEEP if name not in ("temperature", "top_h") else st.just(1))
-    def run(data, value, keep):
+    @given(data=st.data(), keep=KEEP if name not in ("temperature", "top_h") else st.just(1))
+    def run(data, keep):
         scores = data.draw(score_tensors(max_vocab=150 if name == "top_h" else 64))
+        value = data.draw(value_strategy(name, scores))
         check(row_processor(name, [value] * scores.shape[0], keep), theirs(value, keep), ids_for(scores), scores)
 
     run()
