@@ -229,6 +229,12 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     for key in ("meta/not_measurable", "meta/caveats"):  # dicts: merged, not replaced
         human[key] = {**metrics[key], **human[key]}
     metrics.update(human)
+    watermark = cfg.decoding.get("watermarking_config")
+    if watermark is not None:  # the detector's z beside the quality metrics (experiments/metrics/watermark.py)
+        from experiments.metrics.watermark import run_watermark_metrics
+
+        merge_metrics(metrics, run_watermark_metrics(OmegaConf.to_container(watermark, resolve=True), gen.samples,
+                                                     [u["continuation_ids"] for u in unique], model))
     metrics.update(gen.speed_metrics())
     metrics["gen/samples"] = float(len(gen.samples))
     metrics["gen/finish_eos_pct"] = 100.0 * sum(s["finish_reason"] == "eos" for s in gen.samples) / len(gen.samples)
