@@ -309,6 +309,12 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
         gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
                                                   precomputed_run(job_fingerprint))
         merge_metrics(metrics, gen_metrics)
+    if cfg.task.get("lm_eval"):
+        from experiments.lm_eval_run import lm_eval_metrics
+
+        log.info("lm-eval tasks under this decoding")
+        task_metrics, samples = lm_eval_metrics(cfg, model, tokenizer, out_dir)
+        merge_metrics(metrics, task_metrics)
     merge_metrics(metrics, peak_memory_metrics(model.device))
     metrics = clean_metrics(metrics)
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain(cfg))))
@@ -351,7 +357,7 @@ def print_summary(cfg: DictConfig, metrics: dict[str, Any]) -> None:
                         f"decoding={cfg.decoding.get('name')} cache={cfg.cache.setting}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = [k for k in metrics if k.split("/")[0] in ("ppl", "gen", "human", "speed", "mem")
+    shown = [k for k in metrics if k.split("/")[0] in ("ppl", "gen", "human", "speed", "mem", "task")
              and not k.endswith(("/nll", "/tokens", "/words", "/bytes", "/windows"))]
     reasons = metrics.get("meta/not_measurable") or {}
     caveats = metrics.get("meta/caveats") or {}

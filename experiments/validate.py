@@ -115,9 +115,10 @@ def check_task(task: DictConfig) -> None:
     check_keys(task, "task", group_keys("task"))
     check_bool(task, "perplexity", path="task")
     check_bool(task, "generate", path="task")
-    if not (task.perplexity or task.generate):
+    lm_eval = check_bool(task, "lm_eval", path="task") if "lm_eval" in task else False
+    if not (task.perplexity or task.generate or lm_eval):
         raise ConfigError("task.perplexity=false and task.generate=false ask for nothing: set one of them to true "
-                          "(or task=both|perplexity|generate)", "task")
+                          "(or task=both|perplexity|generate|lm_eval)", "task")
 
 
 def check_target_keys(node: DictConfig, path: str) -> None:
@@ -265,6 +266,10 @@ def _check_all(cfg: DictConfig):
     check_cache(cfg.cache)
     check_logger(cfg.get("logger"))
     check_launcher(cfg)
+    if cfg.task.get("lm_eval"):  # the eval.* values; task names and data in check_inputs
+        from experiments.lm_eval_run import check_eval_config
+
+        check_eval_config(cfg)
     return check_decoding(cfg)
 
 
@@ -283,6 +288,10 @@ def check_inputs(cfg: DictConfig) -> None:
     check_model_name(cfg.model.name, "model.name")
     if cfg.scorer is not None:
         check_model_name(cfg.scorer.name, "scorer.name")
+    if cfg.task.get("lm_eval"):  # task names known, hub data reachable, gen_kwargs compatible with the run
+        from experiments.lm_eval_run import check_eval_inputs
+
+        check_eval_inputs(cfg)
 
 
 def error_line(err: BaseException) -> str:
