@@ -1,6 +1,7 @@
 """Tokens/s of decoding.generate against model.generate, same arguments, same process, side by side.
 
-Cells: batch 1 and 8, greedy and top-p sampling, dynamic and static cache. Each cell runs the two
+Cells: batch 1 and 8, greedy, top-p sampling and greedy with classifier-free guidance (guidance_scale 1.5),
+dynamic and static cache. Each cell runs the two
 implementations alternately (ours, theirs, ours, theirs, ...) so machine noise hits both alike, checks
 that they produced the same tokens, and reports the median tokens/s of each and their ratio (ours / theirs).
 The static cells compare our static cache against generate's `cache_implementation="static"`, and also
@@ -26,6 +27,9 @@ import decoding
 from experiments.models import load_model
 
 MODES = {"greedy": dict(do_sample=False), "top_p": dict(do_sample=True, top_p=0.9, top_k=0)}
+# Classifier-free guidance on greedy decoding: a second set of rows (the last prompt token) with its own cache,
+# one more forward per step in both implementations (generate's unconditional rows always use a dynamic cache).
+MODES["greedy+cfg"] = dict(MODES["greedy"], guidance_scale=1.5)
 
 
 def run_cell(model, batch, mode, cache, new_tokens, repeats):

@@ -34,7 +34,8 @@ SCALES = (1.0, 3.0, 1e-30, 1e-4, 1e4, 1e30)  # float32 holds all of them (max 3.
 
 @st.composite
 def score_tensors(draw, rows=None, max_rows=6, max_vocab=64, invalid=False):
-    """(B, V) float32 scores: normal or tied values at one scale, some -inf; each row keeps a finite entry.
+    """(B, V) float32 scores, some -inf, each row with a finite entry: normal, tied (few distinct values),
+    uniform or ramp rows at one scale from SCALES, or every entry at its own scale.
 
     Args:
         rows: a fixed B (else drawn in 1..max_rows).
