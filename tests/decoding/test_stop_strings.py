@@ -9,9 +9,10 @@ import functools
 
 import pytest
 import torch
+from transformers.generation import StopStringCriteria
 
 import decoding
-from decoding.stopping import StopTable, matching_mode, token_strings_for
+from decoding.stopping import StopStrings, StopTable, matching_mode, token_strings_for
 from experiments.models import build_tiny_model
 from tests.decoding.offline_tokenizers import BUILDERS
 from tests.decoding.reference import reference_and_ours
@@ -30,6 +31,22 @@ def test_overlap_rule_of_transformers_docs(pieces, hit):
     table = StopTable("stop", dict(enumerate(VOCAB)))
     lengths = {i: len(text) for i, text in enumerate(VOCAB)}
     assert table.hit([VOCAB.index(p) for p in pieces], lengths) is hit
+
+
+@pytest.mark.parametrize("tokens, stop, hit", [
+    (["##b"], "#b", False),  # decoded alone the token reads "##b"; its token string is "b"
+    (["they"], " the", True),  # a word-initial token's string starts with a space: " they"
+    (["the", "end"], "e e", True),
+    (["a", "##b", "##b"], "abb", True),
+    (["a", "##b"], "a b", False),
+])
+def test_wordpiece_matches_token_strings_not_decoded_text(tokens, stop, hit):
+    # issue 12: decoding the tail made a lone "##x" token match where transformers' rule does not
+    tokenizer = BUILDERS["wordpiece"]()
+    assert tokenizer.unk_token not in tokenizer.convert_ids_to_tokens(tokenizer.convert_tokens_to_ids(tokens))
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)])
+    assert bool(StopStringCriteria(tokenizer, [stop])(ids, None)[0]) is hit
+    assert StopStrings([stop], tokenizer)(ids, [0]) == ([0] if hit else [])
 
 
 @functools.lru_cache(maxsize=None)
