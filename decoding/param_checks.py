@@ -255,6 +255,8 @@ def _warn_ignored(p: GenerationParams) -> None:
         ignored += [name for name, neutral in sampling_only.items() if getattr(p, name) != neutral]
         if p.min_p is not None:
             ignored.append("min_p")
+        if p.top_h is not None:
+            ignored.append("top_h")
     if ignored:
         warnings.warn(f"{ignored} only apply when sampling; do_sample=False ignores them, as generate does",
                       UserWarning, stacklevel=4)

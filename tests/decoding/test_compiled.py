@@ -164,6 +164,28 @@ def test_num_return_sequences_with_compile(tiny_llama, padded_batch, eager_backe
     assert torch.equal(eager.sequences, fixed.sequences)
 
 
+@pytest.mark.parametrize("kwargs", [dict(do_sample=False, repetition_penalty=1.3),
+                                    dict(do_sample=True, top_k=20, temperature=0.8)])
+def test_compiled_scores_and_logits_equal_the_eager_static_ones(tiny_model, padded_batch, eager_backend, kwargs):
+    """output_scores / output_logits with compile=True: the eager static path's, step for step (the prefill
+    step bit for bit, the fixed-shape steps within float32 rounding), with the same banned (-inf) entries."""
+    ids, mask = padded_batch
+    outputs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True, max_new_tokens=8,
+                   eos_token_id=[], cache="static", **kwargs)
+    torch.manual_seed(5)
+    eager = decoding.generate(tiny_model, ids, mask, **outputs)
+    torch.manual_seed(5)
+    fixed = decoding.generate(tiny_model, ids, mask, compile=True, **outputs)
+    assert torch.equal(eager.sequences, fixed.sequences)
+    for name in ("scores", "logits"):
+        ours, theirs = getattr(fixed, name), getattr(eager, name)
+        assert len(ours) == len(theirs) == 8
+        assert torch.equal(ours[0], theirs[0]), name  # the prefill stays eager
+        for step, (a, b) in enumerate(zip(ours, theirs)):
+            assert torch.equal(torch.isinf(a), torch.isinf(b)), (name, step)
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=f"{name} step {step}")
+
+
 # --------------------------------------------------------------------------------- inductor (real compile)
 
 

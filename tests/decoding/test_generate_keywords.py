@@ -120,3 +120,8 @@ def test_neutral_refused_keywords_change_nothing(tiny_llama):
 def test_a_typo_still_names_the_closest_valid_name():
     with pytest.raises(ValueError, match="did you mean 'top_p'"):
         resolve(top_pp=0.9)
+
+
+def test_top_h_without_sampling_warns_as_generate_validate_does(tiny_llama):
+    with pytest.warns(UserWarning, match=r"\['top_h'\] only apply when sampling"):
+        decoding.generate(tiny_llama, torch.tensor([[5, 6, 7]]), top_h=0.5, max_new_tokens=2)
