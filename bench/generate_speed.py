@@ -1,7 +1,7 @@
 """Tokens/s of decoding.generate against model.generate, same arguments, same process, side by side.
 
-Cells: batch 1 and 8, greedy, top-p sampling and greedy with classifier-free guidance (guidance_scale 1.5),
-dynamic and static cache. Each cell runs the two
+Cells: batch 1 and 8, greedy, top-p sampling, top-p with a watermark and greedy with classifier-free guidance
+(guidance_scale 1.5), dynamic and static cache. Each cell runs the two
 implementations alternately (ours, theirs, ours, theirs, ...) so machine noise hits both alike, checks
 that they produced the same tokens, and reports the median tokens/s of each and their ratio (ours / theirs).
 The static cells compare our static cache against generate's `cache_implementation="static"`, and also
@@ -18,6 +18,7 @@ import platform
 import statistics
 
 import torch
+from transformers import WatermarkingConfig
 from prompts import PROMPTS  # bench/prompts.py (the script folder is on sys.path)
 from timing import timed  # bench/timing.py
 from rich.console import Console
@@ -27,6 +28,9 @@ import decoding
 from experiments.models import load_model
 
 MODES = {"greedy": dict(do_sample=False), "top_p": dict(do_sample=True, top_p=0.9, top_k=0)}
+# The Kirchenbauer watermark on top-p sampling: generate draws a greenlist permutation per row per step, we
+# keep the greenlists of recent seeds (decoding/processors/watermark.py); the tokens must still be the same.
+MODES["top_p+watermark"] = dict(MODES["top_p"], watermarking_config=WatermarkingConfig(bias=2.0))
 # Classifier-free guidance on greedy decoding: a second set of rows (the last prompt token) with its own cache,
 # one more forward per step in both implementations (generate's unconditional rows always use a dynamic cache).
 MODES["greedy+cfg"] = dict(MODES["greedy"], guidance_scale=1.5)

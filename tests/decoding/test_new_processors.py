@@ -184,7 +184,7 @@ def test_new_processors_sit_where_generate_puts_them():
         "min_new_tokens", "prefix_allowed_tokens_fn", "forced_bos_token_id", "forced_eos_token_id",
         "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
         "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
-        "renormalize_logits")
+        "watermarking_config", "renormalize_logits")
 
 
 BIASES = {
