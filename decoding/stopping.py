@@ -38,7 +38,7 @@ FINISH_MAX_TIME = "max_time"  # the call ran past max_time seconds
 
 BYTE_LEVEL = "byte_level"
 BYTE_FALLBACK = "byte_fallback"
-PREFIX = "abcdef"  # spelled before each token, so that tokenizers that drop a leading space keep it
+PREFIX = "abcdef"  # spelled before each token: a tokenizer drops or adds a word's leading space only at the start
 TOKENIZER_METHODS = ("get_vocab", "convert_tokens_to_string", "convert_ids_to_tokens")
 
 
@@ -82,8 +82,8 @@ def byte_level_alphabet() -> dict[str, int]:
 def _as_byte(token: str) -> bytes | None:
     """The byte of a byte-fallback token "<0xNN>" (hex digits in either case), else None."""
     digits = token[3:5]
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">") and \
-            all(c in "0123456789abcdefABCDEF" for c in digits):
+    is_byte = len(token) == 6 and token.startswith("<0x") and token.endswith(">")
+    if is_byte and all(c in "0123456789abcdefABCDEF" for c in digits):
         return bytes([int(digits, 16)])
     return None
 

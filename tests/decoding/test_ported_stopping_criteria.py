@@ -23,7 +23,7 @@ from transformers.generation import MaxLengthCriteria, StopStringCriteria
 import decoding
 from decoding.hooks import Recorder, Stops
 from decoding.stopping import BYTE_FALLBACK, BYTE_LEVEL, StopStrings, StopTable, eos_hits, matching_mode
-from decoding.stopping import _as_byte
+from decoding.stopping import _as_byte, byte_level_alphabet
 from tests.decoding.offline_tokenizers import BUILDERS, byte_fallback_bpe, byte_level_bpe, wordpiece
 
 from tests.decoding.reference import reference_and_ours
@@ -225,6 +225,9 @@ def test_stop_string_matching_mode_helpers():
     assert mode(b'{"type":"Sequence","decoders":[{"type":"ByteLevel"}]}') == BYTE_LEVEL
     assert mode(b'{"type":"Sequence","decoders":[{"type":"ByteFallback"},{"type":"ByteLevel"}]}') == BYTE_FALLBACK
     assert mode(b'{"type":"Replace","content":"ByteFallback"}') is None
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    assert byte_level_alphabet() == {char: byte for byte, char in bytes_to_unicode().items()}
     assert _as_byte("<0xEB>") == b"\xeb"
     assert _as_byte("<0xeb>") == b"\xeb"
     for token in ["<0x+1>", "<0xG1>", "<0x 1>", "<0x1>", "<0x100>", "<0xeb", "hello"]:
