@@ -125,3 +125,10 @@ def test_a_typo_still_names_the_closest_valid_name():
 def test_top_h_without_sampling_warns_as_generate_validate_does(tiny_llama):
     with pytest.warns(UserWarning, match=r"\['top_h'\] only apply when sampling"):
         decoding.generate(tiny_llama, torch.tensor([[5, 6, 7]]), top_h=0.5, max_new_tokens=2)
+
+
+def test_a_cache_object_is_refused_as_past_key_values_is():
+    from transformers import DynamicCache
+
+    with pytest.raises(ValueError, match=r"cache=DynamicCache\(...\) is not allowed: decodelab builds and owns"):
+        resolve(cache=DynamicCache())
