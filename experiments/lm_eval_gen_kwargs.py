@@ -12,9 +12,9 @@ its own decoding config (GenerationConfig names). The rule, recorded for every d
   greedy). What the run replaced is recorded as `overridden`.
 - When the merged config does not sample, the task's sampling-only keys (temperature, top_p, ...) are
   dropped (recorded as `dropped`): generate would ignore them with a warning.
-- Refused, before any forward pass: a task asking for sampling while the run is beam search and does
-  not say `do_sample` itself (silently becoming beam *sampling* would be a different method), and any
-  `num_return_sequences` in a task (repeats are lm-eval's `repeats`, drawn from one prefill).
+- Refused, before any forward pass: a task asking for sampling while the run is beam search (the task
+  is scored on samples; beam search or beam *sampling* in their place would be another method, silently),
+  and any `num_return_sequences` in a task (repeats are lm-eval's `repeats`, drawn from one prefill).
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ def merge_gen_kwargs(gen_kwargs: dict[str, Any], run: dict[str, Any], eos_text: 
                          f"the task's `until` gives the stop strings")
     params, stops = task_params(gen_kwargs, eos_text, default_max_gen_toks)
     beams = int(run.get("num_beams", params.get("num_beams", 1)) or 1)
-    if beams > 1 and params.get("do_sample") and "do_sample" not in run:
+    if beams > 1 and params.get("do_sample"):
         raise ValueError(f"{where}gen_kwargs do_sample=True (temperature={params.get('temperature')}) conflicts with "
-                         f"the run's beam search (num_beams={beams}): set decoding.do_sample=false for beam search "
-                         f"or true for beam sampling")
+                         f"the run's beam search (num_beams={beams}): the task is scored on samples; run it with a "
+                         f"sampling or greedy decoding, or beam search on a task that decodes greedily")
     overridden = sorted(k for k in run if k in params and params[k] != run[k])
     merged = {**params, **run}
     dropped = []

@@ -79,8 +79,13 @@ def check_eval_config(cfg: DictConfig) -> None:
 
 
 def task_manager(cfg: DictConfig):
+    """lm-eval's TaskManager over our folders; lm-eval's own 200+ task folders are indexed (seconds) only
+    when a task asked for is not in ours."""
     from lm_eval.tasks import TaskManager
 
+    local = TaskManager(include_path=include_paths(cfg), include_defaults=False)
+    if all(name in local.task_index for name in eval_tasks(cfg)):
+        return local
     return TaskManager(include_path=include_paths(cfg))
 
 
