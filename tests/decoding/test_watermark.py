@@ -331,3 +331,20 @@ def test_cuda_greenlists_equal_transformers_on_cuda(scheme, width):
     reference = TransformersDetector(model_config, "cuda", config)(text, return_dict=True)
     detected = WatermarkDetector(config, 500, bos_token_id=1, device="cuda")(text)
     assert [s.z_score for s in detected] == reference.z_score.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("mode, fields", [("sample", dict(bias=2.0)),
+                                          ("greedy", dict(bias=4.0, seeding_scheme="selfhash", context_width=2))])
+def test_tokens_equal_generate_on_smollm2(smollm2, mode, fields, cache):
+    model, tokenizer = smollm2
+    prompts = ["The state of the union is", "Mr. Speaker, Mr. Vice President, Members of Congress,", "Tonight"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    reference, ours = reference_and_ours(model, batch.input_ids, batch.attention_mask, cache, max_new_tokens=12,
+                                         watermarking_config=WatermarkingConfig(**fields), **MODES[mode])
+    assert torch.equal(reference, ours.sequences)
+    plain = decoding.generate(model, batch.input_ids, batch.attention_mask, cache=cache, max_new_tokens=12,
+                              **MODES[mode], **({"generator": torch.Generator().manual_seed(0)} if mode == "sample"
+                                                else {}))
+    assert not torch.equal(plain.sequences, ours.sequences)
