@@ -13,6 +13,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from transformers import GenerationConfig, SynthIDTextWatermarkingConfig, WatermarkingConfig
 from transformers import WatermarkDetector as TransformersDetector
 from transformers.generation.logits_process import WatermarkLogitsProcessor
@@ -20,8 +22,10 @@ from transformers.generation.logits_process import WatermarkLogitsProcessor
 import decoding
 from decoding.processors import TRANSFORMERS_PROCESSOR_ORDER, LogitNormalization, Watermark, WatermarkSettings
 from decoding.processors.order import build_processors
+from decoding.processors.watermark import SELFHASH_CANDIDATES
 from decoding.watermark_detect import WatermarkDetector, p_value
 from tests.decoding.reference import reference_and_ours
+from tests.decoding.test_processor_properties import PROPERTY, id_tensors, score_tensors
 
 KEY = 15485863
 SCHEMES = [("lefthash", 1), ("lefthash", 2), ("selfhash", 1), ("selfhash", 2)]
@@ -107,6 +111,43 @@ def test_processor_equals_transformers_bit_for_bit(scheme, width, seed):
         assert torch.equal(out, theirs(ids, scores)), bias
         assert torch.equal(scores, before)  # never in place
         assert not torch.equal(out, scores)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_property_equals_transformers_on_drawn_scores(data):
+    """Drawn scores (-inf, ties, 1e-30..1e30 scales; tests/decoding/test_processor_properties.py), ids, ratios,
+    biases and keys (products past int64 wrap): equal to transformers bit for bit, input unchanged. Where
+    transformers fails (selfhash with no green candidate: an empty float index) ours leaves the scores as
+    they are."""
+    scheme = data.draw(st.sampled_from(["lefthash", "selfhash"]))
+    scores = data.draw(score_tensors(max_vocab=96))
+    if scheme == "selfhash" and scores.shape[1] < SELFHASH_CANDIDATES:  # transformers needs 40 candidates
+        scores = torch.cat([scores, scores.new_full((scores.shape[0], SELFHASH_CANDIDATES), -math.inf)], dim=1)
+    rows, vocab = scores.shape
+    ids = data.draw(id_tensors(rows, vocab, max_length=6))
+    fields = dict(seeding_scheme=scheme, context_width=data.draw(st.integers(1, 3)),
+                  greenlist_ratio=data.draw(st.sampled_from([0.05, 0.25, 0.5, 0.9])),
+                  bias=data.draw(st.sampled_from([2.0, 0.5, -1.0, 1e-3, 30.0])),
+                  hashing_key=data.draw(st.sampled_from([KEY, 0, 1, 2**40 + 7, 2**62])))
+    theirs, ours = theirs_and_ours(vocab, **fields)
+    before, ids_before = scores.clone(), ids.clone()
+    out = ours(ids, scores)
+    assert torch.equal(scores, before) and torch.equal(ids, ids_before)
+    try:
+        expected = theirs(ids, scores)
+    except IndexError:  # "tensors used as indices must be long": no candidate of some row was green
+        assert scheme == "selfhash"
+        expected = torch.cat([_rows_alone(theirs, ids[b:b + 1], scores[b:b + 1]) for b in range(rows)])
+    assert torch.equal(out, expected)
+
+
+def _rows_alone(processor, ids, scores):
+    """transformers' processor on one row (rows are independent), or the row unchanged where it fails."""
+    try:
+        return processor(ids, scores)
+    except IndexError:
+        return scores
 
 
 @pytest.mark.parametrize("scheme, width", SCHEMES)
