@@ -317,3 +317,74 @@ def test_transition_scores_without_scores_are_refused(tiny_llama):
     ours = decoding.generate(tiny_llama, torch.tensor([[5, 6, 7]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="output_scores=True"):
         ours.transition_scores()
+
+
+# --- test_framework_agnostic.py's decoder-only cases ---
+
+def test_validate_generation_inputs(tiny_model):
+    """A typo and an argument nothing uses are errors naming them. (The original then passes an all-zero
+    attention_mask, which generate accepts; decodelab refuses rows without a real token on purpose,
+    decoding/inputs.py, so a mask of ones stands in for it.)"""
+    ids, mask, special = inputs_for_generate(tiny_model, batch_size=1)
+    with pytest.raises(ValueError, match="do_samples.*did you mean 'do_sample'"):
+        decoding.generate(tiny_model, ids, do_samples=True, max_new_tokens=2, **special)
+    with pytest.raises(ValueError, match="foo"):
+        decoding.generate(tiny_model, ids, foo="bar", max_new_tokens=2, **special)
+    decoding.generate(tiny_model, ids, attention_mask=mask, max_new_tokens=2, **special)
+
+
+def test_generate_input_ids_as_kwarg(tiny_model):
+    ids, _, special = inputs_for_generate(tiny_model, batch_size=1)
+    by_keyword = decoding.generate(tiny_model, input_ids=ids, max_length=15, **special).sequences
+    by_position = decoding.generate(tiny_model, ids, max_length=15, **special).sequences
+    assert torch.equal(by_keyword, by_position) and by_position.shape == (1, 15)
+
+
+def test_generate_inputs_and_input_ids_keyword_together_is_an_error(tiny_model):
+    """test_generate_inputs_and_encoder_kwargs: the prompt given twice (a TypeError here: Python refuses it)."""
+    ids, _, special = inputs_for_generate(tiny_model, batch_size=1)
+    with pytest.raises(TypeError, match="input_ids"):
+        decoding.generate(tiny_model, ids, input_ids=ids, max_length=10, **special)
+
+
+@pytest.mark.parametrize("settings", [dict(do_sample=False, num_beams=1), dict(do_sample=False, num_beams=3)])
+def test_eos_token_id_int_and_list(tiny_model, settings):
+    """test_eos_token_id_int_and_list_greedy_search / _beam_search: one EOS id alone or first in a list gives
+    the same length (beam search: or the same tokens then padding), and generate's tokens."""
+    ids, mask, _ = inputs_for_generate(tiny_model, batch_size=1)
+    free = decoding.generate(tiny_model, ids, mask, eos_token_id=[], pad_token_id=0, max_new_tokens=20,
+                             **settings).new_token_ids
+    eos = int(free[0, 5])
+    outs = []
+    for eos_token_id in (eos, [eos, 998]):
+        reference, ours = both(tiny_model, ids, mask, eos_token_id=eos_token_id, pad_token_id=0, max_new_tokens=20,
+                               **settings)
+        assert torch.equal(reference, ours.sequences)
+        outs.append(ours.sequences)
+    length = min(o.shape[-1] for o in outs)
+    assert all(torch.equal(o[:, :length], outs[0][:, :length]) and (o[:, length:] == 0).all() for o in outs)
+    if settings["num_beams"] == 1:  # greedy follows the free run, so its EOS at step 6 ends the row
+        assert length == ids.shape[-1] + 6
+
+
+def test_transition_scores_early_stopping(tiny_model):
+    """Beam search with forced EOS, num_return_sequences=3 of 4 beams, a batch of 2, length_penalty=0: each
+    hypothesis' transition scores sum to its sequences_scores."""
+    ids, mask, _ = inputs_for_generate(tiny_model, length=16)
+    settings = dict(max_length=24, return_dict_in_generate=True, output_scores=True, forced_eos_token_id=2,
+                    eos_token_id=2, pad_token_id=0, num_beams=4, do_sample=False, num_return_sequences=3,
+                    length_penalty=0.0)
+    reference, ours = both(tiny_model, ids, mask, **settings)
+    assert torch.equal(reference.sequences, ours.sequences)
+    torch.testing.assert_close(ours.transition_scores().sum(-1), ours.sequences_scores)
+
+
+def test_beam_search_attention_mask(tiny_model, padded_batch):
+    """test_encoder_decoder_generate_attention_mask, decoder-only: a prompt in a left-padded batch gets the beam
+    scores it gets alone (5 beams, 5 sequences, no EOS)."""
+    ids, mask = padded_batch
+    settings = dict(max_new_tokens=10, num_beams=5, num_return_sequences=5, eos_token_id=None, pad_token_id=0,
+                    return_dict_in_generate=True, output_scores=True)
+    batched = decoding.generate(tiny_model, ids, mask, **settings)
+    alone = decoding.generate(tiny_model, ids[2:, 3:], mask[2:, 3:], **settings)  # row 2 without its padding
+    assert abs(float(batched.sequences_scores[10:].sum() - alone.sequences_scores.sum())) < 1e-4
