@@ -213,8 +213,11 @@ class DecodelabLM(TemplateLM):
         cache = params.pop("cache", self.cache)
         out = decoding.generate(self.model, ids, mask, generator=self.generator, tokenizer=self.tokenizer,
                                 stop_strings=merged.stop_strings or None, cache=cache, **params)
-        new_tokens = out.sequences[:, ids.shape[1]:].tolist()  # (B * draws, N)
-        texts = [postprocess_generated_text(self.tokenizer.decode(row, skip_special_tokens=True),
-                                            merged.stop_strings, None) for row in new_tokens]
+        texts = self._decode_rows(out.sequences[:, ids.shape[1]:].tolist(), merged.stop_strings)  # B * draws
         per_context = [texts[b * draws:(b + 1) * draws] for b in range(len(contexts))]
         return [drawn if draws == n else drawn * n for drawn in per_context]
+
+    def _decode_rows(self, rows: list[list[int]], stop_strings: list[str]) -> list[str]:
+        """New tokens -> text, cut at the first stop string (lm-eval's `postprocess_generated_text`)."""
+        return [postprocess_generated_text(self.tokenizer.decode(row, skip_special_tokens=True), stop_strings, None)
+                for row in rows]
