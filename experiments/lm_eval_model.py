@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import postprocess_generated_text
+from lm_eval.models.utils import has_bos_prefix, postprocess_generated_text
 from tqdm.auto import tqdm
 
 import decoding
@@ -111,8 +111,11 @@ class DecodelabLM(TemplateLM):
         return getattr(self.tokenizer, "name_or_path", "tokenizer").replace("/", "__")
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        """The tokenizer's own default for special tokens unless told (HFLM's rule for causal models)."""
+        """The tokenizer's own default for special tokens unless told, and none for a text that already begins
+        with the prefix token (a chat template's), as HFLM encodes for causal models."""
         options = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            options = {"add_special_tokens": False}
         return self.tokenizer.encode(string, **options)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

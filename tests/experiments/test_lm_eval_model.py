@@ -161,3 +161,17 @@ def test_smollm2_equals_hflm(smollm2):
     got = ours.generate_until(generation_requests(gen_kwargs))
     assert got == reference.generate_until(generation_requests(gen_kwargs))
     assert any(len(text.split()) > 2 for text in got)  # real text, not empty strings
+
+
+def test_chat_templated_prompts_equal_hflm(tiny_pair):
+    """Prompts that begin with the BOS text (a chat template's) are encoded without another BOS, as HFLM does."""
+    model, tokenizer = tiny_pair
+    ours, reference = both(model, tokenizer)
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 2?"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert chat == ours.apply_chat_template([{"role": "user", "content": "What is 2 plus 2?"}])
+    assert ours.tok_encode(chat) == reference.tok_encode(chat)
+    generation = [instance("generate_until", (chat, dict(GEN_KWARGS)), 0)]
+    assert ours.generate_until(generation) == reference.generate_until(generation)
+    scored = [instance("loglikelihood", (chat, "4"), 0)]
+    assert math.isclose(ours.loglikelihood(scored)[0][0], reference.loglikelihood(scored)[0][0], rel_tol=1e-4)
