@@ -23,6 +23,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import GenerationConfig
 from transformers.generation import UnbatchedClassifierFreeGuidanceLogitsProcessor
 
 import decoding
@@ -156,6 +157,13 @@ def test_scores_equal_generate_bit_for_bit(tiny_model, padded_batch):
     reference, ours = both(tiny_model, ids, mask, "dynamic", **kwargs)
     assert torch.equal(reference.sequences, ours.sequences)
     assert all(torch.equal(a, b) for a, b in zip(reference.scores, ours.scores, strict=True))
+
+
+def test_guidance_scale_from_a_generation_config_equals_generate(tiny_llama, padded_batch):
+    ids, mask = padded_batch
+    config = GenerationConfig(guidance_scale=1.5, max_new_tokens=6, pad_token_id=0)
+    reference = tiny_llama.generate(ids, attention_mask=mask, generation_config=config)
+    assert torch.equal(reference, decoding.generate(tiny_llama, ids, mask, generation_config=config).sequences)
 
 
 @pytest.mark.parametrize("negative", [False, True], ids=["last-token", "negative-prompt"])
@@ -339,8 +347,8 @@ BAD = [
     (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2[:1]), "negative_prompt_ids", "2 rows"),
     (dict(guidance_scale=1.5, negative_prompt_attention_mask=torch.ones(2, 2, dtype=torch.long)),
      "negative_prompt_attention_mask", "tensor"),
-    (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=torch.ones(2, 3, dtype=torch.long)),
-     "negative_prompt_attention_mask", "(2, 2)"),
+    (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2,
+          negative_prompt_attention_mask=torch.ones(2, 3, dtype=torch.long)), "negative_prompt_attention_mask", "(2, 2)"),
     (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=torch.tensor([[1, 2], [1, 1]])),
      "negative_prompt_attention_mask", "0 (padding) and 1"),
     (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=torch.tensor([[1, 0], [1, 1]])),
