@@ -42,8 +42,6 @@ from experiments.windows import rolling_windows
 
 # lm-eval's HFLM default when neither the model nor the tokenizer gives a length.
 _DEFAULT_MAX_LENGTH = 2048
-_OWN_ARGS = ("model", "pretrained", "tokenizer", "device", "dtype", "batch_size", "max_batch_size", "max_length",
-             "max_gen_toks", "seed", "cache", "decoding")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -160,6 +158,9 @@ class DecodelabLM(TemplateLM):
         """The merge for one task's gen_kwargs, recorded once in `generation_records` (requests counted)."""
         eos_text = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
         merged = merge_gen_kwargs(gen_kwargs, self.run_decoding, eos_text, self.max_gen_toks, task_name)
+        if int(merged.params["max_new_tokens"]) >= self.max_length:
+            raise ValueError(f"task {task_name!r}: max_new_tokens={merged.params['max_new_tokens']} leaves no room "
+                             f"for a context in the model's {self.max_length} positions; lower the task's max_gen_toks")
         key = gen_kwargs_key({"task": task_name, **gen_kwargs})
         self.generation_records.setdefault(key, {"task": task_name, **merged.record(), "requests": 0})
         return merged
@@ -206,9 +207,6 @@ class DecodelabLM(TemplateLM):
         """n continuations per context (left-truncated to leave room for max_new_tokens), stop strings cut."""
         params = dict(merged.params)
         max_context = self.max_length - int(params["max_new_tokens"])
-        if max_context < 1:
-            raise ValueError(f"max_new_tokens={params['max_new_tokens']} leaves no room for a context in the "
-                             f"model's {self.max_length} positions; lower the task's max_gen_toks")
         ids, mask = left_pad([c[-max_context:] for c in contexts], self.pad_id, self._device)
         draws = n if merged.samples else 1  # greedy and beam search give the same answer every time
         if draws > 1:

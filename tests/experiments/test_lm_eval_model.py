@@ -123,16 +123,18 @@ def test_greedy_repeats_are_copies(tiny_pair):
     ({"num_beams": 4}, {"until": ["\n"], "do_sample": True, "temperature": 0.8}, "conflicts with the run's beam search"),
     ({}, {"until": ["\n"], "num_return_sequences": 2}, "num_return_sequences"),
     ({"stop_strings": ["x"]}, {"until": ["\n"]}, "decoding.stop_strings"),
+    ({"max_length": 16}, {"until": ["\n"], "max_gen_toks": 16}, "max_new_tokens=16 leaves no room"),
 ])
 def test_bad_gen_kwargs_fail_before_any_forward(tiny_llama, run, gen_kwargs, message):
     from experiments.models import load_tiny
 
     model, tokenizer = load_tiny("tiny_llama")
     ours = DecodelabLM(pretrained=model, tokenizer=tokenizer, **run)
+    good = instance("generate_until", ("Fine", {"until": ["\n"], "max_gen_toks": 2}), 1)  # asked first, not run
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
     with pytest.raises(ValueError, match=message):
-        ours.generate_until([instance("generate_until", ("Tonight", gen_kwargs), 0)])
+        ours.generate_until([good, instance("generate_until", ("Tonight", gen_kwargs), 0)])
     assert calls == []
 
 
