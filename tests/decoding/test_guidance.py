@@ -334,6 +334,11 @@ def test_sweep_refuses_different_negative_prompts(tiny_llama, padded_batch):
 PROMPT = torch.tensor([[5, 6, 7], [8, 9, 10]])
 ROWS2 = torch.tensor([[3, 4], [5, 6]])
 
+
+def with_mask(mask):
+    return dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=mask)
+
+
 BAD = [
     (dict(guidance_scale=float("nan")), "guidance_scale", "nan"),
     (dict(guidance_scale=float("inf")), "guidance_scale", "inf"),
@@ -347,12 +352,9 @@ BAD = [
     (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2[:1]), "negative_prompt_ids", "2 rows"),
     (dict(guidance_scale=1.5, negative_prompt_attention_mask=torch.ones(2, 2, dtype=torch.long)),
      "negative_prompt_attention_mask", "tensor"),
-    (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2,
-          negative_prompt_attention_mask=torch.ones(2, 3, dtype=torch.long)), "negative_prompt_attention_mask", "(2, 2)"),
-    (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=torch.tensor([[1, 2], [1, 1]])),
-     "negative_prompt_attention_mask", "0 (padding) and 1"),
-    (dict(guidance_scale=1.5, negative_prompt_ids=ROWS2, negative_prompt_attention_mask=torch.tensor([[1, 0], [1, 1]])),
-     "negative_prompt_attention_mask", "pad on the left"),
+    (with_mask(torch.ones(2, 3, dtype=torch.long)), "negative_prompt_attention_mask", "(2, 2)"),
+    (with_mask(torch.tensor([[1, 2], [1, 1]])), "negative_prompt_attention_mask", "0 (padding) and 1"),
+    (with_mask(torch.tensor([[1, 0], [1, 1]])), "negative_prompt_attention_mask", "pad on the left"),
 ]
 
 
