@@ -182,7 +182,7 @@ def _as_processor_order(value: Any) -> tuple[str, ...]:
 def _resolve_cache(given: dict[str, Any]) -> str:
     """Our one-word cache setting, also reachable through transformers' `use_cache` / `cache_implementation`."""
     cache = given.pop("cache", None)
-    if cache is not None and not isinstance(cache, str):  # generate's cache= (a Cache object, was past_key_values)
+    if hasattr(cache, "get_seq_length"):  # generate's cache= (a Cache object, was past_key_values)
         raise ValueError(f"cache={type(cache).__name__}(...) is not allowed: {refusal_reason('past_key_values')}")
     use_cache = given.pop("use_cache", None)
     implementation = given.pop("cache_implementation", None)
