@@ -12,13 +12,13 @@ two caches, and one SmolLM2 test (slow) with every processor.
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import pytest
 import torch
 from transformers import GenerationConfig
 
 import decoding
+from tests.decoding.reference import same_keywords_both
 
 T = 5  # the padded_batch fixture's prompt length
 MODES = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True, top_k=20)}
@@ -26,15 +26,7 @@ MODES = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True, top_k=2
 CACHES = {"none": dict(use_cache=False), "dynamic": {}, "static": dict(cache_implementation="static")}
 
 
-def both(model, ids, mask, seed=0, **kwargs):
-    """model.generate's sequences and our result for the same keywords and global seed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "ignored setting" warnings are not under test here
-        torch.manual_seed(seed)
-        reference = model.generate(ids, attention_mask=mask, **kwargs)
-        torch.manual_seed(seed)
-        ours = decoding.generate(model, ids, mask, **kwargs)
-    return reference, ours
+both = same_keywords_both
 
 
 def free_run(model, ids, mask, **kwargs):

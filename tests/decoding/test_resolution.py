@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig
 
 import decoding
+from tests.decoding.reference import same_keywords_both
 from decoding.params import resolve_params
 
 T = 5  # the padded_batch fixture's prompt length
@@ -30,15 +31,7 @@ def model_config(model, **values):
         model.generation_config = original
 
 
-def both(model, ids, mask, seed=0, **kwargs):
-    """generate's sequences and ours for the same arguments and the same global seed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # generate's and our "ignored setting" warnings are not under test here
-        torch.manual_seed(seed)
-        reference = model.generate(ids, attention_mask=mask, **kwargs)
-        torch.manual_seed(seed)
-        ours = decoding.generate(model, ids, mask, **kwargs)
-    return reference, ours
+both = same_keywords_both
 
 
 def early_tokens(model, ids, mask, **kwargs):

@@ -66,3 +66,23 @@ def assert_same_samples(batched: list[dict], alone: list[dict]) -> None:
         assert b.pop("token_logprobs_raw") == pytest.approx(a.pop("token_logprobs_raw"), rel=1e-5, abs=1e-5)
         assert b.pop("token_logprobs") == pytest.approx(a.pop("token_logprobs"), abs=5e-3)
         assert b == a
+
+
+def sweep_and_alone(cfgs: list) -> list:
+    """Generate the configurations as one batched sweep (one model, the first config's prompts), check each
+    configuration's samples equal the same configuration generated alone; returns (batched, alone) run pairs."""
+    from experiments.generation import generate_continuations, generate_continuations_sweep
+    from experiments.run import build, decoding_params, generation_options, prompt_pairs
+
+    first = cfgs[0]
+    model, tokenizer = build(first.model)
+    pairs = prompt_pairs(first, build(first.dataset), tokenizer)
+    options = generation_options(first)
+    runs = generate_continuations_sweep(model, tokenizer, pairs, [decoding_params(c) for c in cfgs], **options,
+                                        progress=False)
+    alones = [generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **options, progress=False)
+              for cfg in cfgs]
+    for batched, alone in zip(runs, alones):
+        assert len(batched.samples) == len(pairs)
+        assert_same_samples(batched.samples, alone.samples)
+    return list(zip(runs, alones))

@@ -8,11 +8,9 @@ import json
 import pytest
 
 from experiments.batched_sweep import batch_key, group_jobs
-from experiments.generation import (GenerationRun, drop_precomputed, generate_continuations,
-                                    generate_continuations_sweep, precomputed_run, stash_precomputed)
-from experiments.run import (build, check_config, decoding_params, fingerprint, generation_options, prompt_pairs,
-                             run)
-from tests.experiments.runner_helpers import TINY_RUN, assert_same_samples, compose_config
+from experiments.generation import GenerationRun, drop_precomputed, precomputed_run, stash_precomputed
+from experiments.run import build, check_config, fingerprint, generation_options, prompt_pairs, run
+from tests.experiments.runner_helpers import TINY_RUN, compose_config, sweep_and_alone
 
 TOP_P = ["decoding=top_p"]
 
@@ -77,17 +75,7 @@ def test_large_groups_are_cut_into_nearly_equal_parts(configs):
 
 def test_sweep_generation_equals_each_configuration_alone(configs):
     cfgs = configs(["decoding=greedy"], [*TOP_P, "decoding.top_p=0.5"], ["decoding=top_k40_t07"])
-    first = cfgs[0]
-    documents = build(first.dataset)
-    model, tokenizer = build(first.model)
-    pairs = prompt_pairs(first, documents, tokenizer)
-    options = generation_options(first)
-    runs = generate_continuations_sweep(model, tokenizer, pairs, [decoding_params(c) for c in cfgs], **options,
-                                        progress=False)
-    for cfg, batched in zip(cfgs, runs):
-        alone = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **options, progress=False)
-        assert len(batched.samples) == len(pairs)
-        assert_same_samples(batched.samples, alone.samples)
+    for batched, alone in sweep_and_alone(cfgs):
         speed = batched.speed_metrics()
         assert speed["speed/sweep_configurations"] == 3 and speed["speed/sweep_tok_s"] > 0
         assert speed["speed/new_tokens"] == alone.speed_metrics()["speed/new_tokens"]

@@ -5,9 +5,8 @@ whose samples equal each job run alone."""
 import pytest
 
 from experiments.batched_sweep import group_jobs
-from experiments.generation import generate_continuations, generate_continuations_sweep
-from experiments.run import build, check_config, decoding_params, generation_options, prompt_pairs
-from tests.experiments.runner_helpers import TINY_RUN, assert_same_samples, compose_config
+from experiments.run import check_config, decoding_params
+from tests.experiments.runner_helpers import TINY_RUN, compose_config, sweep_and_alone
 
 
 def config(tmp_path, *overrides, name="job"):
@@ -38,13 +37,5 @@ def test_a_top_h_sweep_shares_one_generation_equal_to_each_job_alone(tmp_path):
     # rounding of the batched forward (1e-6) decides whether it stays; the tokens stay, the processed
     # log-probs move by its mass (6e-3 on this tiny model's flat distribution)
     assert group_jobs(cfgs) == [[0, 1, 2]]
-    first = cfgs[0]
-    model, tokenizer = build(first.model)
-    pairs = prompt_pairs(first, build(first.dataset), tokenizer)
-    options = generation_options(first)
-    runs = generate_continuations_sweep(model, tokenizer, pairs, [decoding_params(c) for c in cfgs], **options,
-                                        progress=False)
-    for cfg, batched in zip(cfgs, runs):
-        alone = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **options, progress=False)
-        assert_same_samples(batched.samples, alone.samples)
+    runs = [batched for batched, _ in sweep_and_alone(cfgs)]
     assert [s["continuation"] for s in runs[0].samples] != [s["continuation"] for s in runs[2].samples]  # top_h matters

@@ -16,10 +16,9 @@ from transformers import GPT2Config, WatermarkingConfig
 from transformers import WatermarkDetector as TransformersDetector
 
 from experiments.batched_sweep import group_jobs
-from experiments.generation import generate_continuations, generate_continuations_sweep
 from experiments.metrics.watermark import TOO_SHORT, watermark_metrics
-from experiments.run import build, decoding_params, generation_options, prompt_pairs, run
-from tests.experiments.runner_helpers import TINY_RUN, assert_same_samples, compose_config
+from experiments.run import run
+from tests.experiments.runner_helpers import TINY_RUN, compose_config, sweep_and_alone
 from tests.experiments.test_run import documented_key_patterns
 
 WATERMARK_RUN = [*TINY_RUN, "task=generate", "logger=none", "metrics.mauve=false", "decoding=watermark",
@@ -80,16 +79,7 @@ def test_a_bias_sweep_is_one_batched_generation_equal_to_each_job_alone(tmp_path
     cfgs = [compose_config([*WATERMARK_RUN, f"decoding.watermarking_config.bias={bias}", *extra], tmp_path / f"j{i}")
             for i, (bias, extra) in enumerate([(1, []), (4, []), (2, ["decoding.watermarking_config.greenlist_ratio=0.5"])])]
     assert group_jobs(cfgs) == [[0, 1, 2]]
-    first = cfgs[0]
-    documents = build(first.dataset)
-    model, tokenizer = build(first.model)
-    pairs = prompt_pairs(first, documents, tokenizer)
-    options = generation_options(first)
-    batched = generate_continuations_sweep(model, tokenizer, pairs, [decoding_params(c) for c in cfgs], **options,
-                                           progress=False)
-    for cfg, shared in zip(cfgs, batched):
-        alone = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **options, progress=False)
-        assert_same_samples(shared.samples, alone.samples)
+    sweep_and_alone(cfgs)
 
 
 @pytest.mark.parametrize("override, message", [
