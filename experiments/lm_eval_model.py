@@ -17,6 +17,8 @@ What goes where:
   grouped by gen_kwargs, sorted longest first, batched with left padding into `decoding.generate`
   with `until` as stop strings. lm-eval sends a request with `repeats=n` as n copies in a row: they
   are drawn once as `num_return_sequences=n` (one prefill); greedy and beam search draw once and copy.
+  Each batch samples from its own generator, seeded by (seed, the task's gen_kwargs, the batch's contexts):
+  what one batch draws does not depend on what ran before it.
 
 Args come as lm-eval passes them (`model_args` key=value pairs): `model` (a decodelab model name) or
 `pretrained=` a loaded model with `tokenizer=`; `device`, `dtype`, `batch_size`, `max_length`,
@@ -26,6 +28,8 @@ names), or pass them as one `decoding=` dict.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Sequence
 
 import torch
@@ -42,6 +46,12 @@ from experiments.windows import rolling_windows
 
 # lm-eval's HFLM default when neither the model nor the tokenizer gives a length.
 _DEFAULT_MAX_LENGTH = 2048
+
+
+def batch_seed(seed: int, gen_kwargs: dict[str, Any], contexts: Sequence[Sequence[int]]) -> int:
+    """A 63-bit seed from the run seed, a task's gen_kwargs and a batch's context ids (stable across machines)."""
+    text = json.dumps([int(seed), gen_kwargs_key(gen_kwargs), [list(c) for c in contexts]])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -84,7 +94,6 @@ class DecodelabLM(TemplateLM):
         self._max_length = (_positive_int("max_length", max_length) if max_length is not None
                             else model_max_positions(self.model) or _DEFAULT_MAX_LENGTH)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        self.generator = torch.Generator(device=self._device).manual_seed(self.seed)
         self.generation_records: dict[str, dict[str, Any]] = {}
 
     # -- what TemplateLM and lm-eval's evaluator ask of a model -------------------------------------------------
@@ -212,11 +221,17 @@ class DecodelabLM(TemplateLM):
         if draws > 1:
             params["num_return_sequences"] = draws
         cache = params.pop("cache", self.cache)
-        out = decoding.generate(self.model, ids, mask, generator=self.generator, tokenizer=self.tokenizer,
+        out = decoding.generate(self.model, ids, mask, generator=self.batch_generator(contexts, merged),
+                                tokenizer=self.tokenizer,
                                 stop_strings=merged.stop_strings or None, cache=cache, **params)
         texts = self._decode_rows(out.sequences[:, ids.shape[1]:].tolist(), merged.stop_strings)  # B * draws
         per_context = [texts[b * draws:(b + 1) * draws] for b in range(len(contexts))]
         return [drawn if draws == n else drawn * n for drawn in per_context]
+
+    def batch_generator(self, contexts: Sequence[list[int]], merged: MergedGeneration) -> torch.Generator:
+        """The random stream of one generation batch: seeded by (seed, the task's gen_kwargs, the batch's
+        contexts), so a batch draws the same whatever ran before it (another task, a batch that ended early)."""
+        return torch.Generator(device=self._device).manual_seed(batch_seed(self.seed, merged.task, contexts))
 
     def _decode_rows(self, rows: list[list[int]], stop_strings: list[str]) -> list[str]:
         """New tokens -> text, cut at the first stop string (lm-eval's `postprocess_generated_text`)."""

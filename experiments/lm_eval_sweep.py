@@ -8,9 +8,11 @@ prefill, every configuration's rows in one decode batch) and the answers of the 
 later `simple_evaluate` calls read them instead of generating. Log-likelihoods do not depend on decoding:
 they are computed once and reused too.
 
-Each configuration draws from its own `torch.Generator`, seeded with `seed` as a lone `DecodelabLM` seeds
-its one, and consumed batch by batch in the same order: configuration i's answers equal those of
-`DecodelabLM(seed=seed, **configs[i])` on the same requests (tests/experiments/test_lm_eval_sweep.py).
+Each configuration draws from its own `torch.Generator`, seeded per batch as a lone `DecodelabLM` seeds that
+batch's (`DecodelabLM.batch_generator`): configuration i's answers equal those of
+`DecodelabLM(seed=seed, **configs[i])` on the same requests (tests/experiments/test_lm_eval_sweep.py), and
+all configurations share their random numbers batch by batch (common random numbers: paired comparisons
+between them are less noisy).
 Configurations may differ only in what `decoding.generate_sweep` lets differ (do_sample, temperature,
 top_k, top_p, min_p, top_h); greedy ones and sampling ones form two groups (their draw counts differ).
 
@@ -22,8 +24,6 @@ top_k, top_p, min_p, top_h); greedy ones and sampling ones form two groups (thei
 from __future__ import annotations
 
 from typing import Any, Sequence
-
-import torch
 
 import decoding
 from experiments.generation import left_pad
@@ -41,7 +41,6 @@ class SweepDecodelabLM(DecodelabLM):
             raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
         super().__init__(**kwargs)
         self.configs = [{k: v for k, v in dict(c).items() if k != "name"} for c in configs]
-        self.generators = [torch.Generator(device=self._device).manual_seed(self.seed) for _ in self.configs]
         self.records_by_config: list[dict[str, dict[str, Any]]] = [{} for _ in self.configs]
         self._answers: dict[tuple, list[str]] = {}  # (config, context ids, gen_kwargs key, n) -> n texts
         self._scores: dict[tuple, tuple[float, bool]] = {}  # (context ids, continuation ids) -> loglikelihood
@@ -91,7 +90,7 @@ class SweepDecodelabLM(DecodelabLM):
                 configs.append(params)
             results = decoding.generate_sweep(
                 self.model, ids, mask, configs=configs, tokenizer=self.tokenizer,
-                generators=[self.generators[i] if samples else None for i in members],
+                generators=[self.batch_generator(contexts, merged) if samples else None for _ in members],
                 stop_strings=merged.stop_strings or None, cache=self.cache)
             self.shared_batches += 1
             for i, out in zip(members, results):

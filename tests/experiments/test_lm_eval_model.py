@@ -101,8 +101,12 @@ def test_repeats_are_drawn_from_one_prefill(tiny_pair):
     ours = DecodelabLM(pretrained=model, tokenizer=tokenizer, seed=5, do_sample=True, top_k=0)
     request = instance("generate_until", ("The state of the", {"until": ["\n"], "max_gen_toks": 6}), 0, repeats=3)
     texts = ours.generate_until([request] * 3)
-    ids, mask = left_pad([tokenizer.encode("The state of the")], tokenizer.pad_token_id, model.device)
-    out = decoding.generate(model, ids, mask, generator=torch.Generator().manual_seed(5), tokenizer=tokenizer,
+    from experiments.lm_eval_model import batch_seed
+
+    context = tokenizer.encode("The state of the")
+    ids, mask = left_pad([context], tokenizer.pad_token_id, model.device)
+    seed = batch_seed(5, request.args[1], [context])
+    out = decoding.generate(model, ids, mask, generator=torch.Generator().manual_seed(seed), tokenizer=tokenizer,
                             do_sample=True, top_k=0, max_new_tokens=6, num_return_sequences=3,
                             stop_strings=["\n", tokenizer.eos_token])
     expected = [tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).split("\n")[0]

@@ -17,11 +17,12 @@ CONFIGS = [{"do_sample": True, "temperature": 0.7, "top_k": 0}, {"do_sample": Fa
 
 
 def requests(repeats: int) -> list:
-    gen_kwargs = {"until": ["\n"], "max_gen_toks": 6}
+    """Two tasks' worth: one stops at a space (rows end early, at different steps per configuration)."""
     out = []
-    for i, context in enumerate(CONTEXTS):
-        request = instance("generate_until", (context.rstrip(), dict(gen_kwargs)), i, repeats=repeats)
-        out.extend([request] * repeats)
+    for task, gen_kwargs in (("spaces", {"until": [" "], "max_gen_toks": 5}), ("lines", {"until": ["\n"], "max_gen_toks": 6})):
+        for i, context in enumerate(CONTEXTS):
+            request = instance("generate_until", (context.rstrip(), dict(gen_kwargs)), i, task=task, repeats=repeats)
+            out.extend([request] * repeats)
     return out
 
 
@@ -36,7 +37,7 @@ def test_each_configuration_equals_its_lone_run(kind):
     for config, texts in zip(CONFIGS, got):
         alone = DecodelabLM(pretrained=model, tokenizer=tokenizer, seed=3, batch_size=3, **config)
         assert texts == alone.generate_until(requests(2)), config
-    assert sweep.shared_batches == 2 * 2  # 2 batches of prompts x (greedy group, sampling group)
+    assert sweep.shared_batches == 2 * 2 * 2  # 2 tasks x 2 batches of prompts x (greedy group, sampling group)
     assert forwards < len(calls) - forwards  # the sweep ran fewer forwards than the lone runs together
     assert len(set(got[0])) > 1 and got[1][0] == got[1][1]  # sampled draws differ; greedy repeats are copies
 
