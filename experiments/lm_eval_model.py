@@ -22,7 +22,8 @@ What goes where:
 
 Args come as lm-eval passes them (`model_args` key=value pairs): `model` (a decodelab model name) or
 `pretrained=` a loaded model with `tokenizer=`; `device`, `dtype`, `batch_size`, `max_length`,
-`max_gen_toks`, `seed`, `cache`; every other key is a decoding parameter of the run (GenerationConfig
+`max_gen_toks`, `seed`, `cache`, `rng` ("batch": a generator per batch, seeded from `seed`; "global": torch's global
+RNG, so sampling draws what HFLM draws after the same `torch.manual_seed`); every other key is a decoding parameter of the run (GenerationConfig
 names), or pass them as one `decoding=` dict.
 """
 
@@ -72,13 +73,17 @@ class DecodelabLM(TemplateLM):
     def __init__(self, model: Any = "smollm2", pretrained: Any = None, tokenizer: Any = None, device: str = "cpu",
                  dtype: str = "float32", batch_size: Any = 8, max_batch_size: Any = None,
                  max_length: Any = None, max_gen_toks: Any = 256, seed: Any = 0, cache: str = "dynamic",
-                 decoding: dict | None = None, **decoding_params: Any) -> None:
+                 rng: str = "batch", decoding: dict | None = None, **decoding_params: Any) -> None:
         """Args: see the module docstring; `max_batch_size` is accepted (lm-eval passes it) and unused."""
         super().__init__()
         self.batch_size = 8 if batch_size in (None, "auto") else _positive_int("batch_size", batch_size)
         self._max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.seed = int(seed)
         self.cache = str(cache)
+        if rng not in ("batch", "global"):
+            raise ValueError(f"rng={rng!r} is not allowed: use batch (a generator per batch, seeded from seed) or "
+                             f"global (torch's global RNG, as HFLM's model.generate draws)")
+        self.rng = rng
         self.run_decoding = {**(dict(decoding) if decoding else {}), **decoding_params}
         self.run_decoding.pop("name", None)  # a decodelab config's label, not a parameter
         if pretrained is not None and not isinstance(pretrained, str):
@@ -228,9 +233,12 @@ class DecodelabLM(TemplateLM):
         per_context = [texts[b * draws:(b + 1) * draws] for b in range(len(contexts))]
         return [drawn if draws == n else drawn * n for drawn in per_context]
 
-    def batch_generator(self, contexts: Sequence[list[int]], merged: MergedGeneration) -> torch.Generator:
+    def batch_generator(self, contexts: Sequence[list[int]], merged: MergedGeneration) -> torch.Generator | None:
         """The random stream of one generation batch: seeded by (seed, the task's gen_kwargs, the batch's
-        contexts), so a batch draws the same whatever ran before it (another task, a batch that ended early)."""
+        contexts), so a batch draws the same whatever ran before it (another task, a batch that ended early);
+        None with rng="global" (torch's global RNG: HFLM's draws after the same torch.manual_seed)."""
+        if self.rng == "global":
+            return None
         return torch.Generator(device=self._device).manual_seed(batch_seed(self.seed, merged.task, contexts))
 
     def _decode_rows(self, rows: list[list[int]], stop_strings: list[str]) -> list[str]:

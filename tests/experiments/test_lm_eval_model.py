@@ -79,6 +79,20 @@ def test_tiny_greedy_generate_until_equals_hflm(tiny_pair):
     assert ours.generate_until(generation_requests()) == reference.generate_until(generation_requests())
 
 
+def test_tiny_sampled_generate_until_equals_hflm_on_the_global_rng(tiny_pair):
+    """rng="global": our sampling draws from torch's global RNG as model.generate does, so after the same
+    torch.manual_seed the sampled strings are HFLM's (temperature 0.8, no top-k, stop strings, a padded batch)."""
+    model, tokenizer = tiny_pair
+    ours, reference = both(model, tokenizer, rng="global")
+    sampled = {"until": ["\n", "."], "max_gen_toks": 8, "do_sample": True, "temperature": 0.8, "top_k": 0}
+    torch.manual_seed(0)
+    got = ours.generate_until(generation_requests(sampled))
+    torch.manual_seed(0)
+    assert got == reference.generate_until(generation_requests(sampled))
+    torch.manual_seed(1)
+    assert ours.generate_until(generation_requests(sampled)) != got  # the seed matters: these are samples
+
+
 def test_generation_is_recorded_with_the_run_winning(tiny_pair):
     """The run's temperature sweep point wins over the task's greedy request; the merge says so."""
     model, tokenizer = tiny_pair
@@ -144,7 +158,7 @@ def test_bad_gen_kwargs_fail_before_any_forward(tiny_llama, run, gen_kwargs, mes
 
 @pytest.mark.parametrize("args, message", [
     ({"batch_size": 0}, "batch_size=0"), ({"max_gen_toks": "x"}, "max_gen_toks='x'"),
-    ({"pretrained": object()}, "needs tokenizer="),
+    ({"pretrained": object()}, "needs tokenizer="), ({"rng": "local"}, "rng='local'"),
 ])
 def test_bad_model_args(args, message):
     with pytest.raises(ValueError, match=message):
@@ -167,6 +181,12 @@ def test_smollm2_equals_hflm(smollm2):
     got = ours.generate_until(generation_requests(gen_kwargs))
     assert got == reference.generate_until(generation_requests(gen_kwargs))
     assert any(len(text.split()) > 2 for text in got)  # real text, not empty strings
+    sampled = {**gen_kwargs, "do_sample": True, "temperature": 0.8, "top_k": 0}
+    ours_global = DecodelabLM(pretrained=model, tokenizer=tokenizer, batch_size=2, rng="global")
+    torch.manual_seed(0)
+    got = ours_global.generate_until(generation_requests(sampled))
+    torch.manual_seed(0)
+    assert got == reference.generate_until(generation_requests(sampled))
 
 
 def test_chat_templated_prompts_equal_hflm(tiny_pair):
