@@ -106,6 +106,22 @@ def _in_datasets_cache(name: str) -> bool:
     return (root / name.replace("/", "___")).is_dir()
 
 
+def _leaf_entries(name: str, index: dict, depth: int = 0) -> list[tuple[str, Any]]:
+    """(task name, index entry) of every task a name stands for: itself, or a group's / tag's members."""
+    entry = index.get(name)
+    if entry is None or depth > 8:
+        return []
+    kind = getattr(entry.kind, "name", str(entry.kind))
+    if kind == "GROUP":
+        members = (entry.cfg or {}).get("task") or []
+        members = [m if isinstance(m, str) else m.get("task") for m in members]
+    elif kind == "TAG":
+        members = sorted(entry.tags)
+    else:
+        return [(name, entry)]
+    return [leaf for member in members if isinstance(member, str) for leaf in _leaf_entries(member, index, depth + 1)]
+
+
 def check_eval_inputs(cfg: DictConfig, manager=None) -> None:
     """Task names known, data reachable, each task's gen_kwargs compatible with the run (before any work)."""
     from experiments.data import hub_reachable
@@ -122,21 +138,23 @@ def check_eval_inputs(cfg: DictConfig, manager=None) -> None:
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"eval.tasks: {name!r} is not an lm-eval task{hint}; decodelab's offline tasks: "
                               f"{', '.join(sorted(p.stem for p in LOCAL_TASKS.glob('*.yaml')))}", "eval.tasks")
-        entry_cfg = entry.cfg or {}
-        hub = _needs_hub(entry_cfg)
-        if hub is not None and not _in_datasets_cache(hub):
-            online = hub_reachable() if online is None else online
-            if not online:
-                raise ConnectionError(f"eval.tasks: {name!r} needs the hub dataset {hub!r}, and the hub is unreachable "
-                                      f"(no network, or HF_HUB_OFFLINE is set) and it is not in the local cache; "
-                                      f"run it with network, or use an offline task (sotu_next_sentence, "
-                                      f"sotu_last_word, arithmetic_add)")
-        gen_kwargs = entry_cfg.get("generation_kwargs")
-        if entry_cfg.get("output_type") == "generate_until" and isinstance(gen_kwargs, dict):
-            try:
-                merge_gen_kwargs(gen_kwargs, run, None, task_name=name)
-            except ValueError as err:
-                raise ConfigError(f"eval.tasks: {err}", "eval.tasks") from None
+        for leaf, leaf_entry in _leaf_entries(name, index):
+            entry_cfg = leaf_entry.cfg or {}
+            hub = _needs_hub(entry_cfg)
+            if hub is not None and not _in_datasets_cache(hub):
+                online = hub_reachable() if online is None else online
+                if not online:
+                    via = "" if leaf == name else f" (in {name!r})"
+                    raise ConnectionError(f"eval.tasks: {leaf!r}{via} needs the hub dataset {hub!r}, and the hub is "
+                                          f"unreachable (no network, or HF_HUB_OFFLINE is set) and it is not in the "
+                                          f"local cache; run it with network, or use an offline task "
+                                          f"(sotu_next_sentence, sotu_last_word, arithmetic_add)")
+            gen_kwargs = entry_cfg.get("generation_kwargs")
+            if entry_cfg.get("output_type") == "generate_until" and isinstance(gen_kwargs, dict):
+                try:
+                    merge_gen_kwargs(gen_kwargs, run, None, task_name=leaf)
+                except ValueError as err:
+                    raise ConfigError(f"eval.tasks: {err}", "eval.tasks") from None
 
 
 def _task_specs(cfg: DictConfig, manager) -> list[Any]:
@@ -160,7 +178,8 @@ def _per_doc_values(samples: list[dict], metric: str) -> list[float]:
 
 
 def _pass_counts(samples: list[dict]) -> list[tuple[int, int]]:
-    """(draws n, correct c) per document from the `all` filter's responses (exact match after strip)."""
+    """(draws n, correct c) per document from the `all` filter's responses: equal to the target after strip
+    and lower-casing (the local tasks' exact match; a hub task's own metric options are not applied)."""
     counts = []
     for sample in samples:
         target = str(sample["target"]).strip().lower()

@@ -104,6 +104,17 @@ def test_hub_task_offline_is_one_clear_error(tmp_path, monkeypatch):
         validate.check_inputs(cfg)
 
 
+def test_hub_group_offline_names_a_member(tmp_path, monkeypatch):
+    """A group (mmlu) or a tag (ai2_arc) stands for hub tasks: the check looks through it."""
+    from experiments import data, lm_eval_run, validate
+
+    monkeypatch.setattr(data, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(lm_eval_run, "_in_datasets_cache", lambda name: False)
+    cfg = compose_config([*LM_EVAL_RUN, "eval.tasks=[sotu_last_word,ai2_arc]"], tmp_path / "job")
+    with pytest.raises(ConnectionError, match=r"'arc_\w+' \(in 'ai2_arc'\) needs the hub dataset"):
+        validate.check_inputs(cfg)
+
+
 def test_task_gen_kwargs_conflicting_with_beam_search(tmp_path):
     from experiments import validate
 
