@@ -169,7 +169,8 @@ def plot_curves(task_curves: dict[str, dict[str, Any]], task: str, metric: str, 
         lows = [p[1] - p[2] if p[2] is not None else 0.0 for p in points]
         highs = [p[3] - p[1] if p[3] is not None else 0.0 for p in points]
         ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=3, label=f"{method} ({curve['param']})")
-    ax.set_xlabel("swept parameter")
+    params = {curve["param"] for curve in task_curves.values() if curve["param"]}
+    ax.set_xlabel(f"decoding.{params.pop()}" if len(params) == 1 else "swept parameter (per method, in the legend)")
     ax.set_ylabel(f"{metric} (95% bootstrap interval)")
     ax.set_title(task)
     ax.legend()
