@@ -69,10 +69,13 @@ VALUES = 4
 
 
 def fill_value(params: GenerationParams) -> int:
-    """What generate writes after a hypothesis ended: `pad_token_id or eos[0] if eos is not None else -1`."""
+    """What generate writes after a hypothesis ended: `pad_token_id or eos[0] if eos is not None else -1`
+    (with an empty EOS list and no truthy pad id generate fails on `eos[0]`; we write -1, as with no EOS)."""
     if params.eos_token_id is None:
         return -1
-    return params.pad_token_id or params.eos_token_id[0]
+    if params.pad_token_id:
+        return params.pad_token_id
+    return params.eos_token_id[0] if params.eos_token_id else -1
 
 
 @dataclass

@@ -151,7 +151,7 @@ def _as_token_tuple(name: str, value: Any) -> tuple[int, ...] | None:
     items = [value] if _is_int(value) else list(value) if isinstance(value, (list, tuple)) else None
     _check(items is not None, name, value, allowed)
     if not items:
-        return None  # an empty list disables EOS, as an empty tensor does in generate
+        return ()  # no EOS id: nothing ends a row on a token, but generate still builds its EOS criterion
     _check(all(_is_int(v) and v >= 0 for v in items), name, value, allowed)
     return tuple(int(v) for v in items)
 

@@ -128,9 +128,8 @@ def test_user_criterion_without_eos_leaves_finished_rows_unpadded(tiny_model):
     assert ours.finish_reasons[0] == "stopping_criteria"
 
 
-@pytest.mark.xfail(strict=True, reason="params.py turns eos_token_id=[] into None (decoding/params.py "
-                   "_as_token_tuple); generate keeps an empty EOS tensor, builds an EosTokenCriteria from it and "
-                   "so pads finished rows. loop.py pads when params.eos_token_id is not None, ready for () there")
+# generate keeps an empty EOS tensor, builds an EosTokenCriteria from it and so pads the rows a user's criterion
+# ended; params.py keeps eos_token_id=[] as () (not None) and the loop pads whenever it is not None
 @pytest.mark.parametrize("pad", [{"pad_token_id": 5}, {}], ids=["pad_5", "model_pad"])
 def test_empty_eos_list_with_a_user_criterion_pads_finished_rows(tiny_llama, pad):
     reference, ours = reference_and_ours(tiny_llama, *BATCH, max_new_tokens=5, eos_token_id=[],
