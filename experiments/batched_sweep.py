@@ -6,8 +6,8 @@
 Hydra's basic launcher runs a sweep's jobs one after another, and each job prefills every prompt again for
 its own decoding configuration. This launcher composes every job's config first, then groups the jobs
 whose configs are equal except the sampling parameters `decoding.generate_sweep` can vary per row
-(`decoding.processors.rows.ROW_PARAMETERS`: do_sample, temperature, top_k, top_p, min_p, top_h) and
-`decoding.name`. When the first job of a group comes up, the group's generation runs once, all its
+(`decoding.processors.rows.ROW_PARAMETERS`: do_sample, temperature, top_k, top_p, min_p, top_h, guidance_scale,
+watermarking_config) and `decoding.name`. When the first job of a group comes up, the group's generation runs once, all its
 configurations in one batch (`experiments.generation.generate_continuations_sweep`), and each job's
 `GenerationRun` is left in the process (`experiments.generation.stash_precomputed`, keyed by the job's
 config fingerprint). Then every job runs exactly as under the basic launcher (`run_job` -> `main` ->
