@@ -32,9 +32,12 @@ TRUNCATIONS = (
     ("typical_p", "Typical", "typical_p={}"),
     ("epsilon_cutoff", "Epsilon", "\u03b5={}"),
     ("eta_cutoff", "Eta", "\u03b7={}"),
+    ("top_h", "Top-h", "top_h={}"),
 )
 NO_EFFECT = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (None, 0.0), "typical_p": (1.0, None),
-             "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None)}
+             "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None), "top_h": (None,)}
+# WatermarkingConfig's defaults (transformers), for a run that names only some of its fields.
+WATERMARK_DEFAULTS = {"bias": 2.0, "greenlist_ratio": 0.25}
 FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling": 3, "Sampling": 4,
                "Top-k": 5, "Nucleus": 6}
 
@@ -86,7 +89,23 @@ def extras(dec: dict[str, Any]) -> list[str]:
         out.append(f"repetition penalty={_num(dec['repetition_penalty'])}")
     if dec.get("no_repeat_ngram_size") not in (None, 0):
         out.append(f"no-repeat n={_num(dec['no_repeat_ngram_size'])}")
+    if dec.get("guidance_scale") not in (None, 1, 1.0):
+        out.append(f"CFG scale={_num(dec['guidance_scale'])}")
+    watermark = watermark_of(dec)
+    if watermark is not None:
+        out.append(f"watermark \u03b4={_num(watermark['bias'])}, \u03b3={_num(watermark['greenlist_ratio'])}")
     return out
+
+
+def watermark_of(dec: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's watermark bias and greenlist ratio, from a nested `watermarking_config` or a tidy table's
+    flattened `watermarking_config.<field>` keys; None without a watermark."""
+    nested = dec.get("watermarking_config")
+    fields = dict(nested) if isinstance(nested, dict) else {
+        k.split(".", 1)[1]: v for k, v in dec.items() if k.startswith("watermarking_config.")}
+    if not fields:
+        return None
+    return {**WATERMARK_DEFAULTS, **{k: v for k, v in fields.items() if k in WATERMARK_DEFAULTS}}
 
 
 def method_label(dec: dict[str, Any]) -> str:

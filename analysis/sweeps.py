@@ -30,7 +30,9 @@ NOT_SETTINGS = {"name", "resume", "optimized_metric"}
 META_COLUMNS = {"run", "source", "path"}
 # The x axes of the quality plots and of the speed plots.
 QUALITY_PARAMS = ("decoding.top_p", "decoding.top_k", "decoding.temperature", "decoding.num_beams",
-                  "decoding.min_p", "decoding.typical_p", "decoding.epsilon_cutoff", "decoding.eta_cutoff")
+                  "decoding.min_p", "decoding.typical_p", "decoding.epsilon_cutoff", "decoding.eta_cutoff",
+                  "decoding.top_h", "decoding.guidance_scale", "decoding.watermarking_config.bias",
+                  "decoding.watermarking_config.greenlist_ratio")
 SPEED_PARAMS = ("prompts.batch_size", "decoding.num_beams", "cache.setting")
 DECODING_DEFAULTS = {"decoding.temperature": 1.0, "decoding.top_p": 1.0, "decoding.num_beams": 1}
 # Settings the human continuations do not depend on.

@@ -20,6 +20,11 @@ from tests.analysis.conftest import HUMAN, config_for, metrics_for, write_job
     ({"do_sample": True, "top_k": 0, "min_p": 0.1}, "Min-p, min_p=0.1"),
     ({"do_sample": True, "num_beams": 4, "top_k": 0}, "Beam sampling, b=4"),
     ({"do_sample": False, "repetition_penalty": 1.2}, "Greedy, repetition penalty=1.2"),
+    ({"do_sample": True, "top_k": 0, "top_h": 0.4}, "Top-h, top_h=0.4"),
+    ({"do_sample": False, "guidance_scale": 1.5}, "Greedy, CFG scale=1.5"),
+    ({"do_sample": False, "guidance_scale": 1.0}, "Greedy"),  # scale 1 is no guidance
+    ({"do_sample": True, "top_k": 0, "watermarking_config": {"bias": 4.0}}, "Pure sampling, watermark \u03b4=4, \u03b3=0.25"),
+    ({"do_sample": True, "top_k": 0, "watermarking_config.greenlist_ratio": 0.5}, "Pure sampling, watermark \u03b4=2, \u03b3=0.5"),
 ])
 def test_method_label_reads_the_parameters_not_the_config_name(decoding, label):
     assert method_label({"name": "whatever", **decoding}) == label
@@ -79,3 +84,19 @@ def test_runs_with_different_prompts_get_their_own_human_row(tmp_path):
     groups = dict(human_groups(frame))
     assert set(groups) == {"Human [seed=0]", "Human [seed=1]"}
     assert len(groups["Human [seed=0]"]) == 2  # decoding does not change the human continuations
+
+
+def test_a_watermark_bias_sweep_is_one_curve_and_a_guidance_sweep_another(tmp_path):
+    watermark = {"name": "watermark", "do_sample": True, "top_k": 0}
+    for bias in (4.0, 1.0, 2.0):
+        write_job(tmp_path / f"bias={bias}", config_for({**watermark, "watermarking_config": {"bias": bias}}),
+                  metrics_for(2.0 + bias))
+    for scale in (1.5, 3.0):
+        write_job(tmp_path / f"cfg={scale}", config_for({"name": "cfg", "do_sample": False, "guidance_scale": scale}),
+                  metrics_for(2.0))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    found = swept(frame, QUALITY_PARAMS)
+    (bias_curve,) = found["decoding.watermarking_config.bias"]
+    assert bias_curve.values == [1.0, 2.0, 4.0]
+    (scale_curve,) = found["decoding.guidance_scale"]
+    assert scale_curve.values == [1.5, 3.0] and scale_curve.fixed == "Greedy"
