@@ -16,8 +16,13 @@ config.yaml, samples.jsonl, metrics.json and W&B run. The samples are those of t
 tests compare both launchers); the speed numbers are the job's share of the shared batches
 (`GenerationRun`).
 
-Not batched, run as under the basic launcher: jobs already finished (resume), jobs that do not generate,
-beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and groups of one.
+`task=lm_eval` jobs (lm-eval tasks, no generation) are grouped the same way; their group's shared step is one
+evaluation of the tasks for all configurations through `SweepDecodelabLM` (`experiments.lm_eval_batched`:
+every generation batch decoded once for all, every log-likelihood scored once), each job's `simple_evaluate`
+result stashed the same way; the job's run writes its metrics.json, lm-eval samples and W&B run as alone.
+
+Not batched, run as under the basic launcher: jobs already finished (resume), jobs that neither generate nor
+run lm-eval tasks, beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and groups of one.
 If a group's shared generation fails, whatever the error, its jobs run one by one and each fails or succeeds
 on its own (`BatchedLauncher._generate`). A job whose own run raises an unexpected error fails alone, with
 its traceback in its error.txt (`confine_failure`); the sweep goes on and exits non-zero at the end.
@@ -80,7 +85,7 @@ def _checked_batch_key(cfg: DictConfig):
     from decoding.processors.rows import ROW_PARAMETERS
     from experiments.run import NOT_IN_FINGERPRINT, check_config, plain
 
-    if not cfg.task.generate:
+    if not cfg.task.generate and not cfg.task.get("lm_eval"):
         return None, None
     try:
         params = check_config(cfg)
@@ -242,7 +247,8 @@ class BatchedLauncher(BasicLauncher):
         return claimed
 
     def _generate(self, group: Group) -> dict[int, JobLock]:
-        """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint.
+        """The group's one batched generation; each job's GenerationRun is stashed under its fingerprint (for
+        task=lm_eval jobs: one shared evaluation, each job's `experiments.lm_eval_batched.SharedEvaluation`).
 
         Returns the locks taken on the jobs' folders (`_claim`), held until each job's run is done, so that a
         concurrent identical sweep does not generate them again; only the claimed jobs are generated, and
@@ -255,6 +261,7 @@ class BatchedLauncher(BasicLauncher):
         their traceback.
         """
         from experiments.generation import generate_continuations_sweep, stash_precomputed
+        from experiments.lm_eval_batched import evaluate_shared, shares_evaluation
         from experiments.run import (EXPECTED_ERRORS, decoding_params, generation_options, load_inputs,
                                      prompt_pairs, quiet_third_party_loggers)
 
@@ -264,19 +271,23 @@ class BatchedLauncher(BasicLauncher):
         if len(members) < 2:
             return locks
         names = ", ".join(f"#{job.index}" for job in members)
-        log.info(f"batched generation for jobs {names} ({len(members)} configurations)")
         first = members[0].config
+        what = "shared lm-eval evaluation" if shares_evaluation(first) else "batched generation"
+        log.info(f"{what} for jobs {names} ({len(members)} configurations)")
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(first)
         try:
             quiet_third_party_loggers()
             documents, model, tokenizer = load_inputs(first)
-            pairs = prompt_pairs(first, documents, tokenizer)
-            runs = generate_continuations_sweep(model, tokenizer, pairs,
-                                                [decoding_params(job.config) for job in members],
-                                                **generation_options(first))
+            if shares_evaluation(first):  # task=lm_eval: each job's simple_evaluate result
+                runs = evaluate_shared([job.config for job in members], model, tokenizer)
+            else:
+                pairs = prompt_pairs(first, documents, tokenizer)
+                runs = generate_continuations_sweep(model, tokenizer, pairs,
+                                                    [decoding_params(job.config) for job in members],
+                                                    **generation_options(first))
         except Exception as err:  # any failure: the jobs run alone, and each one fails or succeeds on its own
-            log.warning(f"batched generation for jobs {names} failed ({type(err).__name__}: {err}); "
+            log.warning(f"{what} for jobs {names} failed ({type(err).__name__}: {err}); "
                         "running them one by one", exc_info=not isinstance(err, EXPECTED_ERRORS))
             return locks
         finally:

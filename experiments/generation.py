@@ -174,15 +174,16 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
 
 
 # Generation done ahead of a sweep's jobs by the batched launcher, keyed by each job's config fingerprint
-# (experiments.run.fingerprint); the job's `run` uses it instead of generating. In-process only.
-_precomputed: dict[str, GenerationRun] = {}
+# (experiments.run.fingerprint); the job's `run` uses it instead of generating. In-process only. A task=lm_eval
+# job's entry is its part of a shared evaluation (experiments.lm_eval_batched.SharedEvaluation).
+_precomputed: dict[str, Any] = {}
 
 
-def stash_precomputed(key: str, run: GenerationRun) -> None:
+def stash_precomputed(key: str, run: Any) -> None:
     _precomputed[key] = run
 
 
-def precomputed_run(key: str) -> GenerationRun | None:
+def precomputed_run(key: str) -> Any:
     return _precomputed.get(key)
 
 

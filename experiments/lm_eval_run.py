@@ -249,23 +249,38 @@ def logger_rows(samples: dict[str, list[dict]], limit: int = 100) -> list[dict]:
     return rows[:limit]
 
 
-def lm_eval_metrics(cfg: DictConfig, model, tokenizer, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
-    """Run the configured tasks on the loaded model; (metrics, rows for the logger's sample table)."""
+def evaluate_tasks(cfg: DictConfig, lm, manager) -> dict[str, Any]:
+    """`lm_eval.simple_evaluate` of the configured tasks with `lm` (a DecodelabLM, or one configuration of a
+    SweepDecodelabLM), seeded by the run's seed, samples logged."""
     import lm_eval
 
-    from experiments.lm_eval_model import DecodelabLM
-
-    manager = task_manager(cfg)
-    check_eval_inputs(cfg, manager)
-    lm = DecodelabLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                     cache=cfg.cache.setting, **run_decoding(cfg))
-    results = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=lm, tasks=_task_specs(cfg, manager), num_fewshot=cfg.eval.num_fewshot, limit=cfg.eval.limit,
         task_manager=manager, log_samples=True, apply_chat_template=cfg.eval.apply_chat_template,
         bootstrap_iters=cfg.eval.bootstrap_resamples, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+
+
+def lm_eval_metrics(cfg: DictConfig, model, tokenizer, out_dir: Path,
+                    precomputed: Any = None) -> tuple[dict[str, Any], list[dict]]:
+    """Run the configured tasks on the loaded model; (metrics, rows for the logger's sample table).
+
+    `precomputed`: what the batched launcher evaluated for this config in a shared evaluation
+    (`experiments.lm_eval_batched.SharedEvaluation`), used instead of evaluating; anything else is ignored."""
+    from experiments.lm_eval_batched import SharedEvaluation
+    from experiments.lm_eval_model import DecodelabLM
+
+    manager = task_manager(cfg)
+    check_eval_inputs(cfg, manager)
+    if isinstance(precomputed, SharedEvaluation):
+        results, records = precomputed.results, precomputed.generation_records
+    else:
+        lm = DecodelabLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.eval.batch_size, seed=cfg.seed,
+                         cache=cfg.cache.setting, **run_decoding(cfg))
+        results = evaluate_tasks(cfg, lm, manager)
+        records = lm.get_model_info()["decodelab_generation"]
     samples = results.get("samples", {})
     write_samples(out_dir, samples)
     metrics = task_metrics(results["results"], samples, cfg.eval.repeats, cfg.seed, cfg.eval.bootstrap_resamples)
-    metrics["meta/lm_eval_generation"] = lm.get_model_info()["decodelab_generation"]
+    metrics["meta/lm_eval_generation"] = records
     return metrics, logger_rows(samples)
