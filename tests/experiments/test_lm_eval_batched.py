@@ -37,6 +37,13 @@ def test_lm_eval_jobs_that_differ_in_row_parameters_share_one_group(configs):
     assert group_jobs(cfgs) == [[0, 1, 2, 3, 4]]
 
 
+def test_the_minp_tasks_grid_is_one_group(configs):
+    """experiment=minp_tasks: sampling, top-p and min-p at four temperatures each, all row parameters."""
+    cfgs = configs(*[[f"decoding={method}", f"++decoding.temperature={t}", "eval.tasks=[sotu_last_word,arithmetic_add]"]
+                     for method in ("temperature", "top_p", "min_p") for t in (0.5, 1.0, 1.5, 2.0)])
+    assert group_jobs(cfgs, max_configurations=16) == [list(range(12))]
+
+
 def test_lm_eval_groups_split_on_anything_else(configs):
     cfgs = configs([*TEMPERATURE, "decoding.temperature=0.5"], [*TEMPERATURE, "decoding.temperature=1.5"],
                    [*TEMPERATURE, "decoding.temperature=0.5", "eval.limit=3"],
