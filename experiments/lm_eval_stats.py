@@ -27,14 +27,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def bootstrap_picks(size: int, resamples: int, seed: int) -> np.ndarray:
+    """The resamples' item indices, drawn with replacement: (resamples, size) int64. Every bootstrap of the
+    project draws through here, so one seed means the same resampled items for task and generation metrics."""
+    if size == 0:
+        raise ValueError("bootstrap over no values: nothing was scored")
+    return np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+
+
 def bootstrap_means(values: Sequence[float], resamples: int, seed: int) -> np.ndarray:
     """`resamples` means of documents drawn with replacement: (resamples,) float64."""
     data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
-        raise ValueError("bootstrap over no values: nothing was scored")
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, data.size, size=(resamples, data.size))
-    return data[picks].mean(axis=1)
+    return data[bootstrap_picks(data.size, resamples, seed)].mean(axis=1)
 
 
 def bootstrap_ci95(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:

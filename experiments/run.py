@@ -153,9 +153,10 @@ def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str
 
 def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scorer, scorer_tokenizer,
                     prefix: str, with_references: bool) -> dict[str, Any]:
-    """`prefix/<metric>` floats, plus `meta/not_measurable` and `meta/caveats` ({`prefix/<metric>`: text}) and,
+    """`prefix/<metric>` floats (with `prefix/<metric>/ci95_low|high`, a bootstrap over texts, where meaningful),
+    plus `meta/not_measurable` and `meta/caveats` ({`prefix/<metric>`: text}), `meta/bootstrap_generation` and,
     when MAUVE ran, `meta/mauve_features` (its features model, as the run names it)."""
-    from experiments.metrics import score_generations
+    from experiments.metrics import intervals, score_generations
     from experiments.models import TINY_KINDS
     from experiments.perplexity import generation_perplexity
 
@@ -170,14 +171,22 @@ def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scor
         features_random=random_weights)
     metrics = dict(scores.values)
     try:
-        ppl = generation_perplexity(scorer, scorer_tokenizer, list(prompts), list(texts)).metrics(prefix="ppl")
-        metrics["ppl"] = ppl["ppl/token"]
+        report = generation_perplexity(scorer, scorer_tokenizer, list(prompts), list(texts))
+        metrics["ppl"] = report.metrics(prefix="ppl")["ppl/token"]
+        weights = intervals.resample_weights(len(report.texts), intervals.DEFAULT_RESAMPLES, cfg.seed)  # (R, texts)
+        log_ppl = intervals.ratio_interval([t.nll for t in report.texts], [t.tokens for t in report.texts], weights)
+        scores.intervals["ppl"] = tuple(math.exp(v) for v in intervals.percentile_interval(log_ppl))
     except ValueError:  # every text empty (e.g. EOS at once): nothing to score
         metrics["ppl"] = float("nan")
         scores.not_measurable["ppl"] = "every text empty"
     out: dict[str, Any] = {f"{prefix}/{k}": v for k, v in metrics.items()}
     out["meta/not_measurable"] = {f"{prefix}/{k}": why for k, why in scores.not_measurable.items()}
     out["meta/caveats"] = {f"{prefix}/{k}": text for k, text in scores.caveats.items()}
+    for key, (low, high) in scores.intervals.items():
+        out[f"{prefix}/{key}/ci95_low"], out[f"{prefix}/{key}/ci95_high"] = low, high
+    out["meta/bootstrap_generation"] = {"resamples": intervals.DEFAULT_RESAMPLES, "seed": cfg.seed,
+                                        "unit": "texts (prompts x return sequences)", "interval": "percentile 95%"}
+    out["meta/no_interval"] = {f"{prefix}/{k}": why for k, why in intervals.NO_INTERVAL.items() if k in metrics}
     if "mauve" in metrics:
         out["meta/mauve_features"] = features + (" (random weights)" if random_weights else "")
     return out
@@ -226,7 +235,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     unique = {(pair["doc_id"], pair["start"]): pair for pair in pairs}.values()  # one human row per prompt
     human = quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
                             tokenizer, scorer, scorer_tokenizer, "human", False)
-    for key in ("meta/not_measurable", "meta/caveats"):  # dicts: merged, not replaced
+    for key in ("meta/not_measurable", "meta/caveats", "meta/no_interval"):  # dicts: merged, not replaced
         human[key] = {**metrics[key], **human[key]}
     metrics.update(human)
     watermark = cfg.decoding.get("watermarking_config")

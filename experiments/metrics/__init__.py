@@ -33,7 +33,8 @@ Why `score_generations` returns more than numbers: a NaN alone cannot say why it
 score on 16 samples looks as solid as one on 5000. `GenerationScores` carries, beside the values, the
 reason for each NaN (`not_measurable`) and what a reader must know before trusting a number (`caveats`),
 so the runner can record both in metrics.json and the report can show them. `compute_generation_metrics`
-is the numbers alone, for callers that want just those.
+is the numbers alone, for callers that want just those. `GenerationScores.intervals` holds each metric's 95%
+bootstrap interval over texts where one is meaningful (`intervals.py` says which and why not the others).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 
 # Modules, not their functions: `from .self_bleu import self_bleu` would rebind `experiments.metrics.self_bleu`
 # from the module to the function, and `import experiments.metrics.self_bleu as m` would then return the function.
-from experiments.metrics import diversity, mauve_score, reference, repetition, self_bleu, tokens, zipf
+from experiments.metrics import diversity, intervals, mauve_score, reference, repetition, self_bleu, tokens, zipf
 
 __all__ = ["GenerationScores", "compute_generation_metrics", "score_generations"]
 
@@ -63,6 +64,7 @@ class GenerationScores:
     values: dict[str, float]
     not_measurable: dict[str, str] = field(default_factory=dict)  # key -> why its value is NaN, for every NaN
     caveats: dict[str, str] = field(default_factory=dict)  # key -> what to know before trusting its value
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (ci95_low, ci95_high)
 
 
 def compute_generation_metrics(*args: Any, **kwargs: Any) -> dict[str, float]:
@@ -85,6 +87,7 @@ def score_generations(
     feature_batch_size: int = 16,
     features_name: str | None = None,
     features_random: bool = False,
+    bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES,
 ) -> GenerationScores:
     """All generation-quality metrics of `texts` (and against `references`, paired by position), with the
     reason for each NaN and the caveats of MAUVE.
@@ -104,6 +107,7 @@ def score_generations(
         feature_batch_size: batch size when featurizing for MAUVE.
         features_name: how the run names `features_model` (for MAUVE's caveat); None: "the features model".
         features_random: whether `features_model` has random weights (MAUVE then gets a caveat).
+        bootstrap_resamples: resamples of the 95% intervals over texts (seeded by `seed`); 0: no intervals.
     """
     if isinstance(texts, str) or not texts:
         raise ValueError(f"texts must be a non-empty list of generated strings, got {texts!r:.80}")
@@ -154,4 +158,6 @@ def score_generations(
                 if caveat:
                     scores.caveats["mauve"] = caveat
     scores.values = {key: float(value) for key, value in metrics.items()}
+    scores.intervals = intervals.generation_intervals(token_lists, texts, references, resamples=bootstrap_resamples,
+                                                      seed=seed, zipf_top_n=zipf_top_n)
     return scores

@@ -1,0 +1,159 @@
+"""95% bootstrap intervals of the generation metrics, over prompts (texts).
+
+Each resample draws len(texts) texts with replacement (`experiments.lm_eval_stats.bootstrap_picks`, the
+draw the task metrics use, seeded), recomputes the metric on them, and the interval is the 2.5th and
+97.5th percentile of the recomputed values (the percentile bootstrap). A resample is kept as a weight per
+text, how often it was drawn, `weights` (R, N): every metric below that is a sum of per-text statistics is
+then one matrix product for all resamples at once, so 1000 resamples cost milliseconds.
+
+Which metrics get an interval, and how:
+- means and ratios of sums over texts: `rep_2..4` (SimCTG's sums of per-text distinct and total n-grams),
+  `diversity` (the product of the same resample's rep-n), `mean_length`, `repetition_pct` (share of looping
+  texts), `rougeL` (mean per-pair F), and the runner's `ppl` (summed NLL over summed tokens, `ratio_interval`);
+- corpus statistics that are sums over texts, recomputed per resample from per-text statistics: `bleu` and
+  `chrf` (sacreBLEU's sentence statistics, summed as its own corpus score sums them), `zipf` (pooled token
+  counts, then the same least-squares fit);
+- no interval, with the reason in `NO_INTERVAL`: `distinct_1..4` and `self_bleu4` compare texts with each
+  other, and a resample with replacement repeats texts, which these metrics read as cross-text repetition: the
+  resampled values are biased (distinct-n falls, Self-BLEU rises), not noise around the estimate. `mauve`:
+  its features and clustering would have to be redone for every resample (minutes each on a real model).
+  `mauve_samples` is a count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments.lm_eval_stats import bootstrap_picks
+from experiments.metrics import diversity, repetition, zipf
+from experiments.metrics.tokens import Tokens, ngrams
+
+DEFAULT_RESAMPLES = 1000
+PERCENTILES = (2.5, 97.5)
+SET_LEVEL = ("a resample repeats texts, which this metric reads as cross-text repetition: biased, not noise; "
+             "no bootstrap interval")
+NO_INTERVAL = {
+    **{f"distinct_{n}": SET_LEVEL for n in (1, 2, 3, 4)},
+    "self_bleu4": SET_LEVEL,
+    "mauve": "MAUVE's features and clustering would be redone per resample (too costly); no bootstrap interval",
+}
+
+
+def resample_weights(size: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each of `size` texts is drawn in each resample: (resamples, size) float64, rows sum to size."""
+    picks = bootstrap_picks(size, resamples, seed)  # (R, N)
+    offsets = (np.arange(resamples) * size)[:, None]  # (R, 1): row r counts into [r * N, (r + 1) * N)
+    counts = np.bincount((picks + offsets).ravel(), minlength=resamples * size)
+    return counts.reshape(resamples, size).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """(low, high): the 95% percentile interval of resampled values (R,); NaN resamples are ignored."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, PERCENTILES)
+    return float(low), float(high)
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], weights: np.ndarray,
+                   scale: float = 1.0) -> np.ndarray:
+    """`scale * sum(num) / sum(den)` of each resample: (R,); NaN where a resample's denominator is 0."""
+    num = weights @ np.asarray(numerators, dtype=np.float64)  # (R,)
+    den = weights @ np.asarray(denominators, dtype=np.float64)  # (R,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, scale * num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _rep_resamples(token_lists: Sequence[Tokens], weights: np.ndarray) -> dict[int, np.ndarray]:
+    """rep-n of each resample for n = 2, 3, 4: {n: (R,)}; 0.0 where a resample has no n-grams, as `rep_n`."""
+    out = {}
+    for n in diversity.DIVERSITY_ORDERS:
+        grams = [ngrams(tokens, n) for tokens in token_lists]
+        unique = weights @ np.array([len(set(g)) for g in grams], dtype=np.float64)  # (R,)
+        total = weights @ np.array([len(g) for g in grams], dtype=np.float64)  # (R,)
+        out[n] = np.where(total > 0, 100.0 * (1.0 - unique / np.where(total > 0, total, 1.0)), 0.0)
+    return out
+
+
+def _zipf_resamples(token_lists: Sequence[Tokens], weights: np.ndarray, top_n: int) -> np.ndarray:
+    """The Zipf coefficient of each resample's pooled token counts: (R,), NaN below two distinct tokens."""
+    vocabulary: dict[Any, int] = {}
+    per_text = [Counter(tokens) for tokens in token_lists]
+    for counts in per_text:
+        for token in counts:
+            vocabulary.setdefault(token, len(vocabulary))
+    matrix = np.zeros((len(token_lists), max(1, len(vocabulary))))  # (N, V) token counts per text
+    for row, counts in enumerate(per_text):
+        for token, count in counts.items():
+            matrix[row, vocabulary[token]] = count
+    pooled = -np.sort(-(weights @ matrix), axis=1)[:, :top_n]  # (R, K), K = min(V, top_n), decreasing
+    # The least-squares slope of log count on log rank, for all resamples at once: a resample's tokens that
+    # were not drawn (count 0) sit at the end of its sorted row and are masked out of its fit.
+    present = pooled > 0  # (R, K)
+    x = np.log(np.arange(1, pooled.shape[1] + 1, dtype=np.float64))[None, :]  # (1, K) log rank
+    y = np.log(np.where(present, pooled, 1.0))  # (R, K) log count
+    n = present.sum(axis=1)  # (R,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x = (present * x).sum(axis=1) / n
+        mean_y = (present * y).sum(axis=1) / n
+        dx = np.where(present, x - mean_x[:, None], 0.0)
+        slope = (dx * (y - mean_y[:, None])).sum(axis=1) / (dx * dx).sum(axis=1)
+    return np.where(n >= 2, -slope, np.nan)
+
+
+def _sacrebleu_resamples(metric: Any, texts: Sequence[str], references: Sequence[str],
+                         weights: np.ndarray) -> np.ndarray:
+    """A sacreBLEU corpus score per resample: its sentence statistics summed with the resample's weights.
+
+    `_extract_corpus_statistics` / `_compute_score_from_stats` are how sacreBLEU's own paired bootstrap
+    recomputes corpus scores; a corpus score is the score of the summed statistics."""
+    stats = np.asarray(metric._extract_corpus_statistics(list(texts), [list(references)]), dtype=np.float64)
+    summed = np.rint(weights @ stats).astype(np.int64)  # (R, S): integer counts, as sacreBLEU sums them
+    return np.array([metric._compute_score_from_stats(row.tolist()).score for row in summed])
+
+
+def _rouge_l_scores(texts: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-pair ROUGE-L F-measure, configured as `reference.rouge_l` (its mean): (N,)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return np.array([scorer.score(ref, text)["rougeL"].fmeasure for text, ref in zip(texts, references)])
+
+
+def generation_intervals(token_lists: Sequence[Tokens], texts: Sequence[str], references: Sequence[str] | None,
+                         *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                         zipf_top_n: int = zipf.DEFAULT_TOP_N) -> dict[str, tuple[float, float]]:
+    """{metric: (ci95_low, ci95_high)} for the metrics `score_generations` computes that take an interval.
+
+    Args:
+        token_lists: the texts as `score_generations` tokenized them, one list each (N).
+        texts: the same texts as strings (for the reference metrics).
+        references: the human continuation of each text, or None (no bleu / chrf / rougeL).
+        resamples: bootstrap resamples (R); 0 gives no intervals.
+        seed: the bootstrap's seed (same seed, same texts: same intervals).
+        zipf_top_n: as in `zipf.zipf_coefficient`.
+    """
+    if resamples == 0:
+        return {}
+    weights = resample_weights(len(token_lists), resamples, seed)  # (R, N)
+    size = float(len(token_lists))
+    values: dict[str, np.ndarray] = {}
+    reps = _rep_resamples(token_lists, weights)
+    values.update({f"rep_{n}": rep for n, rep in reps.items()})
+    values["diversity"] = np.prod([1.0 - rep / 100.0 for rep in reps.values()], axis=0)
+    values["zipf"] = _zipf_resamples(token_lists, weights, zipf_top_n)
+    looping = [repetition.repeating_loop(tokens) is not None for tokens in token_lists]
+    values["repetition_pct"] = 100.0 * (weights @ np.array(looping, dtype=np.float64)) / size
+    values["mean_length"] = weights @ np.array([len(t) for t in token_lists], dtype=np.float64) / size
+    if references is not None:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        values["bleu"] = _sacrebleu_resamples(BLEU(), texts, references, weights)
+        values["chrf"] = _sacrebleu_resamples(CHRF(), texts, references, weights)
+        values["rougeL"] = weights @ _rouge_l_scores(texts, references) / size
+    return {key: percentile_interval(resampled) for key, resampled in values.items()}
