@@ -144,6 +144,7 @@ class StepConfig:
     stop_strings: StopStrings | None
     fill: int
     stops: Stops | None = None  # user stopping criteria and max_time (decoding/hooks.py)
+    visible_start: int = 0  # first column criteria see (T for inputs_embeds alone: decoding/embeds.py)
 
 
 @dataclass
@@ -182,7 +183,7 @@ def _stop_string_hits(cfg: StepConfig, run_tokens: torch.Tensor, length: int, ro
                       tokens: torch.Tensor) -> torch.Tensor:
     """(I, C) candidates whose new token completes a stop string. rows / tokens are (I, C) flat parent rows."""
     window = cfg.stop_strings.window
-    tails = run_tokens[rows.flatten(), max(0, length - window + 1):length]  # (I*C, w-1)
+    tails = run_tokens[rows.flatten(), max(cfg.visible_start, length - window + 1):length]  # (I*C, w-1)
     seqs = torch.cat([tails, tokens.reshape(-1, 1)], dim=1).tolist()
     hit = [cfg.stop_strings.row_hit(seq) for seq in seqs]
     return torch.tensor(hit, dtype=torch.bool, device=tokens.device).view_as(tokens)
@@ -213,7 +214,7 @@ def expand(cfg: StepConfig, x: StepInput, t: int) -> Candidates:
         is_stop = _stop_string_hits(cfg, x.run_tokens, cfg.prompt_length + t, rows, token) & ~is_eos
     if cfg.stops is not None and cfg.stops.criteria:  # generate asks them about every candidate sequence
         length = cfg.prompt_length + t
-        candidates = torch.cat([x.run_tokens[rows.flatten(), :length], token.reshape(-1, 1)], dim=1)
+        candidates = torch.cat([x.run_tokens[rows.flatten(), cfg.visible_start:length], token.reshape(-1, 1)], dim=1)
         is_user = cfg.stops.user_hits(candidates).view_as(token) & ~is_eos & ~is_stop
     ended = is_eos | is_stop | is_user
     at_limit = t + 1 >= cfg.n_max
@@ -384,7 +385,8 @@ def finish(store: Store, prompt_ids: torch.Tensor, n_return: int, fill: int, tim
 
 
 def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, params: GenerationParams, *,
-                generator: torch.Generator | None = None, tokenizer: Any = None) -> GenerationResult:
+                generator: torch.Generator | None = None, tokenizer: Any = None,
+                prompt_embeds: Any = None) -> GenerationResult:
     """Beam search (or beam sampling with `do_sample=True`) on checked, left-padded prompts.
 
     Args:
@@ -393,6 +395,7 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         params: resolved parameters with `num_beams > 1`.
         generator: RNG for beam sampling (None: torch's global RNG, as generate).
         tokenizer: needed only for `stop_strings`.
+        prompt_embeds: an `embeds.PromptEmbeds` when the prompt came as inputs_embeds, else None.
 
     Returns:
         GenerationResult with `sequences` (B * num_return_sequences, T + N) and `sequences_scores`.
@@ -407,12 +410,17 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     cfg = step_config(params, width, prompt_len, generator, tokenizer, device)
     state = init_state(input_ids.repeat_interleave(width, dim=0), attention_mask.repeat_interleave(width, dim=0),
                        n_max, cfg.fill)
+    if prompt_embeds is not None:  # every beam of a prompt starts from its embeddings
+        state.prompt_embeds = prompt_embeds.embeds.repeat_interleave(width, dim=0)  # (B*K, T, H)
+        state.visible_start = prompt_embeds.visible_start
+        cfg = replace(cfg, visible_start=state.visible_start)
     kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
     forward = Forward(model, kv)
     prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(width)  # (B*K,) pad slots per row
     # guidance's unconditional rows are never reordered with the beams, as in generate (processors/guidance.py)
     beam_prompts = torch.arange(batch, device=device).repeat_interleave(width)  # (B*K,)
-    processors = merge_processors(build_processors(params, prompt_len, prompt_start if state.padded else None,
+    processors = merge_processors(build_processors(params, prompt_len - state.visible_start,
+                                                   prompt_start if state.padded else None,
                                                    model, beam_prompts), params.logits_processor)
     beams = start_beams(batch, width, n_max, cfg.fill, device)
     recorder, cfg = with_hooks(cfg, params)
@@ -427,7 +435,7 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         if cfg.do_sample:  # multinomial would fail on NaN first; beam search checks its candidates (`expand`)
             check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
-        scores = processors(state.tokens[:, :state.length], logp) if processors else logp
+        scores = processors(state.visible_tokens(), logp) if processors else logp
         recorder.add(scores, logits)  # (B*K, V) each, rows in this step's beam order, as generate records them
         cfg.stops.tick()
         # (a full log_softmax: on CPU it is faster than a logsumexp for the candidates alone)
@@ -447,7 +455,7 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         kv.reorder(rows)
     sync_device(device)
     total = time.perf_counter() - t0
-    return finish(beams.store, input_ids, params.num_return_sequences, cfg.fill,
+    return finish(beams.store, input_ids[:, state.visible_start:], params.num_return_sequences, cfg.fill,
                   (prefill, total - prefill), t, recorder)
 
 

@@ -13,22 +13,26 @@ import torch
 
 from .beam import beam_search
 from .beam_diverse import diverse_beam_search
+from .embeds import prepare_embeds_call
 from .loop import greedy_or_sample, prepare_call
 from .result import GenerationResult
 
 
 @torch.inference_mode()
-def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None, tokenizer: Any = None, **params: Any) -> GenerationResult:
+def generate(model: Any, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+             generator: torch.Generator | None = None, tokenizer: Any = None, inputs_embeds: torch.Tensor | None = None,
+             **params: Any) -> GenerationResult:
     """Cache-backed generation on `model.forward`, token-identical to `model.generate` for the same arguments.
 
     Args:
         model: a transformers causal LM.
-        input_ids: (B, T) left-padded prompt token ids (or (T,) for one prompt).
+        input_ids: (B, T) left-padded prompt token ids (or (T,) for one prompt); may be None with inputs_embeds.
         attention_mask: (B, T) 1 for real tokens, 0 for padding; inferred from `pad_token_id` when None.
         generator: a seeded `torch.Generator` for sampling; None draws from torch's global RNG exactly as
             generate does.
         tokenizer: needed only for `stop_strings`.
+        inputs_embeds: (B, T, H) prompt embeddings in the model's dtype, fed to the first forward instead of the
+            prompt's ids, as in generate (decoding/embeds.py); without input_ids, `sequences` holds new tokens only.
         **params: `transformers.GenerationConfig` names (`max_new_tokens`, `do_sample`, `temperature`,
             `top_k`, `top_p`, `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff`, `repetition_penalty`,
             `no_repeat_ngram_size`, `min_new_tokens`, `num_return_sequences`, `eos_token_id`,
@@ -37,14 +41,22 @@ def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
             ("none" | "dynamic" | "static") and `max_cache_len` for the static cache.
 
     Returns:
-        GenerationResult; `sequences` is (B * num_return_sequences, T + N).
+        GenerationResult; `sequences` is (B * num_return_sequences, T + N) ((.., N) for inputs_embeds alone).
     """
-    input_ids, attention_mask, (p,) = prepare_call(model, input_ids, attention_mask, [params],
-                                                   {"generator": generator}, tokenizer)
+    extra: dict[str, Any] = {}
+    if inputs_embeds is not None:
+        input_ids, attention_mask, p, extra["prompt_embeds"] = prepare_embeds_call(
+            model, input_ids, inputs_embeds, attention_mask, params, generator, tokenizer)
+    else:
+        if input_ids is None:
+            raise ValueError("input_ids=None is not allowed without inputs_embeds: pass the prompt's token ids "
+                             "(B, T), or its embeddings as inputs_embeds=(B, T, hidden)")
+        input_ids, attention_mask, (p,) = prepare_call(model, input_ids, attention_mask, [params],
+                                                       {"generator": generator}, tokenizer)
     if p.num_beam_groups > 1:
         strategy = diverse_beam_search
     elif p.is_beam:
         strategy = beam_search
     else:
         strategy = greedy_or_sample
-    return strategy(model, input_ids, attention_mask, p, generator=generator, tokenizer=tokenizer)
+    return strategy(model, input_ids, attention_mask, p, generator=generator, tokenizer=tokenizer, **extra)

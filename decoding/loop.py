@@ -52,14 +52,23 @@ class DecodeState:
     position_ids: torch.Tensor  # (B, T + N) long
     length: int  # filled columns; the next token goes to slot `length`
     padded: bool  # any pad slot at all? If not, the model gets no mask (SDPA's causal fast path, as generate)
+    # inputs_embeds (decoding/embeds.py): (B, T, H) fed instead of the prompt's ids on the first forward
+    prompt_embeds: torch.Tensor | None = None
+    visible_start: int = 0  # first column processors, criteria and `sequences` see (T: embeddings only)
 
     def model_mask(self, end: int) -> torch.Tensor | None:
         return self.attention_mask[:, :end] if self.padded else None
 
     def select_rows(self, rows: torch.Tensor) -> "DecodeState":
         """A state whose row i is row `rows[i]` of this one (rows may repeat: a shared prefix copied)."""
+        embeds = None if self.prompt_embeds is None else self.prompt_embeds.index_select(0, rows)
         return DecodeState(self.tokens.index_select(0, rows), self.attention_mask.index_select(0, rows),
-                           self.position_ids.index_select(0, rows), self.length, self.padded)
+                           self.position_ids.index_select(0, rows), self.length, self.padded, embeds,
+                           self.visible_start)
+
+    def visible_tokens(self) -> torch.Tensor:
+        """(B, L) the ids processors and stopping criteria see: generate's `input_ids` of this step."""
+        return self.tokens[:, self.visible_start: self.length]
 
 
 def prompt_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,13 +104,18 @@ class Forward:
             self.compiled = CompiledDecodeStep(model, kv, self.extra)
 
     def __call__(self, state: DecodeState, start: int, end: int) -> torch.Tensor:
-        if self.compiled is not None and end - start == 1 and self.compiled.ready():
+        from_embeds = state.prompt_embeds is not None and (start == 0 or not self.kv.enabled)
+        if self.compiled is not None and end - start == 1 and self.compiled.ready() and not from_embeds:
             return self.compiled(state, start)
         if not self.kv.enabled:
             start = 0  # no cache: recompute the whole sequence
         self.kv.before_forward(start)  # cache position of the first slot written
+        if from_embeds:
+            inputs = {"inputs_embeds": self.embeds_of(state, end)}  # (B, end, H): the prompt, embedded
+        else:
+            inputs = {"input_ids": state.tokens[:, start:end]}
         out = self.model(
-            input_ids=state.tokens[:, start:end],
+            **inputs,
             attention_mask=state.model_mask(end),
             position_ids=state.position_ids[:, start:end],
             cache=self.kv.model_cache,
@@ -109,6 +123,14 @@ class Forward:
             **self.extra,
         )
         return out.logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
+
+    def embeds_of(self, state: DecodeState, end: int) -> torch.Tensor:
+        """(B, end, H) the slots [0, end) as embeddings: the given prompt's, then the new tokens' own."""
+        prompt = state.prompt_embeds
+        if end == prompt.shape[1]:
+            return prompt
+        new = self.model.get_input_embeddings()(state.tokens[:, prompt.shape[1]:end])  # no cache: recompute
+        return torch.cat([prompt, new.to(prompt.dtype)], dim=1)
 
 
 def select_tokens(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -153,7 +175,7 @@ def decode_one_token(forward: Forward, state: DecodeState, processors: Processor
 
 def choose_tokens(state: DecodeState, logits: torch.Tensor, processors: ProcessorList, sampler: Sampler, step: int):
     check_finite(logits, step)
-    scores = processors(state.tokens[:, : state.length], logits)
+    scores = processors(state.visible_tokens(), logits)
     return sampler(scores), logits, scores
 
 
@@ -209,7 +231,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     reasons: list[str | None] = [None] * batch
 
     if streamer is not None:
-        streamer.put(state.tokens[:, :prompt_len].cpu())  # (1, T): the prompt first, as generate sends it
+        streamer.put(state.tokens[:, state.visible_start:prompt_len].cpu())  # (1, T): the prompt first, as generate
     sync_device(device)
     t0 = time.perf_counter()
     prefill_seconds = 0.0
@@ -243,13 +265,13 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         alive = unfinished & ~finished_now
         if stop_strings is not None:
             rows = alive.nonzero().flatten().tolist()
-            for r in stop_strings(state.tokens[:, : state.length], rows):
+            for r in stop_strings(state.visible_tokens(), rows):
                 alive[r] = False
                 reasons[r] = FINISH_STOP_STRING
         for r in finished_now.nonzero().flatten().tolist():
             reasons[r] = FINISH_EOS
         if stops:
-            alive = user_stops(stops, state.tokens[:, : state.length], alive, reasons)
+            alive = user_stops(stops, state.visible_tokens(), alive, reasons)
         unfinished = alive
         if step == 0:
             sync_device(device)
@@ -263,12 +285,12 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     generated = step + 1
     reasons = [r if r is not None else FINISH_LENGTH for r in reasons]
     return GenerationResult(
-        sequences=state.tokens[:, : prompt_len + generated],
+        sequences=state.tokens[:, state.visible_start: prompt_len + generated],
         token_logprobs=logprobs[:, :generated],
         token_logprobs_raw=logprobs_raw[:, :generated],
         new_token_mask=alive_mask[:, :generated],
         finish_reasons=reasons,
-        prompt_length=prompt_len,
+        prompt_length=prompt_len - state.visible_start,
         prefill_seconds=prefill_seconds,
         decode_seconds=total - prefill_seconds,
         new_tokens=int(alive_mask.sum()),
@@ -329,7 +351,8 @@ def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[
 
 
 def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: GenerationParams, *,
-                     generator: torch.Generator | None = None, tokenizer: Any = None) -> GenerationResult:
+                     generator: torch.Generator | None = None, tokenizer: Any = None,
+                     prompt_embeds: Any = None) -> GenerationResult:
     """Greedy decoding or multinomial sampling (generate's `_sample`) on checked, left-padded prompts.
 
     Args:
@@ -337,9 +360,10 @@ def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.
         p: resolved parameters with `num_beams == 1`.
         generator: RNG for sampling (None: torch's global RNG, as generate).
         tokenizer: needed only for `stop_strings`.
+        prompt_embeds: an `embeds.PromptEmbeds` when the prompt came as inputs_embeds, else None.
 
     Returns:
-        GenerationResult; `sequences` is (B * num_return_sequences, T + N).
+        GenerationResult; `sequences` is (B * num_return_sequences, T + N), or (.., N) for embeddings only.
     """
     # The n samples of a prompt are adjacent rows, as in generate; they share one prefill of the prompt.
     prefix_rows = None
@@ -348,10 +372,12 @@ def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.
             p.num_return_sequences)
     prompt_len = input_ids.shape[1]
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
+    if prompt_embeds is not None:
+        state.prompt_embeds, state.visible_start = prompt_embeds.embeds, prompt_embeds.visible_start
     kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
     prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
     if prefix_rows is not None:
         prompt_start = prompt_start.index_select(0, prefix_rows)
-    processors = build_processors(p, prompt_len, prompt_start if state.padded else None, model,
+    processors = build_processors(p, prompt_len - state.visible_start, prompt_start if state.padded else None, model,
                                   prefix_rows if prefix_rows is not None else torch.arange(input_ids.shape[0]))
     return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer, prefix_rows=prefix_rows)

@@ -43,22 +43,20 @@ REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "low_memory": ((None, False), _CONTRASTIVE + "; transformers' beam search refuses low_memory=True as well"),
     "dola_layers": ((None,), _DOLA),
     # encoder-decoder only
-    "encoder_no_repeat_ngram_size": ((None, 0), _ENCODER + " (generate refuses it for decoder-only models too); "
-                                                "use no_repeat_ngram_size"),
     "encoder_outputs": ((None,), _ENCODER),
     "decoder_input_ids": ((None,), _ENCODER),
     "decoder_attention_mask": ((None,), _ENCODER),
     # decoder-only, but not (yet) in decodelab
-    "encoder_repetition_penalty": ((None, 1.0), "decodelab has no prompt-token ('hallucination') penalty yet; "
-                                                "use repetition_penalty, or leave it at 1.0"),
     "constraints": ((None,), "constrained beam search left transformers' generate for a Hub recipe "
                              "(custom_generate); use bad_words_ids, sequence_bias or prefix_allowed_tokens_fn"),
     "force_words_ids": ((None,), "constrained beam search left transformers' generate for a Hub recipe "
                                  "(custom_generate); use sequence_bias or prefix_allowed_tokens_fn"),
     "token_healing": ((None, False), "token healing rewrites the prompt's last tokens with a tokenizer; "
                                      "heal the prompt before calling generate"),
-    "inputs_embeds": ((None,), "decodelab prefills from token ids (its penalties, bans and stop strings read the "
-                               "prompt's ids); pass input_ids"),
+    # decoding.generate takes inputs_embeds as its own argument (decoding/embeds.py); only a keyword that reaches
+    # the parameters (a generate_sweep configuration, the runner's decoding config) lands here
+    "inputs_embeds": ((None,), "only decoding.generate(model, inputs_embeds=...) takes it; generate_sweep and "
+                               "configurations prefill from token ids: pass input_ids"),
     "past_key_values": ((None,), "decodelab builds and owns the cache of each call; pass the whole prompt as "
                                  "input_ids and choose the cache with cache='none' | 'dynamic' | 'static'"),
     "position_ids": ((None,), "decodelab derives position ids from the attention mask (left padding), as "

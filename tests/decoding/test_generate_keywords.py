@@ -22,7 +22,7 @@ from decoding.resolution import IGNORED_CONFIG_NAMES
 SURVEY = Path(__file__).resolve().parents[2] / "docs" / "generate_keywords.md"
 STATUSES = {"supported", "refused", "ignored", "issue-13", "issue-14", "in-progress"}
 # decoding.generate's own named arguments (generate's `inputs` is our positional input_ids)
-OUR_ARGUMENTS = {"input_ids", "inputs", "attention_mask", "generator", "tokenizer", "generation_config"}
+OUR_ARGUMENTS = {"input_ids", "inputs", "attention_mask", "generator", "tokenizer", "generation_config", "inputs_embeds"}
 
 
 def survey_rows() -> dict[str, str]:
@@ -102,7 +102,7 @@ def test_refusal_comes_before_any_forward_pass(tiny_llama):
     try:
         with pytest.raises(ValueError, match="output_attentions: collecting every layer's attention"):
             decoding.generate(tiny_llama, torch.tensor([[5, 6, 7]]), output_attentions=True, max_new_tokens=2)
-        with pytest.raises(ValueError, match=r"inputs_embeds: decodelab prefills from token ids.*pass input_ids"):
+        with pytest.raises(ValueError, match=r"inputs_embeds has shape \(1, 3, 8\): its last dimension 8 must be"):
             decoding.generate(tiny_llama, torch.tensor([[5, 6, 7]]), inputs_embeds=torch.zeros(1, 3, 8))
     finally:
         hook.remove()

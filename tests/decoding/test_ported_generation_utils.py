@@ -15,8 +15,9 @@ Not ported, and why:
 - assisted / prompt-lookup decoding (issue 13), contrastive search and low_memory, DoLa (issue 14), constrained
   beam search (a Hub recipe in transformers 5), watermarking and CFG (other parts of issue 12, their own tests);
 - output_attentions / output_hidden_states / past_key_values checks, test_generate_continue_from_past_key_values,
-  the quantized and offloaded caches, test_generate_from_inputs_embeds and the inputs_embeds length tests:
-  refused keywords (docs/generate_keywords.md; the refusals are tested below and in test_generate_keywords.py);
+  the quantized and offloaded caches: refused keywords (docs/generate_keywords.md; the refusals are tested below
+  and in test_generate_keywords.py); test_generate_from_inputs_embeds and the inputs_embeds length tests are
+  ported in test_inputs_embeds.py;
 - logits_to_keep, the attention-implementation and multi-GPU cases: our loop always keeps one position, on one device;
 - test_generate_compile_model_forward: compile=True is tests/decoding/test_compiled.py's;
 - cases whose expected values are a hub checkpoint's text (test_return_unprocessed_logit_scores' "y"/"n",
@@ -268,12 +269,9 @@ def test_max_new_tokens_decoder_only(tiny_model, extra):
     assert ours.sequences.shape == (1, ids.shape[-1] + 3) and torch.equal(reference, ours.sequences)
 
 
-def test_inputs_embeds_and_past_key_values_are_refused_before_any_forward(tiny_model):
-    """test_generate_from_inputs_embeds / test_generate_continue_from_past_key_values: refused, with the reason."""
+def test_past_key_values_are_refused_before_any_forward(tiny_model):
+    """test_generate_continue_from_past_key_values: refused, with the reason."""
     ids, mask, special = inputs_for_generate(tiny_model, batch_size=1)
-    embeds = tiny_model.get_input_embeddings()(ids)
-    with pytest.raises(ValueError, match="inputs_embeds: .*pass input_ids"):
-        decoding.generate(tiny_model, ids, mask, inputs_embeds=embeds, **special)
     with pytest.raises(ValueError, match="past_key_values: decodelab builds and owns the cache"):
         decoding.generate(tiny_model, ids, mask, past_key_values=object(), **special)
 
