@@ -22,7 +22,8 @@ every generation batch decoded once for all, every log-likelihood scored once), 
 result stashed the same way; the job's run writes its metrics.json, lm-eval samples and W&B run as alone.
 
 Not batched, run as under the basic launcher: jobs already finished (resume), jobs that neither generate nor
-run lm-eval tasks, beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and groups of one.
+run lm-eval tasks, beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and
+groups of one.
 If a group's shared generation fails, whatever the error, its jobs run one by one and each fails or succeeds
 on its own (`BatchedLauncher._generate`). A job whose own run raises an unexpected error fails alone, with
 its traceback in its error.txt (`confine_failure`); the sweep goes on and exits non-zero at the end.

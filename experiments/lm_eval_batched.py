@@ -11,7 +11,8 @@ the log-likelihoods it scored once. Each job's `SharedEvaluation` is left in the
 (`experiments.generation.stash_precomputed`, under the job's fingerprint); the job's own run
 (`experiments.lm_eval_run.lm_eval_metrics`) takes it instead of evaluating and writes its folder, metrics.json,
 lm-eval samples and W&B run as alone. Configuration i's answers are those of a lone `DecodelabLM` with config i
-(tests/experiments/test_lm_eval_sweep.py), so its metrics are the lone run's (tests/experiments/test_lm_eval_batched.py).
+(tests/experiments/test_lm_eval_sweep.py), so its metrics are the lone run's
+(tests/experiments/test_lm_eval_batched.py).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ TEMPERATURE = ["decoding=temperature"]
 def configs(tmp_path):
     """Composes task=lm_eval configs as a sweep's jobs see them: `configs([...], [...], ...)`."""
     def compose(*override_sets):
-        return [compose_config([*LM_EVAL, *overrides], tmp_path / f"job{i}") for i, overrides in enumerate(override_sets)]
+        return [compose_config([*LM_EVAL, *overrides], tmp_path / f"job{i}")
+                for i, overrides in enumerate(override_sets)]
     return compose
 
 
@@ -134,7 +135,8 @@ SWEEP = ["-m", "task=lm_eval", "model=tiny_llama", "eval.tasks=[arithmetic_add,s
 
 def _jobs(root: Path, name: str) -> dict[str, dict]:
     """{job folder name: metrics.json} of a sweep."""
-    return {p.parent.name: json.loads(p.read_text()) for p in (root / "outputs" / "multirun" / name).rglob("metrics.json")}
+    files = (root / "outputs" / "multirun" / name).rglob("metrics.json")
+    return {p.parent.name: json.loads(p.read_text()) for p in files}
 
 
 def _task_part(metrics: dict) -> dict:
