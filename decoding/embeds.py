@@ -29,11 +29,14 @@ cast: a float32 prompt into a bfloat16 model is an error saying to convert), fin
 device as `input_ids` are. Refused before any forward pass, each with a ValueError: guidance
 (`guidance_scale` != 1: its unconditional branch starts from the prompt's last token id, which embeddings-only
 calls do not have), diverse beam search, and `generate_sweep` (its configs refuse the keyword).
+`encoder_repetition_penalty` / `encoder_no_repeat_ngram_size` are ignored with a warning, as generate ignores
+them: its "encoder input" is then the embeddings, not ids, even when input_ids are given too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +138,22 @@ def lengths_for_embeds_only(params: Any, prompt_length: int) -> Any:
     return dataclasses.replace(params, min_length=max(params.min_length - prompt_length, 0))
 
 
+# Processors generate builds from its "encoder input" (`inputs_tensor`): with inputs_embeds that is the (B, T, H)
+# embeddings, never ids, so generate warns and skips them, with or without input_ids. name -> its neutral values.
+_ENCODER_INPUT_PARAMS = {"encoder_repetition_penalty": (None, 1.0), "encoder_no_repeat_ngram_size": (None, 0)}
+
+
+def without_encoder_input_params(params: Any) -> Any:
+    """`params` with the encoder-input processors switched off, warning as generate does."""
+    off = {name: neutral[0] for name, neutral in _ENCODER_INPUT_PARAMS.items()
+           if getattr(params, name, None) not in neutral}
+    for name in off:
+        warnings.warn(f"{name}={getattr(params, name)!r} is ignored with inputs_embeds, as generate ignores it: "
+                      "it needs the prompt's ids as generate's encoder input, which is the embeddings here",
+                      UserWarning, stacklevel=4)
+    return dataclasses.replace(params, **off) if off else params
+
+
 def refuse_unsupported(params: Any, ids_given: bool) -> None:
     """The combinations we cannot match, refused before any forward pass."""
     if params.guidance_scale is not None and params.guidance_scale != 1:
@@ -164,6 +183,7 @@ def prepare_embeds_call(model: Any, input_ids: Any, inputs_embeds: Any, attentio
     prompt_length = embeds.shape[1]
     p = resolve_params(model, prompt_length, max_positions_of(model), **params)
     refuse_unsupported(p, ids is not None)
+    p = without_encoder_input_params(p)
     check_tokenizer(tokenizer, p.stop_strings)
     mask = embeds_mask(ids, embeds, attention_mask, p.pad_token_id, p.eos_token_id)
     if ids is None:

@@ -226,6 +226,26 @@ def test_stop_strings_see_only_generate_input_ids(with_ids):
     assert torch.equal(reference, ours.sequences)
 
 
+@pytest.mark.parametrize("with_ids", [False, True], ids=["embeds", "ids+embeds"])
+@pytest.mark.parametrize("settings", [dict(encoder_repetition_penalty=3.0), dict(encoder_no_repeat_ngram_size=1)])
+def test_encoder_input_processors_are_ignored_as_generate_ignores_them(tiny_llama, padded_batch, with_ids, settings):
+    """generate's encoder input is the embeddings here, not ids: it warns and skips these processors."""
+    from decoding.params import ACCEPTED_NAMES
+
+    if not set(settings) <= ACCEPTED_NAMES:
+        pytest.skip(f"{sorted(settings)} not supported by decodelab yet")
+    ids, mask = padded_batch
+    reference, ours = both(tiny_llama, ids, embed(tiny_llama, ids), mask, with_ids=with_ids, max_new_tokens=6,
+                           **settings, **SPECIAL)
+    assert torch.equal(reference, ours.sequences)
+    with pytest.warns(UserWarning, match=f"{next(iter(settings))}=.* is ignored with inputs_embeds"):
+        first = decoding.generate(tiny_llama, ids if with_ids else None, mask, inputs_embeds=embed(tiny_llama, ids),
+                                  max_new_tokens=1, output_scores=True, **settings, **SPECIAL)
+    plain = decoding.generate(tiny_llama, ids, mask, max_new_tokens=1, output_scores=True, **settings, **SPECIAL)
+    prompt_token = ids[0, 0]  # row 0 is not padded: the processor changes its score with ids alone
+    assert plain.scores[0][0, prompt_token] != first.scores[0][0, prompt_token]
+
+
 class PutRecorder:
     """transformers' streamer protocol, recording what each put() was given."""
 
