@@ -14,11 +14,15 @@ a figure that exists shows data.
 
 Perplexities are drawn on a log axis: decoding methods differ by orders of magnitude. A value a run could
 not measure (NaN) is left out of a figure (a gap in a line, no bar, no point), never drawn as a number.
+
+Error bars: every point or bar whose run wrote `<metric>/ci95_low` and `/ci95_high` gets its 95% bootstrap
+interval as an error bar; one without them gets none. What was drawn is listed in `Plot.intervals`
+(run, metric, low, high), so a test can hold each bar against metrics.json.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +36,7 @@ import pandas as pd  # noqa: E402
 from analysis.outputs import replacing  # noqa: E402
 from analysis.runs import has_values, safe_name  # noqa: E402
 from analysis.sweeps import Curve, human_groups, method_order, run_labels  # noqa: E402
-from analysis.tables import format_value  # noqa: E402
+from analysis.tables import format_value, interval  # noqa: E402
 
 DPI = 110
 PARAM_TITLES = {"decoding.top_p": "top-p", "decoding.top_k": "top-k", "decoding.temperature": "temperature",
@@ -46,6 +50,26 @@ class Plot:
     file: str  # name of the PNG beside the HTML page
     title: str
     caption: str
+    intervals: list[tuple[str, str, float, float]] = field(default_factory=list)  # (run, metric, low, high) drawn
+
+
+def _error_bars(axis, frame: pd.DataFrame, keys: list[str], metric: str, xs: list, ys: list[float], color,
+                horizontal: bool = False) -> list[tuple[str, str, float, float]]:
+    """Draw the 95% interval of each point of `keys` that has one (vertical bars; horizontal: along x, the
+    value on the x axis and `xs` the positions); return what was drawn as (run, metric, low, high)."""
+    drawn = []
+    for key, x, y in zip(keys, xs, ys):
+        ends = interval(frame, key, metric) if y == y else None
+        if ends is None:
+            continue
+        low, high = ends
+        error = [[max(0.0, y - low)], [max(0.0, high - y)]]
+        if horizontal:
+            axis.errorbar([y], [x], xerr=error, fmt="none", ecolor=color, capsize=3, linewidth=1, zorder=4)
+        else:
+            axis.errorbar([x], [y], yerr=error, fmt="none", ecolor=color, capsize=3, linewidth=1)
+        drawn.append((key, metric, low, high))
+    return drawn
 
 
 def _values(frame: pd.DataFrame, keys: list[str], metric: str) -> list[float]:
@@ -92,9 +116,11 @@ QUALITY_PANELS = (
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple[str, ...]) -> None:
+def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve],
+                   metrics: tuple[str, ...]) -> list[tuple[str, str, float, float]]:
     """One metric: a colour per curve. Several (rep-n, distinct-n): a colour per metric, a marker per curve.
-    Human values are dashed lines in the colour of their series."""
+    Human values are dashed lines in the colour of their series. Returns the error bars drawn."""
+    bars = []
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     several = len(metrics) > 1
     drawn: list[float] = []
@@ -104,7 +130,9 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
             color = colors[(m_index if several else c_index) % len(colors)]
             ys = _values(frame, curve.keys, metric)
             axis.plot(curve.values, ys, marker=MARKERS[c_index % len(MARKERS)] if several else "o", color=color)
-            drawn += ys
+            new = _error_bars(axis, frame, curve.keys, metric, curve.values, ys, color)
+            bars += new
+            drawn += ys + [end for bar in new for end in bar[2:]]  # the axis range covers the bars
             human = _human(frame, curve.keys[0], metric)
             if human is not None:
                 axis.axhline(human, color=color, linestyle="--", linewidth=1)
@@ -124,6 +152,7 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve], metrics: tuple
     if metrics == ("gen/ppl",):
         _log_if_wide(axis, drawn)
     _pad_if_flat(axis, drawn)
+    return bars
 
 
 def _pad_if_flat(axis, values: list[float]) -> None:
@@ -143,8 +172,9 @@ def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir:
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.8 * nrows), squeeze=False)
     for axis in axes.flat[len(panels):]:
         axis.set_visible(False)
+    bars = []
     for axis, (panel_title, metrics, _) in zip(axes.flat, panels):
-        _quality_panel(axis, frame, found, metrics)
+        bars += _quality_panel(axis, frame, found, metrics)
         _log_if_wide(axis, [float(v) for c in found for v in c.values], which="x")
         axis.set_title(panel_title, fontsize=10)
         axis.set_xlabel(title)
@@ -153,8 +183,9 @@ def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir:
     file = f"quality_vs_{safe_name(param)}.png"
     _save(fig, out_dir, file)
     return Plot(file, f"Quality and diversity against {title}",
-                "Each point is one run; dashed lines are the human continuations of the same prompts. "
-                + " ".join(f"{t}: {note}." for t, _, note in panels if note))
+                "Each point is one run; dashed lines are the human continuations of the same prompts; error bars "
+                "are 95% bootstrap intervals over the prompts, where the run has them. "
+                + " ".join(f"{t}: {note}." for t, _, note in panels if note), intervals=bars)
 
 
 def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
@@ -166,6 +197,7 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     fig, axis = plt.subplots(figsize=(7.5, 0.45 * len(order) + 2.2))
     positions = list(range(len(order)))[::-1]  # first method on top
     axis.barh(positions, ppl, color="#4c72b0", label="generations (per token)")
+    bars = _error_bars(axis, frame, order, "gen/ppl", positions, ppl, "black", horizontal=True)
     axis.set_yticks(positions, [labels[k] for k in order], fontsize=8)
     references = [v for v in ppl if v == v]
     styles = ("-", ":", "-.", (0, (5, 1)))
@@ -179,10 +211,13 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
             axis.axvline(tf, color="#55a868", linestyle=styles[(index + 1) % 4],
                          label="dataset, teacher-forced" + (f" ({human_label})" if index else ""))
             references.append(tf)
+    # bar position -> the right end of its error bar: the label goes beyond it
+    right = {position: interval(frame, key, "gen/ppl")[1] for key, position in zip(order, positions)
+             if interval(frame, key, "gen/ppl")}
     for position, value in zip(positions, ppl):
         if value == value:
-            axis.annotate(format_value(value, "gen/ppl"), (value, position), xytext=(3, 0), textcoords="offset points",
-                          va="center", fontsize=7)
+            axis.annotate(format_value(value, "gen/ppl"), (max(value, right.get(position, value)), position),
+                          xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
     if references and min(references) > 0:
         _log_scale(axis, "x")
     axis.set_xlabel("perplexity per token (log scale)")
@@ -191,8 +226,9 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     axis.set_title("Perplexity versus generation", fontsize=11)
     _save(fig, out_dir, "perplexity_vs_generation.png")
     return Plot("perplexity_vs_generation.png", "Perplexity versus generation",
-                "Bars: how likely the scorer finds each method's continuations. Lines: the human continuations "
-                "of the same prompts, and the model's teacher-forced perplexity on the dataset.")
+                "Bars: how likely the scorer finds each method's continuations, with its 95% bootstrap interval "
+                "over the prompts where the run has one. Lines: the human continuations of the same prompts, and "
+                "the model's teacher-forced perplexity on the dataset.", intervals=bars)
 
 
 def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
@@ -202,6 +238,9 @@ def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     fig, axis = plt.subplots(figsize=(6.5, 4.5))
     xs, ys = _values(frame, list(frame.index), "gen/diversity"), _values(frame, list(frame.index), "gen/ppl")
     axis.scatter(xs, ys, color="#4c72b0", zorder=3)
+    keys = list(frame.index)
+    bars = _error_bars(axis, frame, keys, "gen/ppl", xs, ys, "#4c72b0")  # ppl along y
+    bars += _error_bars(axis, frame, keys, "gen/diversity", ys, xs, "#4c72b0", horizontal=True)  # diversity along x
     for key, x, y in zip(frame.index, xs, ys):
         if x == x and y == y:
             axis.annotate(labels[key], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
@@ -219,8 +258,9 @@ def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     axis.set_title("Quality versus diversity, every run", fontsize=11)
     _save(fig, out_dir, "quality_vs_diversity.png")
     return Plot("quality_vs_diversity.png", "Quality versus diversity",
-                "Each run as one point; the star is the human continuations. Degenerate decoding sits low and "
-                "left (likely, repetitive text); human text is diverse at a moderate perplexity.")
+                "Each run as one point, with 95% bootstrap intervals over the prompts where the run has them; the "
+                "star is the human continuations. Degenerate decoding sits low and left (likely, repetitive text); "
+                "human text is diverse at a moderate perplexity.", intervals=bars)
 
 
 SPEED_SERIES = (("speed/prefill_tok_s", "prefill"), ("speed/decode_tok_s", "decode"), ("speed/tok_s", "end to end"))

@@ -11,7 +11,10 @@ DIR gets `index.html` (self-contained: inline CSS, no script), the PNG figures b
 The report never loads a model and never recomputes a metric: it arranges what runs wrote (see
 `analysis.runs` for where that is read from). Sections appear only when the runs hold their data: a
 sweep over top-p gets curves against top-p, a Holtzman-style set of methods gets Table 1, runs that
-differ in cache setting or batch size get speed plots against them. Job folders it cannot trust (a
+differ in cache setting or batch size get speed plots against them, task=lm_eval jobs get a "Task accuracy"
+section (`analysis.task_report.task_section`: curves and equal-budget tables). Every number with a 95%
+interval in metrics.json (`<key>/ci95_low`, `/ci95_high`) shows it: "0.43 [0.38, 0.48]" in a table cell, an
+error bar in a figure. Job folders it cannot trust (a
 failed or interrupted job, a corrupt metrics.json or config.yaml, a config.yaml edited after the run) are
 listed under "Skipped folders" with the file and the reason, and the report goes on with the rest.
 
@@ -34,10 +37,12 @@ from analysis.provenance import provenance
 from analysis.runs import SOURCES, load_runs, runs_frame
 from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, swept
 from analysis.tables import Cell, Row, Table, all_metrics_table, holtzman_table, perplexity_table, speed_table
+from analysis.task_report import task_section
 from experiments.faults import failpoint
 
 
-def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]]) -> list[Section]:
+def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],
+                   paths: list[str] | None = None) -> list[Section]:
     sections = [Section("methods", "Decoding methods against human text", tables=[holtzman_table(frame)])]
 
     ppl = Section("perplexity", "Perplexity versus generation")
@@ -64,6 +69,10 @@ def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]]) -> list
     if speed.tables or speed.plots:
         sections.append(speed)
 
+    tasks = task_section(paths, out_dir) if paths else None  # runs with task/ metrics (task=lm_eval)
+    if tasks is not None:
+        sections.append(tasks)
+
     sections.append(Section("all-metrics", "Every number", tables=[all_metrics_table(frame)], collapsed=True))
     if skipped:
         sections.append(Section("skipped", "Skipped folders", tables=[skipped_table(skipped)]))
@@ -85,7 +94,7 @@ def build_report(paths: list[str], out_dir: str | Path, source: str = "auto", ti
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir)
-    sections = build_sections(frame, out_dir, found.skipped)  # writes the figures
+    sections = build_sections(frame, out_dir, found.skipped, [str(p) for p in paths])  # writes the figures
     studies = sorted({str(v) for v in frame.get("name", []) if isinstance(v, str)})
     title = title or f"decodelab report: {', '.join(studies) or 'runs'}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -42,7 +42,7 @@ import pandas as pd
 import yaml
 
 # Namespaces of result keys; anything else in a W&B summary (`_runtime`, `samples/...`) is bookkeeping.
-METRIC_NAMESPACES = ("ppl", "gen", "human", "speed", "mem")
+METRIC_NAMESPACES = ("ppl", "gen", "human", "speed", "mem", "task")
 SOURCES = ("auto", "disk", "wandb")
 # Packages whose versions the report states, as the run's environment recorded them.
 VERSIONED_PACKAGES = ("decodelab", "torch", "transformers", "wandb", "mauve-text", "sacrebleu", "numpy")

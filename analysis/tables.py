@@ -19,6 +19,10 @@ Honest cells: a value the run could not measure (`null` in metrics.json, NaN her
 (<reason>)" with the reason from `meta/not_measurable`, never a number or "nan". A number with a caveat
 (`meta/caveats`, e.g. MAUVE on a handful of samples or on a random model's features) is marked with a
 dagger, and the table lists the caveats under it with the sample size and features model the run recorded.
+
+Intervals: where a run wrote `<metric>/ci95_low` and `<metric>/ci95_high` (its 95% bootstrap interval), the
+metric's cell carries them and reads "0.43 [0.38, 0.48]"; a metric without them reads as its number alone.
+The interval keys are not rows or columns of their own (`is_interval_key`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Cell:
     metric: str | None = None  # its key in metrics.json
     note: str = ""  # why a cell is empty, or why its number is not measurable
     caveat: str = ""  # what to know before trusting the number (marked in the page)
+    low: float | None = None  # the run's `<metric>/ci95_low`, when it wrote one
+    high: float | None = None  # the run's `<metric>/ci95_high`
 
 
 @dataclass
@@ -59,6 +65,23 @@ class Table:
 
 
 CAVEAT_MARK = "\u2020"  # dagger
+INTERVAL_SUFFIXES = ("/ci95_low", "/ci95_high")
+
+
+def is_interval_key(metric: str) -> bool:
+    """Whether `metric` is one end of another metric's interval (shown in that metric's cell)."""
+    return metric.endswith(INTERVAL_SUFFIXES)
+
+
+def interval(frame: pd.DataFrame, key: str, metric: str) -> tuple[float, float] | None:
+    """Run `key`'s 95% interval of `metric` as it wrote it, or None (no interval, or a NaN end)."""
+    ends = []
+    for suffix in INTERVAL_SUFFIXES:
+        column = metric + suffix
+        if column not in frame.columns or pd.isna(frame.loc[key, column]):
+            return None
+        ends.append(float(frame.loc[key, column]))
+    return ends[0], ends[1]
 
 
 def metric_cell(frame: pd.DataFrame, key: str, metric: str) -> Cell:
@@ -71,7 +94,9 @@ def metric_cell(frame: pd.DataFrame, key: str, metric: str) -> Cell:
     value = float(frame.loc[key, metric])  # float: not numpy's float64
     if math.isnan(value):
         return Cell(value, run=key, metric=metric, note=run_note(frame, "not_measurable", key, metric))
-    return Cell(value, run=key, metric=metric, caveat=run_note(frame, "caveats", key, metric))
+    ends = interval(frame, key, metric)
+    return Cell(value, run=key, metric=metric, caveat=run_note(frame, "caveats", key, metric),
+                low=ends[0] if ends else None, high=ends[1] if ends else None)
 
 
 def run_note(frame: pd.DataFrame, kind: str, key: str, metric: str) -> str:
@@ -83,6 +108,9 @@ def cell_text(cell: Cell) -> str:
     """What a cell reads in the page (without its caveat mark)."""
     if isinstance(cell.value, float) and math.isnan(cell.value):
         return f"not measurable ({cell.note})" if cell.note else "not measurable"
+    if cell.low is not None and cell.high is not None:
+        return (f"{format_value(cell.value, cell.metric)} "
+                f"[{format_value(cell.low, cell.metric)}, {format_value(cell.high, cell.metric)}]")
     return format_value(cell.value, cell.metric)
 
 
@@ -197,9 +225,10 @@ def speed_table(frame: pd.DataFrame) -> Table | None:
 def all_metrics_table(frame: pd.DataFrame) -> Table:
     order = method_order(frame)
     labels = run_labels(frame)
-    table = Table("all-metrics", "Every metric of every run", "Exactly as each run's metrics.json holds it.",
+    table = Table("all-metrics", "Every metric of every run", "Exactly as each run's metrics.json holds it; "
+                  "[low, high] is the run's 95% bootstrap interval where it wrote one.",
                   ["Metric", *(labels[k] for k in order)])
-    for metric in sorted(metric_columns(frame)):
+    for metric in sorted(m for m in metric_columns(frame) if not is_interval_key(m)):
         table.rows.append(Row(metric, [metric_cell(frame, key, metric) for key in order]))
     return note_caveats(table, frame)
 

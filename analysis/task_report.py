@@ -197,6 +197,58 @@ def write_task_report(root: Path, out: Path, tasks: list[str] | None = None, res
     return report
 
 
+def task_section(paths: list[str | Path], out_dir: Path):
+    """The HTML report's "Task accuracy" section for the task=lm_eval jobs under `paths`, or None without any:
+    per task its curve (`task_<task>_curve.png` in `out_dir`) and its equal-budget table, every score a cell
+    holding its job's metrics.json value and interval."""
+    from analysis.html import Section
+    from analysis.plots import Plot
+    from analysis.tables import Cell, Row, Table
+
+    jobs = []
+    for path in paths:
+        try:
+            jobs += load_task_jobs(Path(path))
+        except (FileNotFoundError, ValueError):  # no task jobs there (an untrusted job is the main report's to list)
+            continue
+    if not jobs:
+        return None
+    section = Section("tasks", "Task accuracy (lm-evaluation-harness)")
+    for task in sorted({key.split("/")[1] for job in jobs for key in job.metrics if key.startswith("task/")}):
+        metric = main_metric(jobs, task)
+        key = f"task/{task}/{metric}"
+        task_curves = curves(jobs, task, metric)
+        file = f"task_{task}_curve.png"
+        plot_curves(task_curves, task, metric, out_dir / file)
+        drawn = [(str(Path(p[4]).resolve()), key, p[2], p[3]) for c in task_curves.values() for p in c["points"]
+                 if p[2] is not None and p[3] is not None]
+        section.plots.append(Plot(file, f"{task}: {metric} against the swept parameter",
+                                  "One line per method; error bars are each job's 95% bootstrap interval over "
+                                  "documents (metrics.json).", intervals=drawn))
+        table = Table(f"task-{task}", f"{task}: best {metric} per method over the same number of configurations",
+                      "Each method's best of B tried configurations (B: the smallest grid; a larger one gives B "
+                      "evenly spaced points), its 95% interval, and the paired bootstrap difference to the overall "
+                      "best on the same documents.",
+                      ["Method", "Swept", "Best at", f"{metric} [95% interval]", "Difference vs best [95%], p"])
+        try:
+            budget = equal_budget(jobs, task, metric)
+        except (FileNotFoundError, ValueError) as err:  # no per-document samples: the curve alone
+            table.notes.append(f"no equal-budget table: {err}")
+            budget = {"methods": {}}
+        for method, row in sorted(budget["methods"].items(), key=lambda kv: -kv[1]["score"]):
+            folder = str(Path(row["folder"]).resolve())
+            paired = row["paired_vs_best"]
+            diff = ("(best)" if paired is None else f"{_fmt(paired['diff'])} [{_fmt(paired['ci95_low'])}, "
+                    f"{_fmt(paired['ci95_high'])}], p = {_fmt(paired['p_value'])}")
+            table.rows.append(Row(method, [Cell(row["param"] or "-"), Cell(_fmt(row["value"])
+                                                                          if isinstance(row["value"], (int, float))
+                                                                          else str(row["value"])),
+                                           Cell(float(row["score"]), run=folder, metric=key, low=row["ci95_low"],
+                                                high=row["ci95_high"]), Cell(diff)]))
+        section.tables.append(table)
+    return section
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="a multirun folder (or any folder) of task=lm_eval jobs")
