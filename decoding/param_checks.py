@@ -108,6 +108,15 @@ def _validate_values(p: GenerationParams) -> None:
            "repetition_penalty", p.repetition_penalty, "use a finite number > 0 (1.0 disables it)")
     _check(_is_int(p.no_repeat_ngram_size) and p.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
            p.no_repeat_ngram_size, "use an integer >= 0 (0 disables it)")
+    _check(p.encoder_repetition_penalty is None or (_is_number(p.encoder_repetition_penalty)
+                                                    and p.encoder_repetition_penalty > 0
+                                                    and math.isfinite(p.encoder_repetition_penalty)),
+           "encoder_repetition_penalty", p.encoder_repetition_penalty,
+           "use a finite number > 0 (> 1 favours the prompt's tokens; 1.0 or None disables it)")
+    _check(p.encoder_no_repeat_ngram_size is None or (_is_int(p.encoder_no_repeat_ngram_size)
+                                                      and p.encoder_no_repeat_ngram_size >= 0),
+           "encoder_no_repeat_ngram_size", p.encoder_no_repeat_ngram_size,
+           "use an integer >= 0 (0 or None disables it)")
     _check(_is_int(p.num_beams) and p.num_beams >= 1, "num_beams", p.num_beams, "use an integer >= 1")
     _check(_is_int(p.num_return_sequences) and p.num_return_sequences >= 1, "num_return_sequences",
            p.num_return_sequences, "use an integer >= 1")

@@ -79,6 +79,8 @@ class GenerationParams:
     eta_cutoff: float = 0.0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    encoder_repetition_penalty: float | None = None  # over the prompt's tokens (generate's 'encoder input')
+    encoder_no_repeat_ngram_size: int | None = None  # n-grams of the prompt
     num_return_sequences: int = 1
     eos_token_id: tuple[int, ...] | None = None
     pad_token_id: int | None = None

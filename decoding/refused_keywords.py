@@ -43,14 +43,10 @@ REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "low_memory": ((None, False), _CONTRASTIVE + "; transformers' beam search refuses low_memory=True as well"),
     "dola_layers": ((None,), _DOLA),
     # encoder-decoder only
-    "encoder_no_repeat_ngram_size": ((None, 0), _ENCODER + " (generate refuses it for decoder-only models too); "
-                                                "use no_repeat_ngram_size"),
     "encoder_outputs": ((None,), _ENCODER),
     "decoder_input_ids": ((None,), _ENCODER),
     "decoder_attention_mask": ((None,), _ENCODER),
     # decoder-only, but not (yet) in decodelab
-    "encoder_repetition_penalty": ((None, 1.0), "decodelab has no prompt-token ('hallucination') penalty yet; "
-                                                "use repetition_penalty, or leave it at 1.0"),
     "constraints": ((None,), "constrained beam search left transformers' generate for a Hub recipe "
                              "(custom_generate); use bad_words_ids, sequence_bias or prefix_allowed_tokens_fn"),
     "force_words_ids": ((None,), "constrained beam search left transformers' generate for a Hub recipe "

@@ -25,7 +25,8 @@ from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixA
 from .guidance import ClassifierFreeGuidance, RowGuidance, UnconditionalBranch
 from .normalization import InfNanRemove, LogitNormalization
 from .order import TRANSFORMERS_PROCESSOR_ORDER, build_processors, processor_factories
-from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
+from .penalties import (EncoderNoRepeatNGram, EncoderRepetitionPenalty, ExponentialDecayLengthPenalty, NoRepeatNGram,
+                        RepetitionPenalty)
 from .temperature import Temperature
 from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical, drop_below_min_p,
                          drop_low_mass)
@@ -39,7 +40,7 @@ __all__ = [
     "ClassifierFreeGuidance", "RowGuidance", "UnconditionalBranch",
     "Watermark", "RowWatermark", "WatermarkSettings",
     "TRANSFORMERS_PROCESSOR_ORDER", "build_processors", "processor_factories",
-    "NoRepeatNGram", "RepetitionPenalty",
+    "NoRepeatNGram", "RepetitionPenalty", "EncoderNoRepeatNGram", "EncoderRepetitionPenalty",
     "Temperature",
     "EpsilonCutoff", "EtaCutoff", "MinP", "TopK", "TopP", "Typical", "drop_below_min_p", "drop_low_mass",
 ]

@@ -20,7 +20,8 @@ from .constraints import (ForcedBOS, ForcedEOS, MinLength, MinNewTokens, PrefixA
                           SuppressTokensAtBegin)
 from .guidance import build_guidance
 from .normalization import InfNanRemove, LogitNormalization
-from .penalties import ExponentialDecayLengthPenalty, NoRepeatNGram, RepetitionPenalty
+from .penalties import (EncoderNoRepeatNGram, EncoderRepetitionPenalty, ExponentialDecayLengthPenalty, NoRepeatNGram,
+                        RepetitionPenalty)
 from .temperature import Temperature
 from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical
 from .watermark import build_watermark
@@ -36,8 +37,10 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "guidance_scale",
     "sequence_bias",
+    "encoder_repetition_penalty",
     "repetition_penalty",
     "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
     "bad_words_ids",
     "min_length",
     "min_new_tokens",
@@ -88,6 +91,11 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
         "repetition_penalty": lambda: RepetitionPenalty(p.repetition_penalty, prompt_start)
         if p.repetition_penalty != 1.0 else None,
         "no_repeat_ngram_size": lambda: NoRepeatNGram(p.no_repeat_ngram_size) if p.no_repeat_ngram_size > 0 else None,
+        # generate scores the prompt ("encoder input") only when there is one: not for an embeddings-only prompt
+        "encoder_repetition_penalty": lambda: EncoderRepetitionPenalty(p.encoder_repetition_penalty, prompt_length)
+        if p.encoder_repetition_penalty not in (None, 1.0) and prompt_length > 0 else None,
+        "encoder_no_repeat_ngram_size": lambda: EncoderNoRepeatNGram(p.encoder_no_repeat_ngram_size, prompt_length)
+        if p.encoder_no_repeat_ngram_size and prompt_length > 0 else None,
         "min_length": lambda: MinLength(p.min_length, eos) if p.min_length > 0 and eos else None,
         "min_new_tokens": lambda: MinNewTokens(prompt_length, p.min_new_tokens, eos)
         if p.min_new_tokens > 0 and eos else None,

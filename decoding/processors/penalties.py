@@ -81,3 +81,63 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
         penalties = torch.zeros_like(scores)
         penalties[:, eos] = penalty
         return scores + penalties  # adding zeros elsewhere: -inf stays -inf, as in transformers
+
+
+class EncoderRepetitionPenalty(LogitsProcessor):
+    """generate's `encoder_repetition_penalty` ("hallucination" penalty): the scores of the prompt's tokens are
+    multiplied by 1 / penalty where positive and by penalty where negative, so a penalty > 1 favours them.
+
+    For a decoder-only model generate takes the prompt as the "encoder input": the padded (B, T) prompt ids,
+    pad slots included (their id is scored too, as there). Here each row reads its prompt from its own first
+    `prompt_length` slots, which is the same ids in the row order of any expanded batch (samples, beams, sweeps).
+    """
+
+    def __init__(self, penalty: float, prompt_length: int):
+        self.penalty = 1 / float(penalty)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        prompt = input_ids[:, : self.prompt_length]  # (B, T)
+        if prompt.shape[1] == 0:
+            return scores
+        seen = torch.gather(scores, 1, prompt)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, prompt, seen)
+
+
+class EncoderNoRepeatNGram(LogitsProcessor):
+    """generate's `encoder_no_repeat_ngram_size`: ban every token that would complete an n-gram of the prompt
+    (padded prompt, pad slots included, as generate builds its table from the padded prompt ids).
+
+    The next token completes the n-gram whose first n - 1 tokens are the row's last n - 1 (prompt and generated
+    tokens alike). Tables are built per row at the first call; a row keeps its prompt for the whole call.
+    """
+
+    def __init__(self, ngram_size: int, prompt_length: int):
+        self.ngram_size = ngram_size
+        self.prompt_length = prompt_length
+        self.tables: list[dict[tuple[int, ...], list[int]]] | None = None
+
+    def _build(self, prompts: list[list[int]]) -> list[dict[tuple[int, ...], list[int]]]:
+        n = self.ngram_size
+        tables = []
+        for ids in prompts:
+            table: dict[tuple[int, ...], list[int]] = {}
+            for start in range(len(ids) - n + 1):
+                table.setdefault(tuple(ids[start:start + n - 1]), []).append(ids[start + n - 1])
+            tables.append(table)
+        return tables
+
+    def __call__(self, input_ids, scores):
+        if self.tables is None:
+            self.tables = self._build(input_ids[:, : self.prompt_length].tolist())
+        n, length = self.ngram_size, input_ids.shape[-1]
+        if length < n - 1:
+            return scores
+        tails = input_ids[:, length - (n - 1):].tolist()  # (B, n-1) the prefix the next token would extend
+        out = scores.clone()
+        for row, tail in enumerate(tails):
+            banned = self.tables[row].get(tuple(tail))
+            if banned:
+                out[row, banned] = NEG_INF
+        return out

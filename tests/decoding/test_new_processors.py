@@ -180,7 +180,8 @@ def test_new_processors_sit_where_generate_puts_them():
     """The order of GenerationMixin._get_logits_processor (transformers 5.24), names of our settings."""
     assert P.TRANSFORMERS_PROCESSOR_ORDER == (
         "guidance_scale",
-        "sequence_bias", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length",
+        "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length",
         "min_new_tokens", "prefix_allowed_tokens_fn", "forced_bos_token_id", "forced_eos_token_id",
         "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
         "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",

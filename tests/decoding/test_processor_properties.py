@@ -134,6 +134,33 @@ def test_no_repeat_ngram(data, ngram_size):
     check(P.NoRepeatNGram(ngram_size), T.NoRepeatNGramLogitsProcessor(ngram_size), ids, scores)
 
 
+def prompt_rows_scores(data):
+    """A (B0, T) prompt, (B0 * k, T + L) rows continuing it (k rows per prompt adjacent, as generate expands
+    samples and beams) and their (B0 * k, V) scores: transformers takes the prompt, ours reads it from each
+    row's first T slots. Prompt ids lie in the scores' vocabulary (both index the scores with them)."""
+    prompts, k = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    scores = data.draw(score_tensors(rows=prompts * k))
+    prompt = data.draw(id_tensors(prompts, scores.shape[1], max_length=8))
+    tail = data.draw(id_tensors(prompts * k, scores.shape[1], max_length=6, min_length=0))
+    return prompt, torch.cat([prompt.repeat_interleave(k, dim=0), tail], dim=1), scores
+
+
+@PROPERTY
+@given(data=st.data(), penalty=st.one_of(st.floats(0.05, 10.0), st.sampled_from([0.5, 1.3, 2.0])))
+def test_encoder_repetition_penalty(data, penalty):
+    prompt, ids, scores = prompt_rows_scores(data)
+    check(P.EncoderRepetitionPenalty(penalty, prompt.shape[1]),
+          T.EncoderRepetitionPenaltyLogitsProcessor(penalty, encoder_input_ids=prompt.clone()), ids, scores)
+
+
+@PROPERTY
+@given(data=st.data(), ngram_size=st.integers(1, 4))
+def test_encoder_no_repeat_ngram(data, ngram_size):
+    prompt, ids, scores = prompt_rows_scores(data)
+    check(P.EncoderNoRepeatNGram(ngram_size, prompt.shape[1]),
+          T.EncoderNoRepeatNGramLogitsProcessor(ngram_size, prompt.clone()), ids, scores)
+
+
 @PROPERTY
 @given(data=st.data(), start=st.integers(0, 6), factor=st.floats(0.5, 3.0))
 def test_exponential_decay_length_penalty(data, start, factor):
@@ -450,7 +477,8 @@ def test_on_rows_applies_the_processor_to_its_rows_only(data, top_k):
 # ---- every class has a property test ----------------------------------------------------------------------------
 
 COVERED = {
-    "RepetitionPenalty", "NoRepeatNGram", "ExponentialDecayLengthPenalty",
+    "RepetitionPenalty", "NoRepeatNGram", "ExponentialDecayLengthPenalty", "EncoderRepetitionPenalty",
+    "EncoderNoRepeatNGram",
     "MinLength", "MinNewTokens", "SuppressTokens", "SuppressTokensAtBegin", "ForcedBOS", "ForcedEOS",
     "PrefixAllowedTokens", "SequenceBias", "NoBadWords", "Temperature", "InfNanRemove", "LogitNormalization",
     "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff", "TopH",
