@@ -1,8 +1,10 @@
 """The reference call every parity test makes: `model.generate` and `decoding.generate` after the same seed."""
 
+import contextlib
 import warnings
 
 import torch
+from transformers import GenerationConfig
 
 import decoding
 
@@ -26,3 +28,14 @@ def same_keywords_both(model, ids, mask, seed=0, **kwargs):
         torch.manual_seed(seed)
         ours = decoding.generate(model, ids, mask, **kwargs)
     return reference, ours
+
+
+@contextlib.contextmanager
+def model_config(model, **values):
+    """Give the (session-wide) model its own generation_config for one test, then restore the original."""
+    original = model.generation_config
+    model.generation_config = GenerationConfig(**values)
+    try:
+        yield model
+    finally:
+        model.generation_config = original

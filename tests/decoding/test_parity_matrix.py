@@ -11,14 +11,13 @@ two caches, and one SmolLM2 test (slow) with every processor.
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 from transformers import GenerationConfig
 
 import decoding
-from tests.decoding.reference import same_keywords_both
+from tests.decoding.reference import model_config, same_keywords_both
 
 T = 5  # the padded_batch fixture's prompt length
 MODES = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True, top_k=20)}
@@ -33,16 +32,6 @@ def free_run(model, ids, mask, **kwargs):
     """(B, N) the tokens the rows draw without the setting under test (EOS off), to aim the setting at them."""
     torch.manual_seed(0)
     return decoding.generate(model, ids, mask, **{**kwargs, "eos_token_id": []}).new_token_ids
-
-
-@contextlib.contextmanager
-def model_config(model, **values):
-    original = model.generation_config
-    model.generation_config = GenerationConfig(**values)
-    try:
-        yield model
-    finally:
-        model.generation_config = original
 
 
 # --- the new processors, no cache (dynamic / static: test_new_processors.py) ---

@@ -6,7 +6,6 @@ Each rule is tested twice: on `resolve_params` (the values we resolve) and as to
 set up in the test so the rule matters (a total `max_length`, sampling settings, EOS lists).
 """
 
-import contextlib
 import warnings
 
 import pytest
@@ -14,21 +13,11 @@ import torch
 from transformers import GenerationConfig
 
 import decoding
-from tests.decoding.reference import same_keywords_both
+from tests.decoding.reference import model_config, same_keywords_both
 from decoding.params import resolve_params
 
 T = 5  # the padded_batch fixture's prompt length
 
-
-@contextlib.contextmanager
-def model_config(model, **values):
-    """Give the (session-wide) model its own generation_config for one test, then restore the original."""
-    original = model.generation_config
-    model.generation_config = GenerationConfig(**values)
-    try:
-        yield model
-    finally:
-        model.generation_config = original
 
 
 both = same_keywords_both
