@@ -22,7 +22,7 @@ dagger, and the table lists the caveats under it with the sample size and featur
 
 Intervals: where a run wrote `<metric>/ci95_low` and `<metric>/ci95_high` (its 95% bootstrap interval), the
 metric's cell carries them and reads "0.43 [0.38, 0.48]"; a metric without them reads as its number alone.
-The interval keys are not rows or columns of their own (`is_interval_key`).
+Only `all_metrics_table` lists the interval ends as rows of their own (it holds every key a run wrote).
 """
 
 from __future__ import annotations
@@ -66,11 +66,6 @@ class Table:
 
 CAVEAT_MARK = "\u2020"  # dagger
 INTERVAL_SUFFIXES = ("/ci95_low", "/ci95_high")
-
-
-def is_interval_key(metric: str) -> bool:
-    """Whether `metric` is one end of another metric's interval (shown in that metric's cell)."""
-    return metric.endswith(INTERVAL_SUFFIXES)
 
 
 def interval(frame: pd.DataFrame, key: str, metric: str) -> tuple[float, float] | None:
@@ -228,7 +223,7 @@ def all_metrics_table(frame: pd.DataFrame) -> Table:
     table = Table("all-metrics", "Every metric of every run", "Exactly as each run's metrics.json holds it; "
                   "[low, high] is the run's 95% bootstrap interval where it wrote one.",
                   ["Metric", *(labels[k] for k in order)])
-    for metric in sorted(m for m in metric_columns(frame) if not is_interval_key(m)):
+    for metric in sorted(metric_columns(frame)):  # interval ends too: this table holds every number as written
         table.rows.append(Row(metric, [metric_cell(frame, key, metric) for key in order]))
     return note_caveats(table, frame)
 
