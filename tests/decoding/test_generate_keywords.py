@@ -22,7 +22,8 @@ from decoding.resolution import IGNORED_CONFIG_NAMES
 SURVEY = Path(__file__).resolve().parents[2] / "docs" / "generate_keywords.md"
 STATUSES = {"supported", "refused", "ignored", "issue-13", "issue-14", "in-progress"}
 # decoding.generate's own named arguments (generate's `inputs` is our positional input_ids)
-OUR_ARGUMENTS = {"input_ids", "inputs", "attention_mask", "generator", "tokenizer", "generation_config", "inputs_embeds"}
+OUR_ARGUMENTS = {"input_ids", "inputs", "attention_mask", "generator", "tokenizer", "generation_config",
+                 "inputs_embeds"}
 
 
 def survey_rows() -> dict[str, str]:
