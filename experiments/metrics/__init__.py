@@ -159,5 +159,5 @@ def score_generations(
                     scores.caveats["mauve"] = caveat
     scores.values = {key: float(value) for key, value in metrics.items()}
     scores.intervals = intervals.generation_intervals(token_lists, texts, references, resamples=bootstrap_resamples,
-                                                      seed=seed, zipf_top_n=zipf_top_n)
+                                                      seed=seed)
     return scores

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.lm_eval_stats import bootstrap_ci95
-from experiments.metrics import diversity, intervals, reference, repetition, score_generations, zipf
+from experiments.metrics import diversity, intervals, reference, repetition, score_generations
 from experiments.metrics.tokens import tokenize
 
 TEXTS = [
@@ -32,8 +32,7 @@ REFERENCES = [
     "the cat is on a mat", "the dog ran home", "one two three four", "hello there world",
     "rain fell all night", "we built it", "nothing here", "stars over the hills",
 ]
-WITH_INTERVAL = ("rep_2", "rep_3", "rep_4", "diversity", "zipf", "repetition_pct", "mean_length", "bleu", "chrf",
-                 "rougeL")
+WITH_INTERVAL = ("rep_2", "rep_3", "rep_4", "diversity", "repetition_pct", "mean_length", "bleu", "chrf", "rougeL")
 
 
 def scores(**kwargs):
@@ -45,7 +44,6 @@ def hand_metrics(texts: list[str], refs: list[str]) -> dict[str, float]:
     tokens = tokenize(texts, None, tokenization="whitespace")
     out = {f"rep_{n}": diversity.rep_n(tokens, n) for n in (2, 3, 4)}
     out["diversity"] = diversity.diversity(tokens)
-    out["zipf"] = zipf.zipf_coefficient(tokens)
     out["repetition_pct"] = repetition.repetition_pct(tokens)
     out["mean_length"] = sum(len(t) for t in tokens) / len(tokens)
     out.update(reference.reference_metrics(texts, refs))
@@ -86,7 +84,7 @@ def test_seeded_identical_across_calls_and_a_new_seed_draws_new_resamples():
 
 def test_set_level_metrics_and_mauve_get_no_interval_but_a_reason():
     result = scores()
-    for key in ("distinct_1", "distinct_4", "self_bleu4"):
+    for key in ("distinct_1", "distinct_4", "self_bleu4", "zipf"):
         assert key in result.values and key not in result.intervals and "biased" in intervals.NO_INTERVAL[key]
     assert "costly" in intervals.NO_INTERVAL["mauve"]
     assert scores(bootstrap_resamples=0).intervals == {}
@@ -119,13 +117,13 @@ def tiny_run(tmp_path_factory):
 def test_the_run_writes_intervals_for_gen_and_human_with_the_bootstrap_recorded(tiny_run):
     stored = tiny_run
     for prefix in ("gen", "human"):
-        for key in ("ppl", "rep_2", "diversity", "mean_length", "zipf", "repetition_pct"):
+        for key in ("ppl", "rep_2", "diversity", "mean_length", "repetition_pct"):
             low, high = stored[f"{prefix}/{key}/ci95_low"], stored[f"{prefix}/{key}/ci95_high"]
             value = stored[f"{prefix}/{key}"]
             if value is not None and low is not None:
                 assert low <= value <= high, (prefix, key)
         assert f"{prefix}/distinct_2/ci95_low" not in stored and f"{prefix}/self_bleu4" in stored
-        assert f"{prefix}/self_bleu4" in stored["meta/no_interval"]
+        assert f"{prefix}/self_bleu4" in stored["meta/no_interval"] and f"{prefix}/zipf/ci95_low" not in stored
     for key in ("bleu", "chrf", "rougeL"):
         assert f"gen/{key}/ci95_low" in stored and f"human/{key}/ci95_low" not in stored
     assert "gen/mauve" in stored["meta/no_interval"] and "gen/mauve/ci95_low" not in stored
