@@ -243,7 +243,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
         from experiments.metrics.watermark import run_watermark_metrics
 
         merge_metrics(metrics, run_watermark_metrics(OmegaConf.to_container(watermark, resolve=True), gen.samples,
-                                                     [u["continuation_ids"] for u in unique], model))
+                                                     [u["continuation_ids"] for u in unique], model, cfg.seed))
     metrics.update(gen.speed_metrics())
     metrics["gen/samples"] = float(len(gen.samples))
     metrics["gen/finish_eos_pct"] = 100.0 * sum(s["finish_reason"] == "eos" for s in gen.samples) / len(gen.samples)

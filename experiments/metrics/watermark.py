@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 
 from decoding.processors.watermark import config_vocab_size
+from experiments.metrics.intervals import DEFAULT_RESAMPLES, percentile_interval, ratio_interval, resample_weights
 from decoding.watermark_detect import DEFAULT_Z_THRESHOLD, WatermarkDetector
 
 __all__ = ["Z_THRESHOLD", "watermark_metrics"]
@@ -36,8 +37,8 @@ TOO_SHORT = "every text is too short to score (at most context_width tokens)"
 
 
 def watermark_metrics(token_ids: Sequence[Sequence[int]], watermarking_config: Any, vocab_size: int,
-                      device: torch.device | str = "cpu", prefix: str = "gen") -> tuple[dict[str, float],
-                                                                                        dict[str, str]]:
+                      device: torch.device | str = "cpu", prefix: str = "gen", seed: int = 0
+                      ) -> tuple[dict[str, float], dict[str, str]]:
     """(`prefix/watermark_*` values, {key: why it is NaN}) of texts given as token id lists.
 
     Args:
@@ -46,6 +47,7 @@ def watermark_metrics(token_ids: Sequence[Sequence[int]], watermarking_config: A
         vocab_size: the model config's vocabulary size (`decoding.processors.watermark.config_vocab_size`).
         device: the device the text was generated on.
         prefix: "gen" or "human".
+        seed: seeds the bootstrap over texts behind each key's `/ci95_low`, `/ci95_high` (the run's seed).
     """
     detector = WatermarkDetector(watermarking_config, vocab_size, device=device)
     shortest = detector.settings.context_width + 1
@@ -58,14 +60,24 @@ def watermark_metrics(token_ids: Sequence[Sequence[int]], watermarking_config: A
     values[keys[0]] = sum(s.z_score for s in scores) / len(scores)
     values[keys[1]] = 100.0 * sum(s.detected(Z_THRESHOLD) for s in scores) / len(scores)
     values[keys[2]] = sum(s.num_green_tokens for s in scores) / sum(s.num_tokens_scored for s in scores)
+    # 95% bootstrap intervals over the scored texts, drawn as the quality metrics' (experiments/metrics/intervals.py)
+    weights = resample_weights(len(scores), DEFAULT_RESAMPLES, seed)  # (R, texts)
+    ones = [1.0] * len(scores)
+    parts = {keys[0]: ([s.z_score for s in scores], ones, 1.0),
+             keys[1]: ([float(s.detected(Z_THRESHOLD)) for s in scores], ones, 100.0),
+             keys[2]: ([s.num_green_tokens for s in scores], [s.num_tokens_scored for s in scores], 1.0)}
+    for key, (numerators, denominators, scale) in parts.items():
+        low, high = percentile_interval(ratio_interval(numerators, denominators, weights, scale))
+        values[f"{key}/ci95_low"], values[f"{key}/ci95_high"] = low, high
     return values, {}
 
 
 def run_watermark_metrics(watermarking_config: Any, samples: Sequence[dict], human_ids: Sequence[Sequence[int]],
-                          model: Any) -> dict[str, Any]:
+                          model: Any, seed: int = 0) -> dict[str, Any]:
     """The runner's watermark keys: the generations (`gen/`), the human continuations (`human/`), and
     `meta/not_measurable` for their NaNs."""
     vocab, device = config_vocab_size(model), model.device
-    gen, gen_why = watermark_metrics([s["token_ids"] for s in samples], watermarking_config, vocab, device, "gen")
-    human, human_why = watermark_metrics(human_ids, watermarking_config, vocab, device, "human")
+    gen, gen_why = watermark_metrics([s["token_ids"] for s in samples], watermarking_config, vocab, device, "gen",
+                                     seed)
+    human, human_why = watermark_metrics(human_ids, watermarking_config, vocab, device, "human", seed)
     return {**gen, **human, "meta/not_measurable": {**gen_why, **human_why}}

@@ -39,6 +39,24 @@ def test_metric_is_the_mean_of_transformers_z():
         theirs.num_green_tokens.sum() / theirs.num_tokens_scored.sum(), rel=1e-12)
 
 
+def test_each_score_has_a_seeded_bootstrap_interval_over_the_texts():
+    from experiments.metrics.intervals import DEFAULT_RESAMPLES, bootstrap_picks
+
+    config = WatermarkingConfig(bias=2.0)
+    texts = torch.randint(0, 120, (12, 16), generator=torch.Generator().manual_seed(1)).tolist()
+    values, _ = watermark_metrics(texts, config, 128, seed=3)
+    again, _ = watermark_metrics(texts, config, 128, seed=3)
+    assert values == again
+    for name in ("z", "detected_pct", "green_fraction"):
+        key = f"gen/watermark_{name}"
+        assert values[f"{key}/ci95_low"] <= values[key] <= values[f"{key}/ci95_high"]
+    # the z interval by hand: the same draws (bootstrap_picks), the mean z of each resample, its percentiles
+    z = np.array([watermark_metrics([t], config, 128)[0]["gen/watermark_z"] for t in texts])
+    means = z[bootstrap_picks(len(texts), DEFAULT_RESAMPLES, 3)].mean(axis=1)
+    assert values["gen/watermark_z/ci95_low"] == pytest.approx(np.percentile(means, 2.5), rel=1e-9)
+    assert values["gen/watermark_z/ci95_high"] == pytest.approx(np.percentile(means, 97.5), rel=1e-9)
+
+
 def test_nothing_to_score_is_not_measurable():
     values, why = watermark_metrics([[1], []], dict(context_width=1), 100, prefix="human")
     assert values["human/watermark_scored"] == 0 and math.isnan(values["human/watermark_z"])
@@ -60,6 +78,7 @@ def test_runner_writes_the_watermark_z(watermark_run):
     assert stored["gen/watermark_z"] == metrics["gen/watermark_z"] > 8
     assert stored["gen/watermark_detected_pct"] == 100.0 and stored["gen/watermark_scored"] == 4
     assert stored["gen/watermark_green_fraction"] > 0.9
+    assert stored["gen/watermark_z/ci95_low"] <= stored["gen/watermark_z"] <= stored["gen/watermark_z/ci95_high"]
     assert abs(stored["human/watermark_z"]) < 4 and stored["human/watermark_detected_pct"] == 0.0
     assert 0.05 < stored["human/watermark_green_fraction"] < 0.5
     patterns = documented_key_patterns()
