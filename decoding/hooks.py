@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .checks import check as _check
 from .processors import ProcessorList
 
 # Our processors that generate appends after merging the user's list: the sampling warpers, the watermark and
@@ -62,11 +63,6 @@ CRITERIA_FROM_PARAMETERS = {
     "StopStringCriteria": "stop_strings (with tokenizer=)",
     "EosTokenCriteria": "eos_token_id",
 }
-
-
-def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
 
 
 def _as_callables(name: str, value: Any, what: str) -> tuple | None:

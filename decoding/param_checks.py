@@ -8,33 +8,18 @@ module (guidance, watermark) sit beside that processor and are called from `_val
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from .processors.guidance import check_guidance
 from .processors.watermark import check_watermarking_config
+from .checks import check as _check, is_int as _is_int, is_plain_number as _is_number
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
 
 if TYPE_CHECKING:
     from .params import GenerationParams
-
-def _is_int(value: Any) -> bool:
-    """An integer (Python's or numpy's), not a bool: True is not a count nor a token id."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
     """EOS and pad ids the model can emit and embed: an EOS id outside the vocabulary would never end a row

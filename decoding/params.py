@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import torch
 
 from .hooks import resolve_hooks
-from .param_checks import _check, _is_int, check_vocabulary, validate
+from .checks import check as _check, is_int as _is_int
+from .param_checks import check_vocabulary, validate
 from .processors.watermark import as_watermark_settings
 from .refused_keywords import drop_neutral, refusal_reason
 

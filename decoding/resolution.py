@@ -25,8 +25,9 @@ them, then validates the result.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Iterable, Mapping
+
+from .checks import is_int as _is_int
 
 # Where a value came from, for error messages and for generate's "was max_length ever set" test.
 KEYWORD, PASSED_CONFIG, MODEL_CONFIG, DEFAULT = "keyword", "generation_config", "model's generation_config", "default"
@@ -49,10 +50,6 @@ IGNORED_CONFIG_NAMES = frozenset({"bos_token_id", "decoder_start_token_id", "tra
 def _refuse(name: str, value: Any, allowed: str, origin: str = KEYWORD) -> ValueError:
     where = "" if origin == KEYWORD else f" (from the {origin})"
     return ValueError(f"{name}={value!r}{where} is not allowed: {allowed}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def model_config_values(model: Any, accepted: Iterable[str]) -> dict[str, Any]:

@@ -35,14 +35,13 @@ Shapes: `input_ids` (R, T) the conditional rows so far, `scores` (R, V) float32.
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..cache import KVCache
+from ..checks import check as _check, is_finite_real as _is_finite_number
 from .base import LogitsProcessor
 
 if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
@@ -246,19 +245,9 @@ def build_guidance(p: GenerationParams, model: Any, prompt_rows: torch.Tensor | 
         model, p.cache, p.max_new_tokens, ids, p.negative_prompt_attention_mask, prompt_rows))
 
 
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_integer_tensor(value: Any, dims: int) -> bool:
     return (isinstance(value, torch.Tensor) and value.dim() == dims and not value.is_floating_point()
             and not value.is_complex() and value.dtype != torch.bool)
-
-
-def _check(condition: bool, name: str, value: Any, allowed: str) -> None:
-    # param_checks._check's message; not imported: param_checks imports this package (processors/order.py)
-    if not condition:
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
 
 
 def check_guidance(p: GenerationParams) -> None:

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import difflib
 import math
-import numbers
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import torch
 
+from ..checks import is_int as _is_int, is_real as _is_number
 from .base import LogitsProcessor
 
 TABLE_SIZE = 1_000_003  # the fixed permutation selfhash hashes tokens through (transformers' table_size)
@@ -92,14 +92,6 @@ def as_watermark_settings(value: Any) -> WatermarkSettings | None:
         raise ValueError(f"watermarking_config.{unknown[0]}={value[unknown[0]]!r} is not a watermark setting{hint}: "
                          f"the settings are {list(WATERMARK_FIELDS)}")
     return WatermarkSettings(**dict(value))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def check_watermarking_config(settings: WatermarkSettings | None) -> None:
