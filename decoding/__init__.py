@@ -2,7 +2,8 @@
 
 from .cache import KVCache, SlotCache
 from .generate import generate
-from .loop import decode_n_tokens, decode_one_token, max_positions_of, prompt_position_ids
+from .loop import decode_n_tokens, decode_one_token, max_positions_of
+from .state import prompt_position_ids
 from .params import GenerationParams, check_vocabulary, resolve_params, vocab_size_of
 from .processors import build_processors
 from .result import GenerationResult

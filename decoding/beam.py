@@ -337,12 +337,8 @@ def advance(state, run_values: torch.Tensor, rows: torch.Tensor, tokens: torch.T
     state: the DecodeState (tokens reordered, one slot appended); values (B*K, 3): this step's records.
     Position ids and mask need no reorder: they are the same for all beams of a prompt.
     """
-    slot = state.length
     state.tokens = state.tokens.index_select(0, rows)
-    state.tokens[:, slot] = tokens
-    if slot > 0:
-        state.position_ids[:, slot] = state.position_ids[:, slot - 1] + 1
-    state.length += 1
+    state.append(tokens)
     run_values = run_values.index_select(0, rows)
     run_values[:, :, t] = values
     return run_values

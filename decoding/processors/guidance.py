@@ -42,6 +42,7 @@ import torch
 
 from ..cache import KVCache
 from ..checks import check as _check, is_finite_real as _is_finite_number
+from ..state import DecodeState, init_state
 from .base import LogitsProcessor
 
 if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
@@ -76,12 +77,8 @@ class UnconditionalBranch:
         self.prompt_mask = prompt_mask
         self.prompt_rows = prompt_rows
         self.kv: KVCache | None = None
-        self.tokens: torch.Tensor | None = None  # (R, L + N) slots; `length` of them filled
-        self.mask: torch.Tensor | None = None  # (R, L + N) long
-        self.positions: torch.Tensor | None = None  # (R, L + N) long
-        self.length = 0
+        self.state: DecodeState | None = None  # (R, L + N) slots: ids, mask, position ids (decoding/state.py)
         self.start = 0  # cache position of the first slot the next forward writes
-        self.padded = False
 
     def _rows_of(self, rows: int) -> torch.Tensor:
         """(R,) negative prompt row of each conditional row."""
@@ -106,44 +103,31 @@ class UnconditionalBranch:
 
     def _start(self, input_ids: torch.Tensor) -> None:
         ids, mask = self._prefill_inputs(input_ids)
-        rows, length = ids.shape
-        total = length + self.max_new_tokens
-        self.kv = KVCache(self.cache, self.model, total)
-        self.tokens = ids.new_zeros((rows, total))
-        self.tokens[:, :length] = ids
-        self.mask = mask.new_ones((rows, total), dtype=torch.long)
-        self.mask[:, :length] = mask
-        positions = mask.long().cumsum(-1) - 1
-        self.positions = torch.zeros_like(self.mask)
-        self.positions[:, :length] = positions.masked_fill(mask == 0, 0)
-        self.length = length
-        self.padded = bool((mask == 0).any())
+        self.state = init_state(ids, mask, self.max_new_tokens, pad_token_id=0)  # pad slots: id 0, never attended
+        self.kv = KVCache(self.cache, self.model, self.state.tokens.shape[1])
 
     def _append(self, tokens: torch.Tensor) -> None:
         """Slot `length` gets each row's newest conditional token (R,), one position after the last."""
-        slot = self.length
-        if slot >= self.tokens.shape[1]:
+        if self.state.length >= self.state.tokens.shape[1]:
             raise ValueError(f"the unconditional branch ran past its {self.max_new_tokens} steps "
                              f"(max_new_tokens={self.max_new_tokens}); build a new processor for a new call")
-        self.tokens[:, slot] = tokens
-        self.positions[:, slot] = self.positions[:, slot - 1] + 1
-        self.length += 1
+        self.state.append(tokens)
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(R, V) the unconditional next-token logits (model dtype) after the conditional rows `input_ids`."""
-        if self.tokens is None:
+        if self.state is None:
             self._start(input_ids)
         else:
             self._append(input_ids[:, -1])
-        end = self.length
+        state, end = self.state, self.state.length
         start = self.start if self.kv.enabled else 0  # no cache: the whole sequence again
         self.kv.before_forward(start)
         # No logits_to_keep: generate's unconditional call computes every position's logits, and the same
         # matrix shapes keep the same rounding.
         out = self.model(
-            input_ids=self.tokens[:, start:end],
-            attention_mask=self.mask[:, :end] if self.padded else None,
-            position_ids=self.positions[:, start:end],
+            input_ids=state.tokens[:, start:end],
+            attention_mask=state.model_mask(end),
+            position_ids=state.position_ids[:, start:end],
             cache=self.kv.model_cache,
             use_cache=self.kv.enabled,
         )

@@ -5,7 +5,8 @@ import torch
 
 import decoding
 from decoding.cache import KVCache, SlotLayer
-from decoding.loop import Forward, init_state, prompt_position_ids
+from decoding.loop import Forward, init_state
+from decoding.state import prompt_position_ids
 
 
 def test_position_ids_skip_left_padding():
