@@ -168,15 +168,14 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     return logprobs.masked_fill(~valid, 0.0)
 
 
-@torch.inference_mode()
-def score_batch(model, windows: Sequence[Window], pad_id: int = 0) -> list[torch.Tensor]:
-    """Log-probabilities of each window's targets, in one forward pass. Returns float32 tensors on CPU."""
-    device = next(model.parameters()).device
+def padded_windows(windows: Sequence[Window], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """One batch of windows, left-padded: input ids, mask and position ids (B, T), targets and which of
+    them are real (B, K), right-aligned like the inputs (K: the most targets of a window)."""
     width = max(len(w.input_ids) for w in windows)
     keep = max(len(w.target_ids) for w in windows)
     input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(windows), width), dtype=torch.long)  # (B, T)
-    targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K), right-aligned like the inputs
+    targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K)
     scored = torch.zeros((len(windows), keep), dtype=torch.bool)  # (B, K): positions that have a target
     for row, window in enumerate(windows):
         input_ids[row, width - len(window.input_ids):] = torch.tensor(window.input_ids)
@@ -185,6 +184,15 @@ def score_batch(model, windows: Sequence[Window], pad_id: int = 0) -> list[torch
         scored[row, keep - len(window.target_ids):] = True
     input_ids, mask, targets = input_ids.to(device), mask.to(device), targets.to(device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    return input_ids, mask, position_ids, targets, scored
+
+
+@torch.inference_mode()
+def score_batch(model, windows: Sequence[Window], pad_id: int = 0) -> list[torch.Tensor]:
+    """Log-probabilities of each window's targets, in one forward pass. Returns float32 tensors on CPU."""
+    device = next(model.parameters()).device
+    input_ids, mask, position_ids, targets, scored = padded_windows(windows, pad_id, device)
+    keep = targets.shape[1]
     head = _plain_head(model)
     if head is not None:
         # Only the positions with a target are projected: in stride mode a batch holding a document's first
@@ -209,15 +217,20 @@ def batches_by_length(windows: Sequence[Window], batch_size: int) -> list[list[i
 
 
 def score_windows(model, windows: Sequence[Window], batch_size: int = 8, pad_id: int = 0,
-                  progress: bool = False, desc: str = "scoring") -> list[torch.Tensor]:
-    """Target log-probabilities of every window, batched across documents; in the order given."""
-    scores: list[torch.Tensor | None] = [None] * len(windows)
+                  progress: bool = False, desc: str = "scoring", batch_scorer=None) -> list:
+    """Target log-probabilities of every window, batched across documents; in the order given.
+
+    `batch_scorer(model, windows, pad_id) -> one result per window` replaces `score_batch` (what is computed
+    per batch); the batching by length and the order stay.
+    """
+    batch_scorer = batch_scorer or score_batch
+    scores: list = [None] * len(windows)
     with tqdm(total=len(windows), disable=not progress, desc=desc, unit="window") as bar:
         for batch in batches_by_length(windows, batch_size):
-            for index, logprobs in zip(batch, score_batch(model, [windows[i] for i in batch], pad_id)):
+            for index, logprobs in zip(batch, batch_scorer(model, [windows[i] for i in batch], pad_id)):
                 scores[index] = logprobs
             bar.update(len(batch))
-    return scores  # type: ignore[return-value]
+    return scores
 
 
 @dataclass
@@ -392,17 +405,8 @@ def generation_perplexity(model, tokenizer, prompts: Sequence[str], continuation
 def _greedy_scored_batch(model, windows: Sequence[Window], pad_id: int) -> list[tuple[float, bool]]:
     """(summed log p(targets), targets are the argmax at every position) per window, one forward pass."""
     device = next(model.parameters()).device
-    width = max(len(w.input_ids) for w in windows)
-    keep = max(len(w.target_ids) for w in windows)
-    input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)  # (B, T), left padded
-    mask = torch.zeros((len(windows), width), dtype=torch.long)  # (B, T)
-    targets = torch.zeros((len(windows), keep), dtype=torch.long)  # (B, K), right-aligned like the inputs
-    for row, window in enumerate(windows):
-        input_ids[row, width - len(window.input_ids):] = torch.tensor(window.input_ids)
-        mask[row, width - len(window.input_ids):] = 1
-        targets[row, keep - len(window.target_ids):] = torch.tensor(window.target_ids)
-    input_ids, mask, targets = input_ids.to(device), mask.to(device), targets.to(device)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    input_ids, mask, position_ids, targets, _ = padded_windows(windows, pad_id, device)
+    keep = targets.shape[1]
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                    logits_to_keep=keep, use_cache=False).logits  # (B, K, V)
     logprobs = _target_logprobs(logits, targets).cpu()  # (B, K)
@@ -437,8 +441,4 @@ def continuation_logprobs(model, contexts: Sequence[Sequence[int]], continuation
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations; pass one per context")
     windows = [continuation_window(list(c), list(t), max_length, prefix_token) for c, t in zip(contexts, continuations)]
-    results: list[tuple[float, bool] | None] = [None] * len(windows)
-    for batch in batches_by_length(windows, batch_size):
-        for index, result in zip(batch, _greedy_scored_batch(model, [windows[i] for i in batch], pad_id)):
-            results[index] = result
-    return results  # type: ignore[return-value]
+    return score_windows(model, windows, batch_size, pad_id, batch_scorer=_greedy_scored_batch)
