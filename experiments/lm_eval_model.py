@@ -55,6 +55,14 @@ def batch_seed(seed: int, gen_kwargs: dict[str, Any], contexts: Sequence[Sequenc
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+def draw_params(merged: MergedGeneration, draws: int) -> dict[str, Any]:
+    """The merged decoding parameters of one batch that draws `draws` answers per context."""
+    params = dict(merged.params)
+    if draws > 1:
+        params["num_return_sequences"] = draws
+    return params
+
+
 def _positive_int(name: str, value: Any) -> int:
     """An int from lm-eval's arg strings (which may hand "8" or 8.0); ValueError naming the key otherwise."""
     try:
@@ -219,18 +227,24 @@ class DecodelabLM(TemplateLM):
 
     def _generate_batch(self, contexts: Sequence[list[int]], merged: MergedGeneration, n: int) -> list[list[str]]:
         """n continuations per context (left-truncated to leave room for max_new_tokens), stop strings cut."""
-        params = dict(merged.params)
-        max_context = self.max_length - int(params["max_new_tokens"])
-        ids, mask = left_pad([c[-max_context:] for c in contexts], self.pad_id, self._device)
+        ids, mask = self._padded_contexts(contexts, int(merged.params["max_new_tokens"]))
         draws = n if merged.samples else 1  # greedy and beam search give the same answer every time
-        if draws > 1:
-            params["num_return_sequences"] = draws
+        params = draw_params(merged, draws)
         cache = params.pop("cache", self.cache)
         out = decoding.generate(self.model, ids, mask, generator=self.batch_generator(contexts, merged),
                                 tokenizer=self.tokenizer,
                                 stop_strings=merged.stop_strings or None, cache=cache, **params)
-        texts = self._decode_rows(out.sequences[:, ids.shape[1]:].tolist(), merged.stop_strings)  # B * draws
-        per_context = [texts[b * draws:(b + 1) * draws] for b in range(len(contexts))]
+        return self._answers_per_context(out, ids.shape[1], merged.stop_strings, draws, n)
+
+    def _padded_contexts(self, contexts: Sequence[list[int]], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) left-padded ids and mask of the contexts, each cut from the left to leave max_new_tokens."""
+        return left_pad([c[-(self.max_length - max_new_tokens):] for c in contexts], self.pad_id, self._device)
+
+    def _answers_per_context(self, out: decoding.GenerationResult, prompt_length: int, stop_strings: list[str],
+                             draws: int, n: int) -> list[list[str]]:
+        """n answers per context from a result of `draws` adjacent rows per context (1 draw is repeated n times)."""
+        texts = self._decode_rows(out.sequences[:, prompt_length:].tolist(), stop_strings)  # B * draws
+        per_context = [texts[b * draws:(b + 1) * draws] for b in range(len(texts) // draws)]
         return [drawn if draws == n else drawn * n for drawn in per_context]
 
     def batch_generator(self, contexts: Sequence[list[int]], merged: MergedGeneration) -> torch.Generator | None:

@@ -26,9 +26,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import decoding
-from experiments.generation import left_pad
 from experiments.lm_eval_gen_kwargs import MergedGeneration, gen_kwargs_key, merge_gen_kwargs
-from experiments.lm_eval_model import DecodelabLM
+from experiments.lm_eval_model import DecodelabLM, draw_params
 
 
 class SweepDecodelabLM(DecodelabLM):
@@ -74,8 +73,7 @@ class SweepDecodelabLM(DecodelabLM):
         """Every configuration's answers for these contexts: one generate_sweep per greedy / sampling group."""
         eos_text = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
         merges = [merge_gen_kwargs(merged.task, config, eos_text, self.max_gen_toks) for config in self.configs]
-        max_new = int(merged.params["max_new_tokens"])
-        ids, mask = left_pad([c[-(self.max_length - max_new):] for c in contexts], self.pad_id, self._device)
+        ids, mask = self._padded_contexts(contexts, int(merged.params["max_new_tokens"]))
         for samples in (False, True):
             members = [i for i, m in enumerate(merges) if m.samples == samples]
             if not members:
@@ -83,10 +81,8 @@ class SweepDecodelabLM(DecodelabLM):
             draws = n if samples else 1
             configs = []
             for i in members:
-                params = dict(merges[i].params)
+                params = draw_params(merges[i], draws)
                 params.pop("cache", None)
-                if draws > 1:
-                    params["num_return_sequences"] = draws
                 configs.append(params)
             results = decoding.generate_sweep(
                 self.model, ids, mask, configs=configs, tokenizer=self.tokenizer,
@@ -94,7 +90,6 @@ class SweepDecodelabLM(DecodelabLM):
                 stop_strings=merged.stop_strings or None, cache=self.cache)
             self.shared_batches += 1
             for i, out in zip(members, results):
-                texts = self._decode_rows(out.sequences[:, ids.shape[1]:].tolist(), merges[i].stop_strings)
-                for b, key in enumerate(keys):
-                    drawn = texts[b * draws:(b + 1) * draws]
-                    self._answers[(i, *key)] = drawn if draws == n else drawn * n
+                answers = self._answers_per_context(out, ids.shape[1], merges[i].stop_strings, draws, n)
+                for key, drawn in zip(keys, answers):
+                    self._answers[(i, *key)] = drawn
