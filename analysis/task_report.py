@@ -111,9 +111,18 @@ def curves(jobs: list[TaskJob], task: str, metric: str) -> dict[str, dict[str, A
     return out
 
 
-def equal_budget(jobs: list[TaskJob], task: str, metric: str, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Each method's best of B configurations, and paired tests against the overall best (module docstring)."""
-    by_method = curves(jobs, task, metric)
+def tasks_of(jobs: list[TaskJob]) -> list[str]:
+    """Every task a job has a `task/<task>/...` metric of."""
+    return sorted({key.split("/")[1] for job in jobs for key in job.metrics if key.startswith("task/")})
+
+
+def equal_budget(jobs: list[TaskJob], task: str, metric: str, resamples: int = 1000, seed: int = 0,
+                 by_method: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Each method's best of B configurations, and paired tests against the overall best (module docstring).
+
+    `by_method`: the task's `curves`, when the caller has them already.
+    """
+    by_method = by_method or curves(jobs, task, metric)
     budget = min(len(c["points"]) for c in by_method.values())
     best = {}
     for method, curve in by_method.items():
@@ -138,6 +147,11 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
 
 
+def _value_text(value: Any) -> str:
+    """The swept parameter's value where a method did best: a number formatted, anything else as it is."""
+    return _fmt(value) if isinstance(value, (int, float)) else str(value)
+
+
 def budget_markdown(table: dict[str, Any]) -> str:
     lines = [f"### {table['task']}: best {table['metric']} of {table['budget']} configurations per method",
              "", "| method | swept | best at | score | 95% interval | difference vs best | 95% interval | p (paired) |",
@@ -146,7 +160,7 @@ def budget_markdown(table: dict[str, Any]) -> str:
         paired = row["paired_vs_best"]
         diff = ("(best)", "", "") if paired is None else (
             _fmt(paired["diff"]), f"[{_fmt(paired['ci95_low'])}, {_fmt(paired['ci95_high'])}]", _fmt(paired["p_value"]))
-        lines.append(f"| {method} | {row['param'] or '-'} | {_fmt(row['value']) if isinstance(row['value'], (int, float)) else row['value']} "
+        lines.append(f"| {method} | {row['param'] or '-'} | {_value_text(row['value'])} "
                      f"| {_fmt(row['score'])} | [{_fmt(row['ci95_low'])}, {_fmt(row['ci95_high'])}] | {diff[0]} | {diff[1]} | {diff[2]} |")
     lines.append("")
     lines.append(f"Intervals: {table['bootstrap']['resamples']} bootstrap resamples over documents (seed "
@@ -183,13 +197,13 @@ def write_task_report(root: Path, out: Path, tasks: list[str] | None = None, res
                       seed: int = 0) -> dict[str, Any]:
     """Curves, equal-budget tables and `task_report.json` for every task the jobs ran (or `tasks`)."""
     jobs = load_task_jobs(root)
-    found = sorted({key.split("/")[1] for job in jobs for key in job.metrics if key.startswith("task/")})
+    found = tasks_of(jobs)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"root": str(root), "jobs": len(jobs), "tasks": {}}
     for task in tasks or found:
         metric = main_metric(jobs, task)
         task_curves = curves(jobs, task, metric)
-        table = equal_budget(jobs, task, metric, resamples, seed)
+        table = equal_budget(jobs, task, metric, resamples, seed, task_curves)
         plot_curves(task_curves, task, metric, out / f"{task}_curve.png")
         (out / f"{task}_budget.md").write_text(budget_markdown(table))
         report["tasks"][task] = {"metric": metric, "curves": task_curves, "equal_budget": table}
@@ -214,7 +228,7 @@ def task_section(paths: list[str | Path], out_dir: Path):
     if not jobs:
         return None
     section = Section("tasks", "Task accuracy (lm-evaluation-harness)")
-    for task in sorted({key.split("/")[1] for job in jobs for key in job.metrics if key.startswith("task/")}):
+    for task in tasks_of(jobs):
         metric = main_metric(jobs, task)
         key = f"task/{task}/{metric}"
         task_curves = curves(jobs, task, metric)
@@ -231,7 +245,7 @@ def task_section(paths: list[str | Path], out_dir: Path):
                       "best on the same documents.",
                       ["Method", "Swept", "Best at", f"{metric} [95% interval]", "Difference vs best [95%], p"])
         try:
-            budget = equal_budget(jobs, task, metric)
+            budget = equal_budget(jobs, task, metric, by_method=task_curves)
         except (FileNotFoundError, ValueError) as err:  # no per-document samples: the curve alone
             table.notes.append(f"no equal-budget table: {err}")
             budget = {"methods": {}}
@@ -240,9 +254,7 @@ def task_section(paths: list[str | Path], out_dir: Path):
             paired = row["paired_vs_best"]
             diff = ("(best)" if paired is None else f"{_fmt(paired['diff'])} [{_fmt(paired['ci95_low'])}, "
                     f"{_fmt(paired['ci95_high'])}], p = {_fmt(paired['p_value'])}")
-            table.rows.append(Row(method, [Cell(row["param"] or "-"), Cell(_fmt(row["value"])
-                                                                          if isinstance(row["value"], (int, float))
-                                                                          else str(row["value"])),
+            table.rows.append(Row(method, [Cell(row["param"] or "-"), Cell(_value_text(row["value"])),
                                            Cell(float(row["score"]), run=folder, metric=key, low=row["ci95_low"],
                                                 high=row["ci95_high"]), Cell(diff)]))
         section.tables.append(table)
