@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from .inputs import check_attention_mask, check_input_ids
+from .processors.guidance import guidance_active
 
 
 @dataclass
@@ -51,10 +52,6 @@ class PromptEmbeds:
 
     embeds: torch.Tensor  # (B, T, H) in the model's dtype, on its device
     visible_start: int  # 0 when input_ids were given, T when not: generate's input_ids begin there
-
-    @property
-    def ids_given(self) -> bool:
-        return self.visible_start == 0
 
 
 def _describe(value: Any) -> str:
@@ -154,9 +151,9 @@ def without_encoder_input_params(params: Any) -> Any:
     return dataclasses.replace(params, **off) if off else params
 
 
-def refuse_unsupported(params: Any, ids_given: bool) -> None:
+def refuse_unsupported(params: Any) -> None:
     """The combinations we cannot match, refused before any forward pass."""
-    if params.guidance_scale is not None and params.guidance_scale != 1:
+    if guidance_active(params.guidance_scale):
         raise ValueError(f"guidance_scale={params.guidance_scale!r} is not allowed with inputs_embeds: "
                          "classifier-free guidance runs its unconditional branch from token ids; pass the prompt "
                          "as input_ids, or guidance_scale=1")
@@ -182,7 +179,7 @@ def prepare_embeds_call(model: Any, input_ids: Any, inputs_embeds: Any, attentio
     check_generator("generator", generator, model.device)
     prompt_length = embeds.shape[1]
     p = resolve_params(model, prompt_length, max_positions_of(model), **params)
-    refuse_unsupported(p, ids is not None)
+    refuse_unsupported(p)
     p = without_encoder_input_params(p)
     check_tokenizer(tokenizer, p.stop_strings)
     mask = embeds_mask(ids, embeds, attention_mask, p.pad_token_id, p.eos_token_id)
