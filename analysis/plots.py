@@ -212,8 +212,8 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
                          label="dataset, teacher-forced" + (f" ({human_label})" if index else ""))
             references.append(tf)
     # bar position -> the right end of its error bar: the label goes beyond it
-    right = {position: interval(frame, key, "gen/ppl")[1] for key, position in zip(order, positions)
-             if interval(frame, key, "gen/ppl")}
+    drawn_high = {key: high for key, _, _, high in bars}
+    right = {position: drawn_high[key] for key, position in zip(order, positions) if key in drawn_high}
     for position, value in zip(positions, ppl):
         if value == value:
             axis.annotate(format_value(value, "gen/ppl"), (max(value, right.get(position, value)), position),
