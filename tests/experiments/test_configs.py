@@ -162,3 +162,18 @@ def test_cfg_job_on_the_command_line_shows_a_study_files_values(path, tmp_path):
     if "decoding" in overrides:
         assert shown.decoding.name == overrides["decoding"]
     assert not (tmp_path / "outputs").exists()  # --cfg only prints
+
+
+DECODING_FILES = sorted((Path(CONF_DIR) / "decoding").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", DECODING_FILES, ids=lambda p: f"decoding={p.stem}")
+def test_a_decoding_files_own_values_survive_composition(path, tmp_path):
+    """Every value a decoding/ file sets (guidance_scale, watermarking_config's fields, top_h, ...) reaches the
+    composed config as written; interpolations resolve to the root's values (max_new_tokens)."""
+    leaves, _ = own_values(path)
+    cfg = compose_config([f"decoding={path.stem}"], tmp_path / "run")
+    for key, value in leaves.items():
+        if isinstance(value, str) and value.startswith("${"):
+            continue
+        assert composed_value(cfg.decoding, key) == value, f"decoding.{'.'.join(key)}: the file sets {value!r}"
