@@ -83,6 +83,17 @@ class SlotLayer(CacheLayerMixin):
     def get_max_length(self) -> int:
         return self.max_cache_len
 
+    def grow(self, max_cache_len: int) -> None:
+        """Reallocate to `max_cache_len` slots, keeping the filled ones (speculative decoding's holes need room)."""
+        if self.is_initialized and max_cache_len > self.max_cache_len:
+            for name in ("keys", "values"):
+                old = getattr(self, name)
+                new = old.new_zeros((*old.shape[:2], max_cache_len, old.shape[-1]))
+                new[:, :, :self.filled] = old[:, :, :self.filled]
+                setattr(self, name, new)
+            self.spare = None
+        self.max_cache_len = max(self.max_cache_len, max_cache_len)
+
     def select_rows(self, rows: torch.LongTensor) -> None:
         """Keep (and reorder / repeat) batch rows: the new batch is `rows` of the old one."""
         if self.is_initialized:
@@ -169,6 +180,27 @@ class KVCache:
 
     def filled(self) -> int:
         return 0 if self.model_cache is None else int(self.model_cache.get_seq_length())
+
+    def crop(self, end: int) -> None:
+        """Forget every slot from `end` on (speculative decoding's rejected proposals): the dynamic cache drops
+        them; the slot cache keeps the buffer and writes there next (attention only sees slots below the write)."""
+        if self.model_cache is None:
+            return
+        if isinstance(self.model_cache, SlotCache):
+            for layer in self.model_cache.layers:
+                layer.filled = min(layer.filled, end)
+                layer.cache_position = min(layer.cache_position, end)
+        elif self.filled() > end:
+            self.model_cache.crop(end - self.filled())  # transformers 5 takes minus the slots to drop
+
+    def ensure_capacity(self, slots: int) -> None:
+        """The static cache grows (doubling) when a forward would write past its end; the others need nothing."""
+        if isinstance(self.model_cache, SlotCache) and slots > self.model_cache.max_cache_len:
+            size = max(slots, 2 * self.model_cache.max_cache_len)
+            for layer in self.model_cache.layers:
+                layer.grow(size)
+            self.model_cache.max_cache_len = size
+            self.max_cache_len = size
 
     def select_rows(self, rows: torch.LongTensor) -> None:
         """Reorder / repeat / drop batch rows (beam search reordering, shared prefixes)."""

@@ -16,6 +16,7 @@ from .beam_diverse import diverse_beam_search
 from .embeds import prepare_embeds_call
 from .loop import greedy_or_sample, prepare_call
 from .result import GenerationResult
+from .speculative.strategy import speculative_decode
 
 
 @torch.inference_mode()
@@ -53,7 +54,9 @@ def generate(model: Any, input_ids: torch.Tensor | None = None, attention_mask: 
                              "(B, T), or its embeddings as inputs_embeds=(B, T, hidden)")
         input_ids, attention_mask, (p,) = prepare_call(model, input_ids, attention_mask, [params],
                                                        {"generator": generator}, tokenizer)
-    if p.num_beam_groups > 1:
+    if p.is_speculative:
+        strategy = speculative_decode
+    elif p.num_beam_groups > 1:
         strategy = diverse_beam_search
     elif p.is_beam:
         strategy = beam_search

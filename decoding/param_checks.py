@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .processors.guidance import check_guidance
+from .speculative.checks import check_speculation
 from .processors.watermark import check_watermarking_config
 from .checks import check as _check, is_int as _is_int, is_plain_number as _is_number
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
@@ -66,6 +67,7 @@ def validate(p: GenerationParams, prompt_length: int, max_positions: int | None)
     """Every check that needs no model: types and ranges first, then combinations, then lengths."""
     _validate_values(p)
     _validate_combinations(p)
+    check_speculation(p)
     _validate_lengths(p, prompt_length, max_positions)
     _warn_ignored(p)
 

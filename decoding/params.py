@@ -45,6 +45,9 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "eta_cutoff": 0.0,
     "num_beam_groups": 1,
     "diversity_penalty": 0.0,
+    "num_assistant_tokens": 20,
+    "num_assistant_tokens_schedule": "constant",
+    "assistant_confidence_threshold": 0.4,
 }
 
 # generate's processor order, as data, lives with the processors (processors/order.py).
@@ -118,6 +121,14 @@ class GenerationParams:
     # the Kirchenbauer watermark (decoding/processors/watermark.py): WatermarkingConfig or a dict of its fields in,
     # a WatermarkSettings after resolution; None: off
     watermarking_config: Any = None
+    # speculative decoding (decoding/speculative/): one proposer at most; the draft model is kept as given
+    assistant_model: Any = None  # a causal LM with the target's tokenizer
+    prompt_lookup_num_tokens: int | None = None  # n-gram lookup over the prompt and the text so far
+    max_matching_ngram_size: int | None = None  # lookup n-gram size (None: 2, as generate)
+    draft_layers: int | None = None  # self-speculation: the target's first L layers + its head (assistant_early_exit)
+    num_assistant_tokens: int = 20
+    num_assistant_tokens_schedule: str = "constant"
+    assistant_confidence_threshold: float | None = 0.4
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -128,13 +139,18 @@ class GenerationParams:
     def is_beam(self) -> bool:
         return self.num_beams > 1
 
+    @property
+    def is_speculative(self) -> bool:
+        return (self.assistant_model is not None or self.prompt_lookup_num_tokens is not None
+                or self.draft_layers is not None)
+
     def with_(self, **changes: Any) -> "GenerationParams":
         return replace(self, **changes)
 
 
 # Names a caller may pass: GenerationConfig's (plus max_length) and decodelab's cache / compile settings.
 _OWN_FIELDS = {f.name for f in fields(GenerationParams)}
-ACCEPTED_NAMES = _OWN_FIELDS | {"max_length", "use_cache", "cache_implementation"}
+ACCEPTED_NAMES = _OWN_FIELDS | {"max_length", "use_cache", "cache_implementation", "assistant_early_exit"}
 
 
 def _model_generation_defaults(model: Any) -> dict[str, Any]:
@@ -220,6 +236,17 @@ def _unknown_names_error(unknown: list[str]) -> ValueError:
                       f"supported: {sorted(ACCEPTED_NAMES)}")
 
 
+def _alias_early_exit(values: dict[str, Any]) -> None:
+    """generate's `assistant_early_exit=L` is our `draft_layers=L` (the first L layers propose)."""
+    early = values.pop("assistant_early_exit", None)
+    if early is None:
+        return
+    if values.get("draft_layers") is not None and values["draft_layers"] != early:
+        raise ValueError(f"assistant_early_exit={early!r} contradicts draft_layers={values['draft_layers']!r}: "
+                         "they name the same setting, give one of them")
+    values["draft_layers"] = early
+
+
 def vocab_size_of(model: Any) -> int | None:
     """How many tokens the model can produce: its logits width (output embedding rows), else config.vocab_size."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -276,6 +303,7 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
     values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
     values["cache"] = cache
+    _alias_early_exit(values)
     values["watermarking_config"] = as_watermark_settings(values.get("watermarking_config"))
     values.update(resolve_hooks(values))
 

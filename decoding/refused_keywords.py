@@ -2,7 +2,7 @@
 
 Why a table of reasons rather than the generic "unknown parameter": a caller porting a `model.generate` call
 should learn whether a name is a typo, a feature of another generation mode (assisted, contrastive, DoLa:
-later issues), a part of generate that only encoder-decoder models use, or one we chose not to have. The full
+issue 14), a part of generate that only encoder-decoder models use, or one we chose not to have. The full
 survey of generate's keywords, with what each one became here, is docs/generate_keywords.md; its test reads
 `GenerationConfig`'s fields at runtime so the survey cannot go stale.
 
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_ASSISTED = ("assisted / speculative generation is not supported yet (planned in issue 13); run without it, "
-             "the tokens are the same as generate's without an assistant")
+_ASSISTED = ("decodelab's speculative decoding proposes with assistant_model=, prompt_lookup_num_tokens= or "
+             "draft_layers= (assistant_early_exit=); the tokens are the same as without speculation")
+_UNIVERSAL = ("assisted generation across different tokenizers (universal assisted decoding) is not supported: "
+              "the draft must share the target's tokenizer; " + _ASSISTED)
 _CONTRASTIVE = "contrastive search is not supported yet (planned in issue 14)"
 _DOLA = "DoLa decoding is not supported yet (planned in issue 14)"
 _ENCODER = "it only applies to encoder-decoder models; decodelab generates with decoder-only models"
@@ -23,21 +25,15 @@ _NO_EFFECT = "it tunes transformers' own implementation and has no counterpart i
 
 # keyword -> (its neutral value(s), why it is refused and what to use instead)
 REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
-    # assisted / speculative generation (issue 13)
-    "assistant_model": ((None,), _ASSISTED),
-    "assistant_tokenizer": ((None,), _ASSISTED),
-    "prompt_lookup_num_tokens": ((None,), _ASSISTED),
-    "max_matching_ngram_size": ((None,), _ASSISTED),
-    "num_assistant_tokens": ((None, 20), _ASSISTED),
-    "num_assistant_tokens_schedule": ((None, "constant"), _ASSISTED),
-    "assistant_confidence_threshold": ((None, 0.4), _ASSISTED),
-    "assistant_lookbehind": ((None, 10), _ASSISTED),
-    "target_lookbehind": ((None, 10), _ASSISTED),
-    "assistant_early_exit": ((None,), _ASSISTED),
-    "assistant_ensemble_weight": ((None,), _ASSISTED),
-    "is_assistant": ((None, False), _ASSISTED),
+    # speculative decoding variants beyond decodelab's three proposers (decoding/speculative/)
+    "assistant_tokenizer": ((None,), _UNIVERSAL),
+    "assistant_lookbehind": ((None, 10), _UNIVERSAL),
+    "target_lookbehind": ((None, 10), _UNIVERSAL),
+    "assistant_ensemble_weight": ((None,), "ensemble verification trades exactness for acceptance; decodelab's "
+                                           "speculative decoding is exact: leave it unset"),
+    "is_assistant": ((None, False), "generate sets it on the draft's own config; decodelab drives the draft itself"),
     "speculation_type": ((None,), _ASSISTED),
-    "use_mtp": ((None, False), _ASSISTED + " (multi-token prediction drafts tokens the same way)"),
+    "use_mtp": ((None, False), _ASSISTED + " (multi-token prediction heads are not a proposer here)"),
     # contrastive search and DoLa (issue 14)
     "penalty_alpha": ((None, 0, 0.0), _CONTRASTIVE),
     "low_memory": ((None, False), _CONTRASTIVE + "; transformers' beam search refuses low_memory=True as well"),

@@ -32,6 +32,9 @@ class GenerationResult:
         logits: with `output_logits=True`, the raw logits of every step, (R, V) each, as generate's `logits`.
         beam_indices: (B * n, N) int32, beam search with `output_scores` or `output_logits`: the row of
             `scores[t]` each returned hypothesis continued at step t, -1 after it ended (generate's).
+        accepted_tokens, proposed_tokens, target_forwards: (B * n,) long, speculative decoding only: proposals
+            each row kept, proposals it was offered, and the target forward passes it took part in (prefill
+            included) before it finished.
     """
 
     sequences: torch.Tensor
@@ -48,6 +51,9 @@ class GenerationResult:
     scores: tuple[torch.Tensor, ...] | None = None
     logits: tuple[torch.Tensor, ...] | None = None
     beam_indices: torch.Tensor | None = None
+    accepted_tokens: torch.Tensor | None = None
+    proposed_tokens: torch.Tensor | None = None
+    target_forwards: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -63,6 +69,22 @@ class GenerationResult:
         from .transition_scores import transition_scores
 
         return transition_scores(self.sequences, self.scores, self.beam_indices, normalize_logits)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Kept proposals over offered ones, all rows together (speculative decoding; NaN when none was offered)."""
+        if self.proposed_tokens is None:
+            raise ValueError("acceptance_rate is defined for speculative decoding only (a proposer was not given)")
+        proposed = int(self.proposed_tokens.sum())
+        return int(self.accepted_tokens.sum()) / proposed if proposed else float("nan")
+
+    @property
+    def tokens_per_target_forward(self) -> float:
+        """Generated tokens per target forward pass, all rows together (1.0 without speculation)."""
+        if self.target_forwards is None:
+            raise ValueError("tokens_per_target_forward is defined for speculative decoding only")
+        forwards = int(self.target_forwards.sum())
+        return self.new_tokens / forwards if forwards else float("nan")
 
     @property
     def decode_tokens_per_second(self) -> float:

@@ -1,0 +1,210 @@
+"""Speculative decoding, batched, on our caches: propose k tokens per row, verify them in one target forward.
+
+One step, for every live row at once (decoding/speculative/rows.py has the slot layout):
+
+1. the proposer offers up to k tokens per row (prompt lookup, a draft model, or the target's first layers);
+2. one target forward over the pending token and the proposals (k + 1 slots, the proposals a row lacks
+   written masked), with every processor applied at each position to that position's own history;
+3. each row keeps the longest acceptable prefix and one more token from the target (verify.py), cut at
+   EOS, a stop string, a user criterion or max_new_tokens inside the block (a row never runs past its end);
+4. every cache keeps the slots below the common frontier; a row's rejected slots below it are holes.
+
+With greedy decoding the text is plain greedy decoding's; with sampling it is distributed as plain sampling's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ..cache import KVCache
+from ..hooks import Stops, Recorder, check_streamer_rows
+from ..params import GenerationParams
+from ..result import GenerationResult
+from ..state import init_state
+from ..stopping import FINISH_CRITERIA, FINISH_EOS, FINISH_LENGTH, FINISH_MAX_TIME, FINISH_STOP_STRING, StopStrings
+from ..loop import check_finite, sync_device
+from .checks import check_draft
+from .first_layers import first_layers
+from .processing import BlockProcessors
+from .proposers import DraftModel, PromptLookup
+from .rows import SpecRows
+from .slots import forward_slots
+from .verify import greedy_accept, sample_accept
+
+
+def _proposer(model: Any, p: GenerationParams, processors: BlockProcessors, capacity: int,
+              prompt_start: torch.Tensor, generator: torch.Generator | None, batch: int):
+    eos = p.eos_token_id or ()
+    if p.prompt_lookup_num_tokens is not None:
+        return PromptLookup(p.prompt_lookup_num_tokens, p.max_matching_ngram_size or 2, eos, prompt_start)
+    draft = p.assistant_model if p.assistant_model is not None else first_layers(model, p.draft_layers)
+    return DraftModel(draft, p.cache, capacity, p.num_assistant_tokens, p.num_assistant_tokens_schedule,
+                      p.assistant_confidence_threshold, processors, p.do_sample, generator, eos, batch,
+                      model.device)
+
+
+def _log_softmax_at(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, J) log softmax(scores)[token] for scores (B, J, V), tokens (B, J)."""
+    return scores.gather(2, tokens[..., None]).squeeze(-1) - torch.logsumexp(scores, dim=-1)
+
+
+class _Ends:
+    """Where a row's block stops: EOS, a stop string, a user criterion, or its length budget."""
+
+    def __init__(self, p: GenerationParams, tokenizer: Any, rows: SpecRows, stops: Stops):
+        self.max_new = p.max_new_tokens
+        self.eos = set(p.eos_token_id or ())
+        self.stop_strings = StopStrings(p.stop_strings, tokenizer) if p.stop_strings else None
+        self.rows = rows
+        self.stops = stops
+        self.criteria = bool(stops.criteria)
+
+    def cut(self, row: int, tokens: list[int]) -> tuple[list[int], str | None]:
+        """The tokens of `tokens` the row emits, and its finish reason if it ends inside them."""
+        done = int(self.rows.generated[row])
+        text = self.rows.history(row)[0].tolist() if (self.stop_strings or self.criteria) else None
+        for j, token in enumerate(tokens):
+            reason = None
+            if token in self.eos:
+                reason = FINISH_EOS
+            elif self.stop_strings is not None and self.stop_strings.row_hit(text + tokens[:j + 1]):
+                reason = FINISH_STOP_STRING
+            elif self.criteria:
+                ids = torch.tensor([text + tokens[:j + 1]], device=self.rows.text.device)
+                if bool(self.stops.user_hits(ids)[0]):
+                    reason = FINISH_CRITERIA
+            if reason is None and done + j + 1 >= self.max_new:
+                reason = FINISH_LENGTH
+            if reason is not None:
+                return tokens[:j + 1], reason
+        return tokens, None
+
+
+def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: GenerationParams, *,
+                       generator: torch.Generator | None = None, tokenizer: Any = None,
+                       prompt_embeds: Any = None) -> GenerationResult:
+    """Greedy or sampled decoding with proposals verified k + 1 slots at a time (module docstring).
+
+    Args:
+        input_ids, attention_mask: (B, T) checked, left-padded prompts (`prepare_call`).
+        p: resolved parameters with one proposer (`assistant_model`, `prompt_lookup_num_tokens`, `draft_layers`).
+
+    Returns:
+        GenerationResult with `accepted_tokens`, `proposed_tokens` and `target_forwards` per row.
+    """
+    if prompt_embeds is not None:
+        raise ValueError("inputs_embeds is not allowed with speculative decoding: proposals are verified from "
+                         "token ids; pass input_ids")
+    check_draft(model, p)
+    if p.num_return_sequences > 1:  # the n samples of a prompt are adjacent rows, as in generate
+        input_ids = input_ids.repeat_interleave(p.num_return_sequences, dim=0)
+        attention_mask = attention_mask.repeat_interleave(p.num_return_sequences, dim=0)
+    device = input_ids.device
+    batch, prompt_len = input_ids.shape
+    n_max = p.max_new_tokens
+    pad = p.pad_token_id if p.pad_token_id is not None else 0
+    check_streamer_rows(p.streamer, batch)
+    state = init_state(input_ids, attention_mask, n_max, p.pad_token_id)
+    text = input_ids.new_full((batch, prompt_len + n_max + 1), pad)
+    text[:, :prompt_len] = input_ids
+    rows = SpecRows(state, text, torch.zeros(batch, dtype=torch.long, device=device), prompt_len, pad)
+    room = max(p.prompt_lookup_num_tokens or 0, p.num_assistant_tokens)
+    capacity = max(p.max_cache_len or 0, prompt_len + n_max + room + 1)
+    kv = KVCache(p.cache, model, capacity)
+    prompt_start = (attention_mask == 0).sum(-1)
+    prompt_rows = torch.arange(batch, device=device) // p.num_return_sequences
+    processors = BlockProcessors(p, prompt_len, prompt_start if state.padded else None, model, prompt_rows)
+    proposer = _proposer(model, p, processors, capacity, prompt_start, generator, batch)
+    stops = Stops(p.stopping_criteria, p.max_time, Recorder(False, False))
+    ends = _Ends(p, tokenizer, rows, stops)
+
+    logprobs = torch.zeros((batch, n_max + 1), device=device)
+    logprobs_raw = torch.zeros((batch, n_max + 1), device=device)
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    reasons: list[str | None] = [None] * batch
+    accepted_total = torch.zeros(batch, dtype=torch.long, device=device)
+    proposed_total = torch.zeros(batch, dtype=torch.long, device=device)
+    forwards = torch.zeros(batch, dtype=torch.long, device=device)
+    if p.streamer is not None:
+        p.streamer.put(input_ids.cpu())
+
+    sync_device(device)
+    t0 = time.perf_counter()
+    no_block = torch.zeros((batch, 0), dtype=torch.long, device=device)
+    drafts, counts, q = no_block, torch.zeros(batch, dtype=torch.long, device=device), None
+    block_start, step = 0, 0  # the prefill: slots [0, T), no pending token yet
+    prefill_seconds = 0.0
+    while True:
+        forwards += alive.long()
+        width = drafts.shape[1]
+        kv.ensure_capacity(state.length)
+        logits = forward_slots(model, kv, state, block_start, state.length, keep=width + 1)  # (B, K + 1, V)
+        check_finite(logits, step)
+        scores = processors(rows, logits, drafts, alive)
+        if p.do_sample:
+            kept, next_tokens = sample_accept(scores, drafts, counts, q, generator)
+        else:
+            kept, next_tokens = greedy_accept(scores, drafts, counts)
+        chosen = torch.cat([drafts, next_tokens[:, None]], dim=1)  # (B, K + 1): position j's token if j <= kept
+        chosen.scatter_(1, kept[:, None], next_tokens[:, None])
+        lp = _log_softmax_at(scores, chosen)
+        lp_raw = lp if scores is logits else _log_softmax_at(logits, chosen)
+        emitted_all = []
+        for i in alive.nonzero().flatten().tolist():
+            tokens, reason = ends.cut(i, chosen[i, : int(kept[i]) + 1].tolist())
+            g = int(rows.generated[i])
+            logprobs[i, g:g + len(tokens)] = lp[i, :len(tokens)]
+            logprobs_raw[i, g:g + len(tokens)] = lp_raw[i, :len(tokens)]
+            rows.emit(i, tokens)
+            accepted_total[i] += len(tokens) - 1
+            proposed_total[i] += int(counts[i])
+            emitted_all.append(tokens)
+            if reason is not None:
+                reasons[i] = reason
+                alive[i] = False
+        if p.streamer is not None and emitted_all:
+            p.streamer.put(torch.tensor([emitted_all[0]]))
+        if stops.time_up():
+            for i in alive.nonzero().flatten().tolist():
+                reasons[i] = FINISH_MAX_TIME
+            alive[:] = False
+        if step == 0:
+            sync_device(device)
+            prefill_seconds = time.perf_counter() - t0
+            rows.write_pending(next_tokens, alive, state.position_ids[:, prompt_len - 1])
+        else:
+            frontier = rows.settle(block_start, kept, alive, next_tokens)
+            kv.crop(frontier)
+            proposer.after_verify(frontier, kept, counts)
+        step += 1
+        if not bool(alive.any()):
+            break
+        block_start = state.length - 1  # the pending token's slot
+        limits = torch.where(alive, n_max - rows.generated - 1, 0)
+        drafts, counts, q = proposer.propose(rows, limits)
+        if drafts.shape[1]:
+            rows.write_block(drafts, torch.arange(drafts.shape[1], device=device)[None, :] < counts[:, None])
+    sync_device(device)
+    total = time.perf_counter() - t0
+    if p.streamer is not None:
+        p.streamer.end()
+    generated = int(rows.generated.max())
+    new_mask = torch.arange(generated, device=device)[None, :] < rows.generated[:, None]
+    return GenerationResult(
+        sequences=text[:, : prompt_len + generated],
+        token_logprobs=logprobs[:, :generated] * new_mask,
+        token_logprobs_raw=logprobs_raw[:, :generated] * new_mask,
+        new_token_mask=new_mask,
+        finish_reasons=[r if r is not None else FINISH_LENGTH for r in reasons],
+        prompt_length=prompt_len,
+        prefill_seconds=prefill_seconds,
+        decode_seconds=total - prefill_seconds,
+        new_tokens=int(rows.generated.sum()),
+        steps=step - 1,
+        accepted_tokens=accepted_total,
+        proposed_tokens=proposed_total,
+        target_forwards=forwards,
+    )
