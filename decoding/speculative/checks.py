@@ -25,7 +25,7 @@ def check_speculation(p: GenerationParams) -> None:
     check(p.max_matching_ngram_size is None or (is_int(p.max_matching_ngram_size) and p.max_matching_ngram_size >= 1),
           "max_matching_ngram_size", p.max_matching_ngram_size, "use an integer >= 1, or None (2, as generate)")
     check(p.draft_layers is None or (is_int(p.draft_layers) and p.draft_layers >= 1), "draft_layers", p.draft_layers,
-          "use an integer >= 1 (the target's first L layers propose), or None")
+          "use an integer >= 1 (the target's first L layers propose; transformers' assistant_early_exit), or None")
     check(is_int(p.num_assistant_tokens) and p.num_assistant_tokens >= 1, "num_assistant_tokens",
           p.num_assistant_tokens, "use an integer >= 1 (tokens the draft proposes per step)")
     check(p.num_assistant_tokens_schedule in SCHEDULES, "num_assistant_tokens_schedule",
@@ -73,7 +73,8 @@ def check_draft(model: Any, p: GenerationParams) -> None:
     if p.draft_layers is not None:
         layers = model.config.get_text_config(decoder=True).num_hidden_layers
         check(p.draft_layers < layers, "draft_layers", p.draft_layers,
-              f"use 1 <= draft_layers < {layers}, the target's layer count (the draft is its first L layers)")
+              f"use 1 <= draft_layers < {layers}, the target's layer count (the draft is its first L layers; "
+              "transformers' assistant_early_exit)")
     draft = p.assistant_model
     if draft is None:
         return

@@ -1,7 +1,7 @@
 """docs/generate_keywords.md, the survey of what `model.generate` accepts, cannot go stale: every field of the
 installed transformers' `GenerationConfig` and every named argument of `generate` has a row, and each row's
 status is what the code does (supported: accepted; refused: a ValueError with its reason; ignored: accepted
-and dropped; issue-13 / issue-14: refused with that reason until those issues add it).
+and dropped; issue-14: refused with that reason until that issue adds it).
 """
 
 import inspect
@@ -20,7 +20,7 @@ from decoding.refused_keywords import IGNORED, REFUSED, drop_neutral
 from decoding.resolution import IGNORED_CONFIG_NAMES
 
 SURVEY = Path(__file__).resolve().parents[2] / "docs" / "generate_keywords.md"
-STATUSES = {"supported", "refused", "ignored", "issue-13", "issue-14", "in-progress"}
+STATUSES = {"supported", "refused", "ignored", "issue-14", "in-progress"}
 # decoding.generate's own named arguments (generate's `inputs` is our positional input_ids)
 OUR_ARGUMENTS = {"input_ids", "inputs", "attention_mask", "generator", "tokenizer", "generation_config",
                  "inputs_embeds"}
@@ -74,7 +74,7 @@ def test_supported_names_are_accepted(name):
     assert name in ACCEPTED_NAMES or name in OUR_ARGUMENTS, f"{name} is marked supported but generate refuses it"
 
 
-@pytest.mark.parametrize("name", by_status("refused", "issue-13", "issue-14"))
+@pytest.mark.parametrize("name", by_status("refused", "issue-14"))
 def test_refused_names_say_why_and_accept_their_neutral_value(name):
     if name in ACCEPTED_NAMES:  # another issue added it since the survey: the row must say supported
         pytest.fail(f"{name} is accepted now: mark it supported in {SURVEY.name}")
