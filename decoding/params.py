@@ -241,9 +241,12 @@ def _alias_early_exit(values: dict[str, Any]) -> None:
     early = values.pop("assistant_early_exit", None)
     if early is None:
         return
-    if values.get("draft_layers") is not None and values["draft_layers"] != early:
-        raise ValueError(f"assistant_early_exit={early!r} contradicts draft_layers={values['draft_layers']!r}: "
-                         "they name the same setting, give one of them")
+    given = values.get("draft_layers")
+    if given is not None:  # both given: they must agree, and draft_layers' own value is what gets checked
+        if given != early or type(given) is not type(early):
+            raise ValueError(f"assistant_early_exit={early!r} contradicts draft_layers={given!r}: "
+                             "they name the same setting, give one of them")
+        return
     values["draft_layers"] = early
 
 
