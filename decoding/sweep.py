@@ -67,6 +67,11 @@ def check_batchable(params: Sequence[GenerationParams]) -> None:
     if first.is_beam or first.num_beam_groups > 1:
         raise ValueError(f"configs[0] has num_beams={first.num_beams}: a batched sweep runs greedy / sampling "
                          "configurations; run beam search configurations one by one")
+    speculative = [i for i, p in enumerate(params) if p.is_speculative]
+    if speculative:  # its plain decode loop would ignore the proposer without a word
+        raise ValueError(f"configs[{speculative[0]}] is speculative (assistant_model, prompt_lookup_num_tokens or "
+                         "draft_layers): a batched sweep decodes one token per step; run speculative "
+                         "configurations one by one with generate")
     for f in fields(GenerationParams):
         if f.name in ROW_PARAMETERS:
             continue

@@ -22,8 +22,8 @@ every generation batch decoded once for all, every log-likelihood scored once), 
 result stashed the same way; the job's run writes its metrics.json, lm-eval samples and W&B run as alone.
 
 Not batched, run as under the basic launcher: jobs already finished (resume), jobs that neither generate nor
-run lm-eval tasks, beam search, jobs whose config is invalid (they fail in their own run, with error.txt), and
-groups of one.
+run lm-eval tasks, beam search, speculative decoding (a proposer or a draft), jobs whose config is invalid
+(they fail in their own run, with error.txt), and groups of one.
 If a group's shared generation fails, whatever the error, its jobs run one by one and each fails or succeeds
 on its own (`BatchedLauncher._generate`). A job whose own run raises an unexpected error fails alone, with
 its traceback in its error.txt (`confine_failure`); the sweep goes on and exits non-zero at the end.
@@ -92,7 +92,7 @@ def _checked_batch_key(cfg: DictConfig):
         params = check_config(cfg)
     except ValueError:
         return None, None  # the job's own run reports it
-    if params.is_beam or params.num_beam_groups > 1:
+    if params.is_beam or params.num_beam_groups > 1 or params.is_speculative:  # generate_sweep runs neither
         return None, params
     data = plain(cfg, NOT_IN_FINGERPRINT)
     for name in ("name", *ROW_PARAMETERS):

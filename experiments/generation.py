@@ -46,6 +46,11 @@ class GenerationRun:
     sweep_configurations: int = 1  # configurations that shared each batch (1: generated alone)
     sweep_new_tokens: int = 0  # all configurations' new tokens in the shared batches
     sweep_seconds: float = 0.0  # the shared batches' whole prefill + decode seconds
+    # speculative decoding only (None otherwise): proposals kept / offered and target forwards (row-passes),
+    # summed over rows and batches, so the rates below are over the whole run, not a mean of batch rates
+    accepted_tokens: int | None = None
+    proposed_tokens: int | None = None
+    target_forwards: int | None = None
 
     def speed_metrics(self) -> dict[str, float]:
         def rate(n: float, seconds: float) -> float:
@@ -61,6 +66,9 @@ class GenerationRun:
         }
         if self.sweep_configurations > 1:
             metrics["speed/sweep_tok_s"] = rate(self.sweep_new_tokens, self.sweep_seconds)
+        if self.proposed_tokens is not None:  # NaN (null, "not measurable") when nothing was proposed
+            metrics["speed/acceptance_rate"] = rate(self.accepted_tokens, self.proposed_tokens)
+            metrics["speed/tokens_per_target_forward"] = rate(self.new_tokens, self.target_forwards)
         return metrics
 
     def add_batch(self, out: decoding.GenerationResult, chunk: Sequence[dict], mask: torch.Tensor, tokenizer: Any,
@@ -74,6 +82,10 @@ class GenerationRun:
         self.new_tokens += out.new_tokens
         self.decode_tokens += max(out.new_tokens - out.sequences.shape[0], 0)
         self.ttft.append(ttft)
+        if out.proposed_tokens is not None:
+            self.accepted_tokens = (self.accepted_tokens or 0) + int(out.accepted_tokens.sum())
+            self.proposed_tokens = (self.proposed_tokens or 0) + int(out.proposed_tokens.sum())
+            self.target_forwards = (self.target_forwards or 0) + int(out.target_forwards.sum())
         lengths = out.new_token_mask.sum(-1).tolist()
         for row in range(out.sequences.shape[0]):
             pair = chunk[row // n_per_prompt]

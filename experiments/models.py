@@ -254,3 +254,11 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
     if name in TINY_KINDS:
         return load_tiny(name, seed=seed, device=device, dtype=dtype)
     return load_pretrained(name, device=device, dtype=dtype, **kwargs)
+
+
+def check_same_tokenizer(draft_tokenizer: Any, tokenizer: Any, draft_name: str, model_name: str) -> None:
+    """A draft proposes token ids the target verifies: both must map text to the same ids (same vocabulary)."""
+    if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"draft.name={draft_name!r} is not allowed with model.name={model_name!r}: its tokenizer "
+                         f"differs from the target's ({len(draft_tokenizer)} vs {len(tokenizer)} tokens, or other "
+                         "ids); use a draft that shares the target's tokenizer")

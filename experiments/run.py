@@ -210,8 +210,27 @@ def load_inputs(cfg: DictConfig):
     return documents, model, tokenizer
 
 
+def load_draft(cfg: DictConfig, tokenizer) -> Any:
+    """The draft model of `draft=<option>` (None without one), after checking it shares the target's tokenizer."""
+    if cfg.get("draft") is None:
+        return None
+    from experiments.models import check_same_tokenizer
+
+    draft, draft_tokenizer = build(cfg.draft)
+    check_same_tokenizer(draft_tokenizer, tokenizer, cfg.draft.name, cfg.model.name)
+    return draft
+
+
+def run_decoding_params(cfg: DictConfig, draft: Any = None) -> dict[str, Any]:
+    """`decoding_params`, with the loaded draft as `assistant_model` when the run has one."""
+    params = decoding_params(cfg)
+    if draft is not None:
+        params["assistant_model"] = draft
+    return params
+
+
 def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path,
-                       precomputed: GenerationRun | None = None) -> tuple[dict[str, Any], list[dict]]:
+                       precomputed: GenerationRun | None = None, draft: Any = None) -> tuple[dict[str, Any], list[dict]]:
     """Generate (or take what a batched sweep generated for this config: `precomputed`), write the samples, score.
 
     The metrics are floats plus three `meta/` entries: `not_measurable` and `caveats` ({key: text}, the union of
@@ -222,7 +241,8 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     if precomputed is not None:
         gen = precomputed
     else:
-        gen = generate_continuations(model, tokenizer, pairs, decoding_params(cfg), **generation_options(cfg))
+        gen = generate_continuations(model, tokenizer, pairs, run_decoding_params(cfg, draft),
+                                     **generation_options(cfg))
     write_jsonl(out_dir / "samples.jsonl", gen.samples)
     if cfg.scorer is None:
         scorer, scorer_tokenizer = model, tokenizer
@@ -245,6 +265,8 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
         merge_metrics(metrics, run_watermark_metrics(OmegaConf.to_container(watermark, resolve=True), gen.samples,
                                                      [u["continuation_ids"] for u in unique], model, cfg.seed))
     metrics.update(gen.speed_metrics())
+    if gen.proposed_tokens == 0:  # speculative, but nothing to accept or reject
+        metrics["meta/not_measurable"]["speed/acceptance_rate"] = "no token was proposed (e.g. no n-gram matched)"
     metrics["gen/samples"] = float(len(gen.samples))
     metrics["gen/finish_eos_pct"] = 100.0 * sum(s["finish_reason"] == "eos" for s in gen.samples) / len(gen.samples)
     return metrics, gen.samples
@@ -290,14 +312,19 @@ def merge_metrics(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
-def check_with_model(cfg: DictConfig, model: Any) -> None:
+def check_with_model(cfg: DictConfig, model: Any, draft: Any = None) -> None:
     """What only the loaded model can tell (token ids inside its vocabulary, its position limit, its own
-    generation_config), checked before perplexity or generation starts: the runner's first check has no model."""
+    generation_config; with speculation, draft_layers below its layer count and a draft like it), checked before
+    perplexity or generation starts: the runner's first check has no model."""
+    from decoding.speculative.checks import check_draft
+
     options = {"compile": True} if cfg.cache.get("compile") else {}
     try:
-        decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
-                                cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,
-                                **decoding_params(cfg))
+        params = decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
+                                         cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,
+                                         **run_decoding_params(cfg, draft))
+        if params.is_speculative:
+            check_draft(model, params)
     except ValueError as err:
         raise ValueError(f"decoding={cfg.decoding.get('name', '?')} with model={cfg.model.name}: {err}") from None
 
@@ -306,8 +333,9 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     """The work of `run`, holding the folder's lock: metrics.json is written last, so it means finished."""
     log.info(f"{out_dir}: computing this job")
     documents, model, tokenizer = load_inputs(cfg)
+    draft = load_draft(cfg, tokenizer) if cfg.task.generate else None  # before the work: a wrong draft fails first
     if cfg.task.generate:
-        check_with_model(cfg, model)
+        check_with_model(cfg, model, draft)
     metrics: dict[str, Any] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
@@ -316,7 +344,7 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     if cfg.task.generate:
         log.info("generation and its metrics")
         gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
-                                                  precomputed_run(job_fingerprint))
+                                                  precomputed_run(job_fingerprint), draft)
         merge_metrics(metrics, gen_metrics)
     if cfg.task.get("lm_eval"):
         from experiments.lm_eval_run import lm_eval_metrics

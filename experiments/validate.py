@@ -72,6 +72,7 @@ def check_missing(cfg: DictConfig, prefix: str = "") -> None:
 
 def check_root(cfg: DictConfig) -> None:
     allowed = set(root_sections()) | {"hydra", "model", "dataset", "task", "decoding", "cache", "logger", "paths"}
+    allowed.add("draft")  # only with a draft/ option other than none
     allowed.add("lock_wait_s")  # optional: how long a run waits for a job folder another process holds
     check_keys(cfg, "", allowed, what="a top-level key")
     if "lock_wait_s" in cfg:
@@ -230,12 +231,55 @@ def check_launcher(cfg: DictConfig) -> None:
         check_max_configurations(launcher.get("max_configurations"))
 
 
+class DraftToLoad:
+    """Stands for the draft model (`draft=<option>`) in the config check, which loads no model: the core's
+    speculative checks (one proposer, no beams, ...) then judge the run's combination before any model loads."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("DraftToLoad is a placeholder for the config check; the run loads the real draft")
+
+
+ASSISTANT_KNOBS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+
+
+def check_draft_config(cfg: DictConfig) -> None:
+    """The draft group against the decoding config: a draft is given only as `draft=<option>`, runs on the
+    target's device, is used by generation (not by lm-eval tasks), and knobs that only a draft reads need one."""
+    from experiments.models import resolve_device
+
+    decoding_node, draft = cfg.decoding, cfg.get("draft")
+    name = decoding_node.get("name", "?")
+    if "assistant_model" in decoding_node:
+        raise ConfigError(f"{show('decoding.assistant_model', decoding_node.assistant_model)} is not allowed: the "
+                          "draft model is a config group, pass draft=<option> (tiny_llama, tiny_gpt2, smollm2, hf "
+                          "draft.name=...)", "decoding.assistant_model")
+    if draft is None:
+        knobs = [k for k in ASSISTANT_KNOBS if k in decoding_node]
+        if knobs and decoding_node.get("draft_layers") is None and decoding_node.get("assistant_early_exit") is None:
+            raise ConfigError(f"decoding={name} sets {show('decoding.' + knobs[0], decoding_node[knobs[0]])}, which "
+                              "only a draft reads, but no draft was given: pass draft=<option> (tiny_llama, "
+                              "tiny_gpt2, smollm2, hf draft.name=...) or decoding.draft_layers=L", "draft")
+        return
+    check_model(draft, "draft")
+    if resolve_device(draft.get("device", "cpu")) != resolve_device(cfg.model.get("device", "cpu")):
+        raise ConfigError(f"{show('draft.device', draft.get('device', 'cpu'))} is not allowed with "
+                          f"{show('model.device', cfg.model.get('device', 'cpu'))}: the draft runs on the target's "
+                          "device", "draft.device")
+    if cfg.task.get("lm_eval"):
+        raise ConfigError(f"draft={draft.name} is not allowed with task.lm_eval=true: lm-eval tasks generate "
+                          "without a draft model; use task=generate, or decoding.prompt_lookup_num_tokens / "
+                          "decoding.draft_layers for speculation without one", "draft")
+
+
 def check_decoding(cfg: DictConfig):
-    """The decoding parameters as `decoding.resolve_params` sees them without a model."""
+    """The decoding parameters as `decoding.resolve_params` sees them without a model (a draft as DraftToLoad)."""
     import decoding
 
     params = OmegaConf.to_container(cfg.decoding, resolve=True)
     name = params.pop("name", None)
+    if cfg.get("draft") is not None:
+        params["assistant_model"] = DraftToLoad()
+        name = f"{name or '?'} with draft={cfg.draft.name}"
     compile_option = {"compile": True} if cfg.cache.get("compile") else {}
     try:
         return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
@@ -262,6 +306,7 @@ def _check_all(cfg: DictConfig):
     check_model(cfg.model, "model")
     if cfg.scorer is not None:
         check_model(cfg.scorer, "scorer")
+    check_draft_config(cfg)
     check_dataset(cfg.dataset)
     check_cache(cfg.cache)
     check_logger(cfg.get("logger"))
@@ -288,6 +333,8 @@ def check_inputs(cfg: DictConfig) -> None:
     check_model_name(cfg.model.name, "model.name")
     if cfg.scorer is not None:
         check_model_name(cfg.scorer.name, "scorer.name")
+    if cfg.get("draft") is not None:
+        check_model_name(cfg.draft.name, "draft.name")
     if cfg.task.get("lm_eval"):  # task names known, hub data reachable, gen_kwargs compatible with the run
         from experiments.lm_eval_run import check_eval_inputs
 
@@ -368,7 +415,7 @@ def check_before_work(config: DictConfig, multirun: bool = False) -> None:
             if not _is_swept(err.key, swept):
                 raise
             return  # each job checks its own config (and reads its own inputs) in `run`
-        if not any(_is_swept(k, swept) for k in ("dataset", "model", "scorer")):
+        if not any(_is_swept(k, swept) for k in ("dataset", "model", "scorer", "draft")):
             check_inputs(config)
     except INPUT_ERRORS as err:
         print(error_line(err), file=sys.stderr)
