@@ -50,6 +50,10 @@ class BlockProcessors:
                 own = build_processors(p, prompt_length, start, model, prompt_rows[i:i + 1])
                 self.per_row.append(merge_processors(own, p.logits_processor))
 
+    def select_rows(self, keep: torch.Tensor) -> None:
+        if self.per_row:
+            self.per_row = [self.per_row[i] for i in keep.tolist()]
+
     def __call__(self, rows: SpecRows, logits: torch.Tensor, block: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """(B, J, V) processed scores for raw `logits` (B, J, V). `block` (B, J - 1 + m) holds the tokens after
         the row's text: position j follows the text and `block[i, :m + j]` (verification: m = 0, the proposals;

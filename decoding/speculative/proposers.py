@@ -75,6 +75,9 @@ class PromptLookup:
     def after_verify(self, frontier: int, accepted: torch.Tensor, counts: torch.Tensor) -> None:
         pass
 
+    def select_rows(self, keep: torch.Tensor) -> None:
+        self.prompt_start = [self.prompt_start[i] for i in keep.tolist()]
+
 
 class DraftModel:
     """A draft causal LM (`assistant_model`, or the target's first layers) with its own cache, on our slots.
@@ -139,6 +142,10 @@ class DraftModel:
         used = int(counts.max())
         q = torch.stack(dists, dim=1)[:, :used] if self.do_sample else None
         return drafts[:, :used], counts, q
+
+    def select_rows(self, keep: torch.Tensor) -> None:
+        self.kv.select_rows(keep)
+        self.k = self.k.index_select(0, keep)
 
     def after_verify(self, frontier: int, accepted: torch.Tensor, counts: torch.Tensor) -> None:
         self.filled = min(self.filled, frontier)

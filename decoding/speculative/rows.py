@@ -107,6 +107,12 @@ class SpecRows:
             st.padded = True
         st.length = slot + 1
 
+    def select_rows(self, keep: torch.Tensor) -> None:
+        """Keep rows `keep` (B',) only: finished rows leave the batch, so the forwards stop computing them."""
+        self.state = self.state.select_rows(keep)
+        self.text = self.text.index_select(0, keep)
+        self.generated = self.generated.index_select(0, keep)
+
     def emit(self, row: int, tokens: list[int]) -> None:
         """Append a row's accepted tokens to its text."""
         g = self.prompt_length + int(self.generated[row])

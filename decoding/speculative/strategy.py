@@ -83,10 +83,34 @@ class _Ends:
         return tokens, None
 
 
+class _Outputs:
+    """Per-row results in the caller's row order, written as rows emit (the live batch shrinks as rows finish)."""
+
+    def __init__(self, batch: int, width: int, text: torch.Tensor):
+        device = text.device
+        self.logprobs = torch.zeros((batch, width), device=device)
+        self.logprobs_raw = torch.zeros((batch, width), device=device)
+        self.reasons: list[str | None] = [None] * batch
+        self.accepted = torch.zeros(batch, dtype=torch.long, device=device)
+        self.proposed = torch.zeros(batch, dtype=torch.long, device=device)
+        self.forwards = torch.zeros(batch, dtype=torch.long, device=device)
+        self.text = text.clone()  # (B, T + N + 1) each row's final text, stored when it leaves the batch
+        self.generated = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def store(self, rows: SpecRows, live: torch.Tensor, which: torch.Tensor) -> None:
+        """Copy the text of live rows `which` (indices into the live batch) to the caller's rows."""
+        origin = live.index_select(0, which)
+        self.text.index_copy_(0, origin, rows.text.index_select(0, which))
+        self.generated.index_copy_(0, origin, rows.generated.index_select(0, which))
+
+
 def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: GenerationParams, *,
                        generator: torch.Generator | None = None, tokenizer: Any = None,
                        prompt_embeds: Any = None) -> GenerationResult:
     """Greedy or sampled decoding with proposals verified k + 1 slots at a time (module docstring).
+
+    Finished rows leave the batch (every cache, buffer and per-row processor drops them), so a row that
+    accepted a lot and ended early stops costing the others compute.
 
     Args:
         input_ids, attention_mask: (B, T) checked, left-padded prompts (`prepare_call`).
@@ -111,37 +135,31 @@ def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torc
     text = input_ids.new_full((batch, prompt_len + n_max + 1), pad)
     text[:, :prompt_len] = input_ids
     rows = SpecRows(state, text, torch.zeros(batch, dtype=torch.long, device=device), prompt_len, pad)
+    out = _Outputs(batch, n_max + 1, text)
+    live = torch.arange(batch, device=device)  # the caller's row of each row in the batch
     room = max(p.prompt_lookup_num_tokens or 0, p.num_assistant_tokens)
     capacity = max(p.max_cache_len or 0, prompt_len + n_max + room + 1)
     kv = KVCache(p.cache, model, capacity)
     prompt_start = (attention_mask == 0).sum(-1)
-    prompt_rows = torch.arange(batch, device=device) // p.num_return_sequences
+    prompt_rows = live // p.num_return_sequences
     processors = BlockProcessors(p, prompt_len, prompt_start if state.padded else None, model, prompt_rows)
     proposer = _proposer(model, p, processors, capacity, prompt_start, generator, batch)
     stops = Stops(p.stopping_criteria, p.max_time, Recorder(False, False))
     ends = _Ends(p, tokenizer, rows, stops)
-
-    logprobs = torch.zeros((batch, n_max + 1), device=device)
-    logprobs_raw = torch.zeros((batch, n_max + 1), device=device)
-    alive = torch.ones(batch, dtype=torch.bool, device=device)
-    reasons: list[str | None] = [None] * batch
-    accepted_total = torch.zeros(batch, dtype=torch.long, device=device)
-    proposed_total = torch.zeros(batch, dtype=torch.long, device=device)
-    forwards = torch.zeros(batch, dtype=torch.long, device=device)
     if p.streamer is not None:
         p.streamer.put(input_ids.cpu())
 
     sync_device(device)
     t0 = time.perf_counter()
-    no_block = torch.zeros((batch, 0), dtype=torch.long, device=device)
-    drafts, counts, q = no_block, torch.zeros(batch, dtype=torch.long, device=device), None
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    drafts, counts, q = torch.zeros((batch, 0), dtype=torch.long, device=device), torch.zeros_like(live), None
     block_start, step = 0, 0  # the prefill: slots [0, T), no pending token yet
     prefill_seconds = 0.0
     while True:
-        forwards += alive.long()
+        out.forwards.index_add_(0, live, torch.ones_like(live))
         width = drafts.shape[1]
-        kv.ensure_capacity(state.length)
-        logits = forward_slots(model, kv, state, block_start, state.length, keep=width + 1)  # (B, K + 1, V)
+        kv.ensure_capacity(rows.state.length)
+        logits = forward_slots(model, kv, rows.state, block_start, rows.state.length, keep=width + 1)  # (B, K+1, V)
         check_finite(logits, step)
         scores = processors(rows, logits, drafts, alive)
         if p.do_sample:
@@ -152,38 +170,42 @@ def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torc
         chosen.scatter_(1, kept[:, None], next_tokens[:, None])
         lp = _log_softmax_at(scores, chosen)
         lp_raw = lp if scores is logits else _log_softmax_at(logits, chosen)
-        emitted_all = []
-        for i in alive.nonzero().flatten().tolist():
-            tokens, reason = ends.cut(i, chosen[i, : int(kept[i]) + 1].tolist())
+        for i, (origin, n_kept) in enumerate(zip(live.tolist(), kept.tolist())):
+            tokens, reason = ends.cut(i, chosen[i, : n_kept + 1].tolist())
             g = int(rows.generated[i])
-            logprobs[i, g:g + len(tokens)] = lp[i, :len(tokens)]
-            logprobs_raw[i, g:g + len(tokens)] = lp_raw[i, :len(tokens)]
+            out.logprobs[origin, g:g + len(tokens)] = lp[i, :len(tokens)]
+            out.logprobs_raw[origin, g:g + len(tokens)] = lp_raw[i, :len(tokens)]
             rows.emit(i, tokens)
-            accepted_total[i] += len(tokens) - 1
-            proposed_total[i] += int(counts[i])
-            emitted_all.append(tokens)
+            out.accepted[origin] += len(tokens) - 1
+            out.proposed[origin] += int(counts[i])
+            if p.streamer is not None:
+                p.streamer.put(torch.tensor([tokens]))
             if reason is not None:
-                reasons[i] = reason
+                out.reasons[origin] = reason
                 alive[i] = False
-        if p.streamer is not None and emitted_all:
-            p.streamer.put(torch.tensor([emitted_all[0]]))
         if stops.time_up():
-            for i in alive.nonzero().flatten().tolist():
-                reasons[i] = FINISH_MAX_TIME
+            for origin in live[alive].tolist():
+                out.reasons[origin] = FINISH_MAX_TIME
             alive[:] = False
         if step == 0:
             sync_device(device)
             prefill_seconds = time.perf_counter() - t0
-            rows.write_pending(next_tokens, alive, state.position_ids[:, prompt_len - 1])
+            rows.write_pending(next_tokens, alive, rows.state.position_ids[:, prompt_len - 1])
         else:
             frontier = rows.settle(block_start, kept, alive, next_tokens)
             kv.crop(frontier)
             proposer.after_verify(frontier, kept, counts)
         step += 1
-        if not bool(alive.any()):
-            break
-        block_start = state.length - 1  # the pending token's slot
-        limits = torch.where(alive, n_max - rows.generated - 1, 0)
+        if not bool(alive.all()):  # finished rows leave the batch
+            out.store(rows, live, (~alive).nonzero().flatten())
+            if not bool(alive.any()):
+                break
+            keep = alive.nonzero().flatten()
+            live, alive = live.index_select(0, keep), alive.index_select(0, keep)
+            for part in (rows, kv, proposer, processors):
+                part.select_rows(keep)
+        block_start = rows.state.length - 1  # the pending token's slot
+        limits = n_max - rows.generated - 1
         drafts, counts, q = proposer.propose(rows, limits)
         if drafts.shape[1]:
             rows.write_block(drafts, torch.arange(drafts.shape[1], device=device)[None, :] < counts[:, None])
@@ -191,20 +213,20 @@ def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torc
     total = time.perf_counter() - t0
     if p.streamer is not None:
         p.streamer.end()
-    generated = int(rows.generated.max())
-    new_mask = torch.arange(generated, device=device)[None, :] < rows.generated[:, None]
+    generated = int(out.generated.max())
+    new_mask = torch.arange(generated, device=device)[None, :] < out.generated[:, None]
     return GenerationResult(
-        sequences=text[:, : prompt_len + generated],
-        token_logprobs=logprobs[:, :generated] * new_mask,
-        token_logprobs_raw=logprobs_raw[:, :generated] * new_mask,
+        sequences=out.text[:, : prompt_len + generated],
+        token_logprobs=out.logprobs[:, :generated] * new_mask,
+        token_logprobs_raw=out.logprobs_raw[:, :generated] * new_mask,
         new_token_mask=new_mask,
-        finish_reasons=[r if r is not None else FINISH_LENGTH for r in reasons],
+        finish_reasons=[r if r is not None else FINISH_LENGTH for r in out.reasons],
         prompt_length=prompt_len,
         prefill_seconds=prefill_seconds,
         decode_seconds=total - prefill_seconds,
-        new_tokens=int(rows.generated.sum()),
+        new_tokens=int(out.generated.sum()),
         steps=step - 1,
-        accepted_tokens=accepted_total,
-        proposed_tokens=proposed_total,
-        target_forwards=forwards,
+        accepted_tokens=out.accepted,
+        proposed_tokens=out.proposed,
+        target_forwards=out.forwards,
     )

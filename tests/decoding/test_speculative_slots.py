@@ -56,7 +56,8 @@ class SlotSpy:
         for row in alive.nonzero().flatten().tolist():
             attended = st.attention_mask[row, :st.length] == 1
             text = rows.history(row)[0][-int(attended.sum()):].tolist()
-            real = len(PROMPTS[row]) + int(rows.generated[row])
+            # the row's real prompt length from its prompt slots (finished rows leave the batch: row != caller's row)
+            real = int(st.attention_mask[row, :rows.prompt_length].sum()) + int(rows.generated[row])
             if st.tokens[row, :st.length][attended].tolist() != text or len(text) != real:
                 self.broken.append(f"row {row}: slots {st.tokens[row, :st.length][attended].tolist()} text {text}")
             if not torch.equal(st.position_ids[row, :st.length][attended], torch.arange(real)):
