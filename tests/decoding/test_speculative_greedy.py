@@ -283,3 +283,23 @@ def test_stop_strings_inside_blocks_equal_plain_greedy(tiny_llama_with_tokenizer
         spec_kwargs = dict(assistant_model=load_tiny("tiny_llama", seed=1)[0])
     spec = greedy(model, ids, mask, **kwargs, **spec_kwargs)
     assert_batched_equal(model, plain, spec, mask, f"stop_strings {proposer}")
+
+
+@pytest.mark.slow
+def test_smollm2_assistant_model_equals_transformers_assisted_generation(smollm2):
+    """A draft model on SmolLM2's tokenizer that needs no download: SmolLM2's own first 15 layers as a separate
+    causal LM object (decoding.speculative.first_layers), given to both as `assistant_model`."""
+    from decoding.speculative.first_layers import first_layers
+
+    model, tokenizer = smollm2
+    draft = first_layers(model, 15)
+    batch = tokenizer(SOTU_PROMPTS[:1], return_tensors="pt")
+    kwargs = dict(max_new_tokens=32, num_assistant_tokens=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = model.generate(batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
+                                   assistant_model=draft, **kwargs)
+    spec = greedy(model, batch.input_ids, batch.attention_mask, assistant_model=draft, **kwargs)
+    assert torch.equal(spec.sequences, reference)
+    assert int(spec.proposed_tokens.sum()) > 0
+    check_counters(spec)
