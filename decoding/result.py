@@ -80,7 +80,7 @@ class GenerationResult:
 
     @property
     def tokens_per_target_forward(self) -> float:
-        """Generated tokens per target forward pass, all rows together (1.0 without speculation)."""
+        """Generated tokens per target forward pass, all rows together (speculative decoding only)."""
         if self.target_forwards is None:
             raise ValueError("tokens_per_target_forward is defined for speculative decoding only")
         forwards = int(self.target_forwards.sum())

@@ -25,7 +25,7 @@ from ..params import GenerationParams
 from ..result import GenerationResult
 from ..state import init_state
 from ..stopping import FINISH_CRITERIA, FINISH_EOS, FINISH_LENGTH, FINISH_MAX_TIME, FINISH_STOP_STRING, StopStrings
-from ..loop import check_finite, sync_device
+from ..loop import check_finite, chosen_logprob, sync_device
 from .checks import check_draft
 from .first_layers import first_layers
 from .processing import BlockProcessors
@@ -47,8 +47,9 @@ def _proposer(model: Any, p: GenerationParams, processors: BlockProcessors, capa
 
 
 def _log_softmax_at(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, J) log softmax(scores)[token] for scores (B, J, V), tokens (B, J)."""
-    return scores.gather(2, tokens[..., None]).squeeze(-1) - torch.logsumexp(scores, dim=-1)
+    """(B, J) log softmax(scores)[token] for scores (B, J, V), tokens (B, J): the plain loop's rule, per position."""
+    batch, width, vocab = scores.shape
+    return chosen_logprob(scores.reshape(batch * width, vocab), tokens.reshape(-1)).reshape(batch, width)
 
 
 class _Ends:
