@@ -56,6 +56,14 @@ def generate(model: Any, input_ids: torch.Tensor | None = None, attention_mask: 
                                                        {"generator": generator}, tokenizer)
     if p.is_speculative:
         strategy = speculative_decode
+    elif p.is_mbr:
+        from .strategies.mbr import mbr_decode as strategy
+    elif p.is_contrastive_search:
+        from .strategies.contrastive import contrastive_search as strategy
+    elif p.is_dola:
+        from .strategies.dola import dola_decode as strategy
+    elif p.is_contrastive_decoding:
+        from .strategies.contrastive_decoding import contrastive_decode as strategy
     elif p.num_beam_groups > 1:
         strategy = diverse_beam_search
     elif p.is_beam:

@@ -129,6 +129,17 @@ class GenerationParams:
     num_assistant_tokens: int = 20
     num_assistant_tokens_schedule: str = "constant"
     assistant_confidence_threshold: float | None = 0.4
+    # the strategies transformers 5 moved out of its core, and two it never had (decoding/strategies/)
+    penalty_alpha: float | None = None  # contrastive search when > 0 with top_k > 1 and greedy (as 4.x generate)
+    low_memory: bool | None = None  # contrastive search: the k candidates one at a time (4.x's option)
+    dola_layers: Any = None  # DoLa: "low" | "high" | a list of premature layer indices; None: off
+    amateur_model: Any = None  # contrastive decoding: a causal LM with the expert's vocabulary
+    amateur_layers: int | None = None  # contrastive decoding: the expert's first L layers + its head as amateur
+    amateur_temperature: float = 1.0  # the amateur's logits are divided by it before its log-softmax
+    plausibility_alpha: float = 0.1  # contrastive decoding keeps tokens with p_expert >= alpha * max p_expert
+    mbr_candidates: int | None = None  # MBR: draw n candidates per prompt, return the best by expected utility
+    mbr_utility: str = "chrf"  # "chrf" | "bleu" | "embedding"
+    mbr_scorer: Any = None  # MBR "embedding" utility: the model whose hidden states embed; None: the model itself
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
@@ -143,6 +154,23 @@ class GenerationParams:
     def is_speculative(self) -> bool:
         return (self.assistant_model is not None or self.prompt_lookup_num_tokens is not None
                 or self.draft_layers is not None)
+
+    @property
+    def is_contrastive_search(self) -> bool:
+        return (not self.do_sample and self.penalty_alpha is not None and self.penalty_alpha > 0
+                and self.top_k is not None and self.top_k > 1)
+
+    @property
+    def is_dola(self) -> bool:
+        return self.dola_layers is not None
+
+    @property
+    def is_contrastive_decoding(self) -> bool:
+        return self.amateur_model is not None or self.amateur_layers is not None
+
+    @property
+    def is_mbr(self) -> bool:
+        return self.mbr_candidates is not None
 
     def with_(self, **changes: Any) -> "GenerationParams":
         return replace(self, **changes)

@@ -1,10 +1,10 @@
 """Keywords `model.generate` accepts and decodelab's generate refuses, each with its reason and what to use instead.
 
 Why a table of reasons rather than the generic "unknown parameter": a caller porting a `model.generate` call
-should learn whether a name is a typo, a feature of another generation mode (assisted, contrastive, DoLa:
-issue 14), a part of generate that only encoder-decoder models use, or one we chose not to have. The full
-survey of generate's keywords, with what each one became here, is docs/generate_keywords.md; its test reads
-`GenerationConfig`'s fields at runtime so the survey cannot go stale.
+should learn whether a name is a typo, a feature of another generation mode, a part of generate that only
+encoder-decoder models use, or one we chose not to have. The full survey of generate's keywords, with what each
+one became here, is docs/generate_keywords.md; its test reads `GenerationConfig`'s fields at runtime so the survey
+cannot go stale.
 
 A refused keyword at its neutral value (None, False, or transformers' default, as a copy of a model's
 generation_config carries them) changes nothing in generate, so it is accepted and dropped.
@@ -18,8 +18,6 @@ _ASSISTED = ("decodelab's speculative decoding proposes with assistant_model=, p
              "draft_layers= (assistant_early_exit=); the tokens are the same as without speculation")
 _UNIVERSAL = ("assisted generation across different tokenizers (universal assisted decoding) is not supported: "
               "the draft must share the target's tokenizer; " + _ASSISTED)
-_CONTRASTIVE = "contrastive search is not supported yet (planned in issue 14)"
-_DOLA = "DoLa decoding is not supported yet (planned in issue 14)"
 _ENCODER = "it only applies to encoder-decoder models; decodelab generates with decoder-only models"
 _NO_EFFECT = "it tunes transformers' own implementation and has no counterpart in decodelab's loop"
 
@@ -34,10 +32,6 @@ REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "is_assistant": ((None, False), "generate sets it on the draft's own config; decodelab drives the draft itself"),
     "speculation_type": ((None,), _ASSISTED),
     "use_mtp": ((None, False), _ASSISTED + " (multi-token prediction heads are not a proposer here)"),
-    # contrastive search and DoLa (issue 14)
-    "penalty_alpha": ((None, 0, 0.0), _CONTRASTIVE),
-    "low_memory": ((None, False), _CONTRASTIVE + "; transformers' beam search refuses low_memory=True as well"),
-    "dola_layers": ((None,), _DOLA),
     # encoder-decoder only
     "encoder_outputs": ((None,), _ENCODER),
     "decoder_input_ids": ((None,), _ENCODER),
