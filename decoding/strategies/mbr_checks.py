@@ -83,8 +83,8 @@ def check_mbr_call(model: Any, p: GenerationParams, tokenizer: Any) -> None:
     if scorer is not None and scorer is not model:
         ours, theirs = vocab_size_of(model), vocab_size_of(scorer)
         _check_scorer(ours == theirs, scorer,
-                      f"its vocabulary ({theirs} tokens) differs from the generating model's ({ours}); use a scorer that "
-              "shares the model's tokenizer, or mbr_scorer=None (the model itself)")
+                      f"its vocabulary ({theirs} tokens) differs from the generating model's ({ours}); use a "
+                      "scorer that shares the model's tokenizer, or mbr_scorer=None (the model itself)")
 
 
 def _check_scorer(condition: bool, scorer: Any, allowed: str) -> None:

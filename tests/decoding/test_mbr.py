@@ -203,7 +203,8 @@ def test_prompt_alone_scores_as_in_the_batch(tiny_smol, prompts, plain_candidate
                                     new_token_mask=alone.new_token_mask[:, :width])
         own = utility_matrices(alone, N, utility, model, tok)[0]
         torch.testing.assert_close(own, together[b], rtol=0, atol=1e-6)
-        assert torch.equal(select_best(expected_utility(own)[None], N), select_best(expected_utility(together[b:b + 1]), N))
+        order = select_best(expected_utility(together[b:b + 1]), N)
+        assert torch.equal(select_best(expected_utility(own)[None], N), order)
 
 
 def test_embedding_utility_under_another_scorer(tiny_smol, prompts):
@@ -229,8 +230,10 @@ def test_embedding_utility_under_another_scorer(tiny_smol, prompts):
     (dict(mbr_candidates=0), r"mbr_candidates=0 is not allowed"),
     (dict(mbr_candidates=4.0), r"mbr_candidates=4.0 is not allowed"),
     (dict(mbr_candidates=True), r"mbr_candidates=True is not allowed"),
-    (dict(mbr_candidates=4, mbr_utility="rouge"), r"mbr_utility='rouge' is not allowed: use one of \['chrf', 'bleu', 'embedding'\]"),
-    (dict(mbr_candidates=4, do_sample=False), r"do_sample=False: greedy decoding would draw the same candidate 4 times"),
+    (dict(mbr_candidates=4, mbr_utility="rouge"),
+     r"mbr_utility='rouge' is not allowed: use one of \['chrf', 'bleu', 'embedding'\]"),
+    (dict(mbr_candidates=4, do_sample=False),
+     r"do_sample=False: greedy decoding would draw the same candidate 4 times"),
     (dict(mbr_candidates=4, num_return_sequences=5), r"num_return_sequences=5 is not allowed with mbr_candidates=4"),
     (dict(mbr_candidates=4, num_beams=2), r"mbr_candidates=4 is not allowed with num_beams=2"),
     (dict(mbr_candidates=4, prompt_lookup_num_tokens=3), r"not allowed with speculative decoding"),
@@ -239,7 +242,8 @@ def test_embedding_utility_under_another_scorer(tiny_smol, prompts):
     (dict(mbr_candidates=4, amateur_layers=1), r"amateur_layers \(contrastive decoding\)"),
     (dict(mbr_scorer="x"), r"mbr_scorer='x' is not allowed without mbr_candidates"),
     (dict(mbr_candidates=4, mbr_scorer="x"), r"only mbr_utility='embedding' reads a scorer"),
-    (dict(mbr_candidates=4, mbr_utility="embedding", mbr_scorer="x"), r"mbr_scorer='x' is not allowed: use a transformers causal LM"),
+    (dict(mbr_candidates=4, mbr_utility="embedding", mbr_scorer="x"),
+     r"mbr_scorer='x' is not allowed: use a transformers causal LM"),
 ])
 def test_bad_parameters_refused_without_a_model(given, match):
     """The runner validates before loading a model (model=None): every MBR setting is checked there already."""
