@@ -109,8 +109,8 @@ def test_generate_sweep_refuses_each_configuration_with_its_own_loop(tiny_llama)
     from decoding import generate_sweep
 
     ids = torch.tensor([[5, 6, 7, 8]])
-    # top_k=1 is greedy, top_k=4 turns contrastive search on: judged per configuration, not by the first
-    configs = [dict(penalty_alpha=0.6, top_k=1), dict(penalty_alpha=0.6, top_k=4)]
+    # judged per configuration, not by the first (a greedy one here)
+    configs = [dict(top_k=4), dict(penalty_alpha=0.6, top_k=4)]
     with pytest.raises(ValueError, match=r"configs\[1\] is contrastive search.*one by one"):
         generate_sweep(tiny_llama, ids, configs=configs, max_new_tokens=2)
     for config, name in ((dict(dola_layers="low"), "DoLa"), (dict(amateur_layers=1), "contrastive decoding"),
