@@ -191,8 +191,8 @@ def test_an_amateur_with_the_tokenizer_but_other_logits_fails_before_any_work(tm
     out = tmp_path / "run"
     cfg = compose_config([*RUN, "task=both", "decoding=contrastive_decoding", "decoding.amateur_layers=null",
                           "amateur=hf", f"amateur.name={folder}"], out)
-    with pytest.raises(ValueError, match=r"amateur_model='LlamaForCausalLM' is not allowed: its logits have 1000 tokens and the "
-                                         r"expert's 49152"):
+    with pytest.raises(ValueError, match=r"amateur_model='LlamaForCausalLM' is not allowed: its logits have 1000 "
+                                         r"tokens and the expert's 49152"):
         run(cfg)
     assert_no_work_done(out)
 
