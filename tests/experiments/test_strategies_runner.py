@@ -197,10 +197,14 @@ def test_an_amateur_with_the_tokenizer_but_other_logits_fails_before_any_work(tm
     assert_no_work_done(out)
 
 
-def test_amateur_layers_beyond_the_model_fail_before_any_work(tmp_path):
+@pytest.mark.parametrize("overrides, message", [
+    (["decoding=contrastive_decoding"], r"amateur_layers=8.*use 1 <= amateur_layers <= 1"),  # 8 layers of 2
+    (["decoding=dola", "decoding.dola_layers=[0,5]"], r"dola_layers=\[0, 5\].*must lie in \[0, 2\)"),
+])
+def test_layers_beyond_the_model_fail_before_any_work(overrides, message, tmp_path):
     out = tmp_path / "run"
-    cfg = compose_config([*RUN, "task=both", "decoding=contrastive_decoding"], out)  # 8 layers of 2
-    with pytest.raises(ValueError, match=r"amateur_layers=8.*use 1 <= amateur_layers <= 1"):
+    cfg = compose_config([*RUN, "task=both", *overrides], out)
+    with pytest.raises(ValueError, match=message):
         run(cfg)
     assert_no_work_done(out)
 
