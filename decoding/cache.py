@@ -101,6 +101,18 @@ class SlotLayer(CacheLayerMixin):
             self.values = self.values.index_select(0, rows.to(self.values.device))
             self.spare = None
 
+    def append_rows(self, other: "SlotLayer") -> None:
+        """Add `other`'s rows after this layer's (rows joining a batch in flight; same slot layout and length)."""
+        if not other.is_initialized:
+            return
+        if not self.is_initialized:
+            self.keys, self.values, self.device, self.is_initialized = other.keys, other.values, other.device, True
+        else:
+            self.keys = torch.cat([self.keys, other.keys], dim=0)
+            self.values = torch.cat([self.values, other.values], dim=0)
+        self.filled = max(self.filled, other.filled)
+        self.spare = None
+
     def reorder(self, rows: torch.LongTensor) -> None:
         """Beam search: same batch size, row i continues old row rows[i]. Copies only the filled slots, into a
         spare buffer pair that then becomes the live one (one copy per step, no allocation after the first)."""
@@ -181,6 +193,12 @@ class KVCache:
     def filled(self) -> int:
         return 0 if self.model_cache is None else int(self.model_cache.get_seq_length())
 
+    def slots_held(self) -> int:
+        """Slots [0, n) whose keys/values the cache holds (the slot cache's write slot may lie below them)."""
+        if isinstance(self.model_cache, SlotCache):
+            return self.model_cache.layers[0].filled
+        return self.filled()
+
     def crop(self, end: int) -> None:
         """Forget every slot from `end` on (speculative decoding's rejected proposals): the dynamic cache drops
         them; the slot cache keeps the buffer and writes there next (attention only sees slots below the write)."""
@@ -211,6 +229,27 @@ class KVCache:
                 layer.select_rows(rows)
         else:
             self.model_cache.batch_select_indices(rows)
+
+    def append_rows(self, other: "KVCache") -> None:
+        """Rows joining a batch in flight: `other` (the same setting and capacity) holds their slots below the
+        same filled length as this cache; afterwards this cache holds this batch's rows, then other's."""
+        if self.model_cache is None:
+            return
+        if other.slots_held() != self.slots_held():
+            raise ValueError(f"rows joining a batch must hold the same slots: {other.slots_held()} != "
+                             f"{self.slots_held()}")
+        if isinstance(self.model_cache, SlotCache):
+            size = max(self.max_cache_len, other.max_cache_len)  # equal buffers, to concatenate rows
+            for cache in (self, other):
+                for layer in cache.model_cache.layers:
+                    layer.grow(size)
+                cache.model_cache.max_cache_len = cache.max_cache_len = size
+            for mine, theirs in zip(self.model_cache.layers, other.model_cache.layers):
+                mine.append_rows(theirs)
+        else:
+            for mine, theirs in zip(self.model_cache.layers, other.model_cache.layers):
+                mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+                mine.values = torch.cat([mine.values, theirs.values], dim=0)
 
     def reorder(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: row i of the new batch continues row beam_idx[i] of the old one (same batch size).

@@ -129,6 +129,7 @@ class GenerationParams:
     num_assistant_tokens: int = 20
     num_assistant_tokens_schedule: str = "constant"
     assistant_confidence_threshold: float | None = 0.4
+    max_active_rows: int | None = None  # at most this many rows decode at once; waiting prompts refill (speculative)
     # the strategies transformers 5 moved out of its core, and two it never had (decoding/strategies/)
     penalty_alpha: float | None = None  # contrastive search when > 0 with top_k > 1 and greedy (as 4.x generate)
     low_memory: bool | None = None  # contrastive search: the k candidates one at a time (4.x's option)

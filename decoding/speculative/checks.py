@@ -36,7 +36,13 @@ def check_speculation(p: GenerationParams) -> None:
           "use a number in [0, 1) (0 or None: the draft always proposes num_assistant_tokens)")
     check(p.assistant_model is None or callable(getattr(p.assistant_model, "forward", None)), "assistant_model",
           type(p.assistant_model).__name__, "use a transformers causal LM that shares the target's tokenizer")
+    check(p.max_active_rows is None or (is_int(p.max_active_rows) and p.max_active_rows >= 1), "max_active_rows",
+          p.max_active_rows, "use an integer >= 1 (rows decoded at once; waiting prompts take finished rows' "
+          "places), or None for the whole batch at once")
     given = [name for name in PROPOSERS if getattr(p, name) is not None]
+    if p.max_active_rows is not None and not given:
+        raise ValueError(f"max_active_rows={p.max_active_rows} is not allowed without speculative decoding (a "
+                         "proposer): only the speculative loop refills finished rows so far; leave it None")
     if len(given) > 1:
         raise ValueError(f"{given} are not allowed together: speculative decoding takes one proposer; give one of "
                          f"{list(PROPOSERS)}")

@@ -54,6 +54,10 @@ class BlockProcessors:
         if self.per_row:
             self.per_row = [self.per_row[i] for i in keep.tolist()]
 
+    def append_rows(self, other: "BlockProcessors") -> None:
+        """Rows joining the batch (built for them alone by the same parameters) follow this batch's rows."""
+        self.per_row.extend(other.per_row)
+
     def __call__(self, rows: SpecRows, logits: torch.Tensor, block: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """(B, J, V) processed scores for raw `logits` (B, J, V). `block` (B, J - 1 + m) holds the tokens after
         the row's text: position j follows the text and `block[i, :m + j]` (verification: m = 0, the proposals;

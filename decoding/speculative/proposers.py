@@ -78,6 +78,9 @@ class PromptLookup:
     def select_rows(self, keep: torch.Tensor) -> None:
         self.prompt_start = [self.prompt_start[i] for i in keep.tolist()]
 
+    def append_rows(self, other: "PromptLookup", rows: SpecRows) -> None:
+        self.prompt_start.extend(other.prompt_start)
+
 
 class DraftModel:
     """A draft causal LM (`assistant_model`, or the target's first layers) with its own cache, on our slots.
@@ -146,6 +149,15 @@ class DraftModel:
     def select_rows(self, keep: torch.Tensor) -> None:
         self.kv.select_rows(keep)
         self.k = self.k.index_select(0, keep)
+
+    def append_rows(self, other: "DraftModel", rows: SpecRows) -> None:
+        """Rows joining the batch: the draft reads their slots below this cache's filled length now, so both
+        caches hold the same slots (`rows`: the joining rows' own SpecRows)."""
+        if self.filled > 0:
+            forward_slots(other.draft, other.kv, rows.state, 0, self.filled, keep=1)
+        other.filled = self.filled
+        self.kv.append_rows(other.kv)
+        self.k = torch.cat([self.k, other.k])
 
     def after_verify(self, frontier: int, accepted: torch.Tensor, counts: torch.Tensor) -> None:
         self.filled = min(self.filled, frontier)

@@ -113,6 +113,31 @@ class SpecRows:
         self.text = self.text.index_select(0, keep)
         self.generated = self.generated.index_select(0, keep)
 
+    def widen(self, slots: int) -> None:
+        """Slot buffers exactly `slots` columns wide (or wider already): two batches must match to be joined."""
+        grow = slots - self.state.tokens.shape[1]
+        if grow > 0:
+            st = self.state
+            st.tokens = torch.cat([st.tokens, st.tokens.new_full((self.batch, grow), self.pad)], dim=1)
+            st.attention_mask = torch.cat([st.attention_mask, st.attention_mask.new_ones((self.batch, grow))], dim=1)
+            st.position_ids = torch.cat([st.position_ids, st.position_ids.new_zeros((self.batch, grow))], dim=1)
+
+    def append_rows(self, other: "SpecRows") -> None:
+        """Rows joining the batch in flight: `other` has the same slot length, its prompts ending where this
+        batch's pending slot begins (batch.py lays them out); afterwards its rows follow this batch's."""
+        if other.state.length != self.state.length:
+            raise ValueError(f"joining rows fill {other.state.length} slots, the batch {self.state.length}")
+        width = max(self.state.tokens.shape[1], other.state.tokens.shape[1])
+        self.widen(width)
+        other.widen(width)
+        a, b = self.state, other.state
+        a.tokens = torch.cat([a.tokens, b.tokens])
+        a.attention_mask = torch.cat([a.attention_mask, b.attention_mask])
+        a.position_ids = torch.cat([a.position_ids, b.position_ids])
+        a.padded = a.padded or b.padded
+        self.text = torch.cat([self.text, other.text])
+        self.generated = torch.cat([self.generated, other.generated])
+
     def emit(self, row: int, tokens: list[int]) -> None:
         """Append a row's accepted tokens to its text."""
         g = self.prompt_length + int(self.generated[row])
