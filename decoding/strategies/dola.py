@@ -123,6 +123,9 @@ class DolaContrast(LogitsProcessor):
         self.chosen.append(torch.tensor(self.candidates, device=pick.device)[pick])
         return relative_top_contrast(scores, base)
 
+    def __repr__(self) -> str:
+        return f"DolaContrast(candidates={self.candidates}, couple_batch={self.couple_batch})"
+
     def chosen_layers(self) -> torch.Tensor:
         """(B, N) the premature layer each row contrasted with at each step."""
         return torch.stack(self.chosen, dim=1)

@@ -182,6 +182,18 @@ def test_return_sequences_are_independent_rows(tiny_gpt2):
     assert len({tuple(row) for row in n.new_token_ids.tolist()}) > 1
 
 
+@pytest.mark.parametrize("cache", ("none", "dynamic"))
+def test_inputs_embeds_equal_token_ids(tiny_llama, padded_batch, cache):
+    """The prompt as embeddings taps the same layer inputs as the prompt as ids (decoding/embeds.py)."""
+    ids, mask = padded_batch
+    args = {"dola_layers": [0, 1], "repetition_penalty": 1.2, "max_new_tokens": 6, "eos_token_id": None,
+            "cache": cache}
+    embeds = tiny_llama.get_input_embeddings()(ids)
+    from_embeds = generate(tiny_llama, None, mask, inputs_embeds=embeds, **args)
+    from_ids = generate(tiny_llama, ids, mask, **args)
+    assert torch.equal(from_embeds.sequences, from_ids.new_token_ids)
+
+
 class NoForward:
     """A pre-hook that fails the test if the model runs: errors must come before any forward pass."""
 
