@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from ..cache import KVCache
-from ..loop import Forward, batch_sampler, copy_prefix, decode_n_tokens
+from ..loop import Forward, batch_sampler, copy_prefix, decode_n_tokens, prepare_decode
 from ..params import GenerationParams
-from ..processors import ProcessorList, build_processors
+from ..processors import ProcessorList
 from ..processors.base import LogitsProcessor
 from ..result import GenerationResult
 from ..state import init_state
@@ -160,15 +160,7 @@ def contrastive_decode(model: Any, input_ids: torch.Tensor, attention_mask: torc
     if p.num_return_sequences > 1:
         prefix_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(
             p.num_return_sequences)
-    state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
-    if prompt_embeds is not None:
-        state.prompt_embeds, state.visible_start = prompt_embeds.embeds, prompt_embeds.visible_start
-    kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
-    prompt_start = (attention_mask == 0).sum(-1)  # (B,) left-padding slots per row
-    if prefix_rows is not None:
-        prompt_start = prompt_start.index_select(0, prefix_rows)
-    processors = build_processors(p, prompt_len - state.visible_start, prompt_start if state.padded else None, model,
-                                  prefix_rows if prefix_rows is not None else torch.arange(input_ids.shape[0]))
+    state, kv, processors = prepare_decode(model, input_ids, attention_mask, p, prompt_embeds, prefix_rows)
     rows = AmateurRows(amateur, p.cache, input_ids, attention_mask, p.max_new_tokens, p.pad_token_id, prefix_rows,
                        prompt_embeds)
     score = ContrastiveScore(rows, p.plausibility_alpha, p.amateur_temperature)
