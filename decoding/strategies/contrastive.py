@@ -69,6 +69,7 @@ class ContrastiveStep:
             expand = expand.repeat_interleave(self.k)  # row b * k + i: candidate i of row b
         self.kv.select_rows(expand)
         self.rows = state.select_rows(expand)
+        self.forward.check_head(logits, hidden[:, -1])
         return logits
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:
@@ -86,13 +87,17 @@ class ContrastiveStep:
         else:
             rows.length = slot
             rows.append(top_ids.reshape(-1))
-            logits, hidden = self.forward.step(rows, slot, slot + 1)  # (B * k, V), (B * k, 1, H)
-            logits, hidden = logits.view(batch, self.k, -1), hidden.view(batch, self.k, -1)
+            # the head only for the chosen rows, when it is the whole of the logits (hidden.py)
+            logits, hidden = self.forward.step(rows, slot, slot + 1, logits=not self.forward.head_alone)
+            hidden = hidden.view(batch, self.k, -1)  # (B, k, H)
+            if logits is not None:
+                logits = logits.view(batch, self.k, -1)  # (B, k, V)
         selected = self._rank(top_probs, hidden, slot)  # (B,)
         every = torch.arange(batch, device=scores.device)
         tokens = top_ids[every, selected]
-        self.next_logits = logits[every, selected]
-        self.context[:, slot] = _unit(hidden[every, selected])
+        chosen = hidden[every, selected]  # (B, H)
+        self.next_logits = self.forward.head_logits(chosen) if logits is None else logits[every, selected]
+        self.context[:, slot] = _unit(chosen)
         if self.low_memory:
             self._write_chosen(tokens, selected, slot)
         else:
