@@ -116,17 +116,18 @@ class ContrastiveStep:
     def _one_by_one(self, top_ids: torch.Tensor, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """low_memory: candidate i of every row in forward i, each writing the slot `slot` of a B-row cache.
 
-        Returns: (logits (B, k, V), hidden (B, k, H)).
+        Returns: (logits (B, k, V), or None when the head is applied to the chosen rows only; hidden (B, k, H)).
         """
         logits, hidden = [], []
         for i in range(self.k):
             self.kv.crop(slot)  # forget the previous candidate's keys and values
             self.rows.length = slot
             self.rows.append(top_ids[:, i])
-            step_logits, step_hidden = self.forward.step(self.rows, slot, slot + 1)  # (B, V), (B, 1, H)
+            step_logits, step_hidden = self.forward.step(self.rows, slot, slot + 1,
+                                                         logits=not self.forward.head_alone)  # (B, V), (B, 1, H)
             logits.append(step_logits)
             hidden.append(step_hidden[:, 0])
-        return torch.stack(logits, dim=1), torch.stack(hidden, dim=1)
+        return None if logits[0] is None else torch.stack(logits, dim=1), torch.stack(hidden, dim=1)
 
     def _write_chosen(self, tokens: torch.Tensor, selected: torch.Tensor, slot: int) -> None:
         """low_memory: the cache's slot `slot` holds the last candidate's keys and values; write the chosen's."""
