@@ -59,6 +59,12 @@ class Forward:
         from_embeds = state.prompt_embeds is not None and (start == 0 or not self.kv.enabled)
         if self.compiled is not None and end - start == 1 and self.compiled.ready() and not from_embeds:
             return self.compiled(state, start)
+        return self.outputs(state, start, end).logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
+
+    def outputs(self, state: DecodeState, start: int, end: int, **extra: Any) -> Any:
+        """The model's eager output on the slots [start, end) (from slot 0 without a cache); `extra` goes to
+        the model too (contrastive search asks for `output_hidden_states=True`)."""
+        from_embeds = state.prompt_embeds is not None and (start == 0 or not self.kv.enabled)
         if not self.kv.enabled:
             start = 0  # no cache: recompute the whole sequence
         self.kv.before_forward(start)  # cache position of the first slot written
@@ -66,15 +72,15 @@ class Forward:
             inputs = {"inputs_embeds": self.embeds_of(state, end)}  # (B, end, H): the prompt, embedded
         else:
             inputs = {"input_ids": state.tokens[:, start:end]}
-        out = self.model(
+        return self.model(
             **inputs,
             attention_mask=state.model_mask(end),
             position_ids=state.position_ids[:, start:end],
             cache=self.kv.model_cache,
             use_cache=self.kv.enabled,
             **self.extra,
+            **extra,
         )
-        return out.logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
 
     def embeds_of(self, state: DecodeState, end: int) -> torch.Tensor:
         """(B, end, H) the slots [0, end) as embeddings: the given prompt's, then the new tokens' own."""
@@ -150,11 +156,14 @@ def sync_device(device: torch.device) -> None:
 
 def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: GenerationParams,
                     processors: ProcessorList, generator: torch.Generator | None, tokenizer: Any = None, *,
-                    sampler: Sampler | None = None, prefix_rows: torch.Tensor | None = None) -> GenerationResult:
+                    sampler: Sampler | None = None, prefix_rows: torch.Tensor | None = None,
+                    forward: Callable[[DecodeState, int, int], torch.Tensor] | None = None) -> GenerationResult:
     """Prefill the prompt, then decode until every row finished or `max_new_tokens` were generated.
 
     Args:
         sampler: chooses tokens from processed scores; default: `params.do_sample` with `generator`.
+        forward: `(state, start, end) -> (B, V)` float32 next-token logits; default: `Forward(model, kv)`
+            (contrastive search passes its own, which returns the chosen candidate's logits after the prefill).
         prefix_rows: (R,) when given, `state` holds the distinct prompts only; they are prefilled once and
             row i of the decoded batch starts from prompt `prefix_rows[i]` (`copy_prefix`).
     """
@@ -174,7 +183,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     # generate writes pad after a row ends when any criterion has an `eos_token_id`: its EosTokenCriteria
     # (built for any eos_token_id but None, an empty list too) or a user's
     pads_finished = pad is not None and (params.eos_token_id is not None or stops.has_eos_criterion)
-    forward = Forward(model, kv)
+    forward = forward or Forward(model, kv)
 
     logprobs = torch.zeros((batch, n_max), device=device)
     logprobs_raw = torch.zeros((batch, n_max), device=device)
@@ -318,6 +327,18 @@ def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     if p.num_return_sequences > 1:
         prefix_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(
             p.num_return_sequences)
+    state, kv, processors = prepare_decode(model, input_ids, attention_mask, p, prompt_embeds, prefix_rows)
+    return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer, prefix_rows=prefix_rows)
+
+
+def prepare_decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: GenerationParams,
+                   prompt_embeds: Any = None, prefix_rows: torch.Tensor | None = None
+                   ) -> tuple[DecodeState, KVCache, ProcessorList]:
+    """The state, cache and processors of a one-token-per-step decode (greedy / sampling, contrastive search).
+
+    Args:
+        prefix_rows: (R,) the prompt each decoded row continues (`decode_n_tokens`), or None: one row per prompt.
+    """
     prompt_len = input_ids.shape[1]
     state = init_state(input_ids, attention_mask, p.max_new_tokens, p.pad_token_id)
     if prompt_embeds is not None:
@@ -328,4 +349,4 @@ def greedy_or_sample(model: Any, input_ids: torch.Tensor, attention_mask: torch.
         prompt_start = prompt_start.index_select(0, prefix_rows)
     processors = build_processors(p, prompt_len - state.visible_start, prompt_start if state.padded else None, model,
                                   prefix_rows if prefix_rows is not None else torch.arange(input_ids.shape[0]))
-    return decode_n_tokens(model, state, kv, p, processors, generator, tokenizer, prefix_rows=prefix_rows)
+    return state, kv, processors

@@ -15,6 +15,10 @@ import torch
 
 from .processors.guidance import check_guidance
 from .speculative.checks import check_speculation
+from .strategies.contrastive_checks import check_contrastive_search
+from .strategies.amateur import check_contrastive_decoding
+from .strategies.mbr_checks import check_mbr
+from .strategies.dola_layers import check_dola
 from .processors.watermark import check_watermarking_config
 from .checks import check as _check, is_int as _is_int, is_plain_number as _is_number
 from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
@@ -68,6 +72,10 @@ def validate(p: GenerationParams, prompt_length: int, max_positions: int | None)
     _validate_values(p)
     _validate_combinations(p)
     check_speculation(p)
+    check_contrastive_search(p)  # first of the strategies': the others compare penalty_alpha with 0
+    check_contrastive_decoding(p)
+    check_mbr(p)
+    check_dola(p)
     _validate_lengths(p, prompt_length, max_positions)
     _warn_ignored(p)
 

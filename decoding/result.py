@@ -35,6 +35,10 @@ class GenerationResult:
         accepted_tokens, proposed_tokens, target_forwards: (B * n,) long, speculative decoding only: proposals
             each row kept, proposals it was offered, and the target forward passes it took part in (prefill
             included) before it finished.
+        mbr_candidates, mbr_expected_utility, mbr_chosen, mbr_seconds: MBR decoding only
+            (decoding/strategies/mbr.py): the sampling call's result with all B * mbr_candidates candidates,
+            (B, mbr_candidates) float64 expected utility of each, (B, r) long index of each returned row among
+            its prompt's candidates (best first), and the wall time of scoring and selection.
     """
 
     sequences: torch.Tensor
@@ -54,6 +58,10 @@ class GenerationResult:
     accepted_tokens: torch.Tensor | None = None
     proposed_tokens: torch.Tensor | None = None
     target_forwards: torch.Tensor | None = None
+    mbr_candidates: "GenerationResult | None" = None
+    mbr_expected_utility: torch.Tensor | None = None
+    mbr_chosen: torch.Tensor | None = None
+    mbr_seconds: float | None = None
     extras: dict = field(default_factory=dict)
 
     @property

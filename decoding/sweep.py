@@ -61,6 +61,18 @@ class GroupedSampler:
         return tokens
 
 
+def own_loop_strategy(p: GenerationParams) -> str | None:
+    """The strategy of `p` that runs a decode loop of its own (decoding/strategies/), which a batched sweep's
+    one-token loop would silently replace by plain greedy / sampling; None for greedy, sampling and processors."""
+    for active, name in ((p.is_contrastive_search, "contrastive search (penalty_alpha > 0 with top_k > 1)"),
+                         (p.is_dola, "DoLa (dola_layers)"),
+                         (p.is_contrastive_decoding, "contrastive decoding (amateur_model or amateur_layers)"),
+                         (p.is_mbr, "MBR decoding (mbr_candidates)")):
+        if active:
+            return name
+    return None
+
+
 def check_batchable(params: Sequence[GenerationParams]) -> None:
     """Configurations may share a batch when they differ only in ROW_PARAMETERS."""
     first = params[0]
@@ -72,6 +84,11 @@ def check_batchable(params: Sequence[GenerationParams]) -> None:
         raise ValueError(f"configs[{speculative[0]}] is speculative (assistant_model, prompt_lookup_num_tokens or "
                          "draft_layers): a batched sweep decodes one token per step; run speculative "
                          "configurations one by one with generate")
+    own_loop = [(i, own_loop_strategy(p)) for i, p in enumerate(params) if own_loop_strategy(p)]
+    if own_loop:  # checked per configuration: top_k, a row parameter, turns contrastive search on
+        i, name = own_loop[0]
+        raise ValueError(f"configs[{i}] is {name}: a batched sweep runs one greedy / sampling decode loop, which "
+                         "would ignore it; run these configurations one by one with generate")
     for f in fields(GenerationParams):
         if f.name in ROW_PARAMETERS:
             continue

@@ -22,8 +22,9 @@ every generation batch decoded once for all, every log-likelihood scored once), 
 result stashed the same way; the job's run writes its metrics.json, lm-eval samples and W&B run as alone.
 
 Not batched, run as under the basic launcher: jobs already finished (resume), jobs that neither generate nor
-run lm-eval tasks, beam search, speculative decoding (a proposer or a draft), jobs whose config is invalid
-(they fail in their own run, with error.txt), and groups of one.
+run lm-eval tasks, beam search, speculative decoding (a proposer or a draft), the strategies with a decode loop
+of their own (contrastive search, DoLa, contrastive decoding, MBR: `decoding.sweep.own_loop_strategy`), jobs
+whose config is invalid (they fail in their own run, with error.txt), and groups of one.
 If a group's shared generation fails, whatever the error, its jobs run one by one and each fails or succeeds
 on its own (`BatchedLauncher._generate`). A job whose own run raises an unexpected error fails alone, with
 its traceback in its error.txt (`confine_failure`); the sweep goes on and exits non-zero at the end.
@@ -84,6 +85,7 @@ def batch_key(cfg: DictConfig) -> str | None:
 def _checked_batch_key(cfg: DictConfig):
     """(batch key or None, the decoding parameters the config check resolved, or None): one check per config."""
     from decoding.processors.rows import ROW_PARAMETERS
+    from decoding.sweep import own_loop_strategy
     from experiments.run import NOT_IN_FINGERPRINT, check_config, plain
 
     if not cfg.task.generate and not cfg.task.get("lm_eval"):
@@ -92,8 +94,8 @@ def _checked_batch_key(cfg: DictConfig):
         params = check_config(cfg)
     except ValueError:
         return None, None  # the job's own run reports it
-    if params.is_beam or params.num_beam_groups > 1 or params.is_speculative:  # generate_sweep runs neither
-        return None, params
+    if params.is_beam or params.num_beam_groups > 1 or params.is_speculative or own_loop_strategy(params):
+        return None, params  # generate_sweep runs none of these
     data = plain(cfg, NOT_IN_FINGERPRINT)
     for name in ("name", *ROW_PARAMETERS):
         data["decoding"].pop(name, None)

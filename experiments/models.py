@@ -256,9 +256,11 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
     return load_pretrained(name, device=device, dtype=dtype, **kwargs)
 
 
-def check_same_tokenizer(draft_tokenizer: Any, tokenizer: Any, draft_name: str, model_name: str) -> None:
-    """A draft proposes token ids the target verifies: both must map text to the same ids (same vocabulary)."""
+def check_same_tokenizer(draft_tokenizer: Any, tokenizer: Any, draft_name: str, model_name: str,
+                         group: str = "draft") -> None:
+    """A second model (a draft proposing token ids the target verifies, an amateur whose log-probs are subtracted
+    token by token) must map text to the same ids as the model (same vocabulary). `group` names it: draft, amateur."""
     if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"draft.name={draft_name!r} is not allowed with model.name={model_name!r}: its tokenizer "
-                         f"differs from the target's ({len(draft_tokenizer)} vs {len(tokenizer)} tokens, or other "
-                         "ids); use a draft that shares the target's tokenizer")
+        raise ValueError(f"{group}.name={draft_name!r} is not allowed with model.name={model_name!r}: its tokenizer "
+                         f"differs from the model's ({len(draft_tokenizer)} vs {len(tokenizer)} tokens, or other "
+                         f"ids); use {'a' if group == 'draft' else 'an'} {group} that shares the model's tokenizer")

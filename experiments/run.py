@@ -210,27 +210,29 @@ def load_inputs(cfg: DictConfig):
     return documents, model, tokenizer
 
 
-def load_draft(cfg: DictConfig, tokenizer) -> Any:
-    """The draft model of `draft=<option>` (None without one), after checking it shares the target's tokenizer."""
-    if cfg.get("draft") is None:
-        return None
+def load_second_models(cfg: DictConfig, tokenizer) -> dict[str, Any]:
+    """{generate keyword: loaded model} for each second model the run chose (`draft=<option>` as assistant_model,
+    `amateur=<option>` as amateur_model; validate.SECOND_MODELS), each checked to share the model's tokenizer."""
     from experiments.models import check_same_tokenizer
 
-    draft, draft_tokenizer = build(cfg.draft)
-    check_same_tokenizer(draft_tokenizer, tokenizer, cfg.draft.name, cfg.model.name)
-    return draft
+    loaded = {}
+    for group, second in validate.SECOND_MODELS.items():
+        if cfg.get(group) is None:
+            continue
+        other, other_tokenizer = build(cfg[group])
+        check_same_tokenizer(other_tokenizer, tokenizer, cfg[group].name, cfg.model.name, group=group)
+        loaded[second.keyword] = other
+    return loaded
 
 
-def run_decoding_params(cfg: DictConfig, draft: Any = None) -> dict[str, Any]:
-    """`decoding_params`, with the loaded draft as `assistant_model` when the run has one."""
-    params = decoding_params(cfg)
-    if draft is not None:
-        params["assistant_model"] = draft
-    return params
+def run_decoding_params(cfg: DictConfig, second_models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`decoding_params`, with the loaded second models (`load_second_models`) under their generate keywords."""
+    return {**decoding_params(cfg), **(second_models or {})}
 
 
 def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Path,
-                       precomputed: GenerationRun | None = None, draft: Any = None) -> tuple[dict[str, Any], list[dict]]:
+                       precomputed: GenerationRun | None = None, second_models: dict[str, Any] | None = None
+                       ) -> tuple[dict[str, Any], list[dict]]:
     """Generate (or take what a batched sweep generated for this config: `precomputed`), write the samples, score.
 
     The metrics are floats plus three `meta/` entries: `not_measurable` and `caveats` ({key: text}, the union of
@@ -241,7 +243,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     if precomputed is not None:
         gen = precomputed
     else:
-        gen = generate_continuations(model, tokenizer, pairs, run_decoding_params(cfg, draft),
+        gen = generate_continuations(model, tokenizer, pairs, run_decoding_params(cfg, second_models),
                                      **generation_options(cfg))
     write_jsonl(out_dir / "samples.jsonl", gen.samples)
     if cfg.scorer is None:
@@ -312,19 +314,28 @@ def merge_metrics(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
-def check_with_model(cfg: DictConfig, model: Any, draft: Any = None) -> None:
+def check_with_model(cfg: DictConfig, model: Any, second_models: dict[str, Any] | None = None) -> None:
     """What only the loaded model can tell (token ids inside its vocabulary, its position limit, its own
-    generation_config; with speculation, draft_layers below its layer count and a draft like it), checked before
-    perplexity or generation starts: the runner's first check has no model."""
+    generation_config; with speculation, draft_layers below its layer count and a draft like it; the strategies'
+    own checks against the model and its second models), checked before perplexity or generation starts: the
+    runner's first check has no model."""
     from decoding.speculative.checks import check_draft
 
     options = {"compile": True} if cfg.cache.get("compile") else {}
     try:
         params = decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
                                          cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,
-                                         **run_decoding_params(cfg, draft))
+                                         **run_decoding_params(cfg, second_models))
         if params.is_speculative:
             check_draft(model, params)
+        if params.is_dola:  # the premature layers inside the model's
+            from decoding.strategies.dola_layers import check_dola_model
+
+            check_dola_model(model, params.dola_layers)
+        if params.is_contrastive_decoding:  # amateur_layers below the layer count, an amateur of the same width
+            from decoding.strategies.amateur import check_amateur
+
+            check_amateur(model, params, cfg.prompts.prompt_tokens + params.max_new_tokens, embeds_given=False)
     except ValueError as err:
         raise ValueError(f"decoding={cfg.decoding.get('name', '?')} with model={cfg.model.name}: {err}") from None
 
@@ -333,9 +344,10 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     """The work of `run`, holding the folder's lock: metrics.json is written last, so it means finished."""
     log.info(f"{out_dir}: computing this job")
     documents, model, tokenizer = load_inputs(cfg)
-    draft = load_draft(cfg, tokenizer) if cfg.task.generate else None  # before the work: a wrong draft fails first
+    # before the work: a wrong draft or amateur fails first
+    second_models = load_second_models(cfg, tokenizer) if cfg.task.generate else {}
     if cfg.task.generate:
-        check_with_model(cfg, model, draft)
+        check_with_model(cfg, model, second_models)
     metrics: dict[str, Any] = {}
     samples: list[dict] = []
     if cfg.task.perplexity:
@@ -344,7 +356,7 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     if cfg.task.generate:
         log.info("generation and its metrics")
         gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
-                                                  precomputed_run(job_fingerprint), draft)
+                                                  precomputed_run(job_fingerprint), second_models)
         merge_metrics(metrics, gen_metrics)
     if cfg.task.get("lm_eval"):
         from experiments.lm_eval_run import lm_eval_metrics

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,7 +73,7 @@ def check_missing(cfg: DictConfig, prefix: str = "") -> None:
 
 def check_root(cfg: DictConfig) -> None:
     allowed = set(root_sections()) | {"hydra", "model", "dataset", "task", "decoding", "cache", "logger", "paths"}
-    allowed.add("draft")  # only with a draft/ option other than none
+    allowed.update(SECOND_MODELS)  # draft, amateur: only with an option other than none
     allowed.add("lock_wait_s")  # optional: how long a run waits for a job folder another process holds
     check_keys(cfg, "", allowed, what="a top-level key")
     if "lock_wait_s" in cfg:
@@ -231,55 +232,91 @@ def check_launcher(cfg: DictConfig) -> None:
         check_max_configurations(launcher.get("max_configurations"))
 
 
-class DraftToLoad:
-    """Stands for the draft model (`draft=<option>`) in the config check, which loads no model: the core's
-    speculative checks (one proposer, no beams, ...) then judge the run's combination before any model loads."""
+class ModelToLoad:
+    """Stands for a second model (`draft=<option>`, `amateur=<option>`) in the config check, which loads no model:
+    the core's checks of the strategy that uses it (one proposer, no beams, ...) then judge the run's combination
+    before any model loads."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("DraftToLoad is a placeholder for the config check; the run loads the real draft")
+        raise RuntimeError(f"ModelToLoad is a placeholder for the {self.group} in the config check; the run loads "
+                           "the real model")
 
 
-ASSISTANT_KNOBS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+@dataclass(frozen=True)
+class SecondModel:
+    """A config group whose option is a model the run loads beside its own and hands to generate."""
+
+    keyword: str  # the generate keyword that takes the loaded model
+    noun: str  # "a draft": what the messages call it
+    knobs: tuple[str, ...]  # decoding keys only this model (or its layers_key stand-in) reads
+    layers_key: str  # the decoding key that uses the model's own first layers instead
+    without: str  # how the lm-eval refusal says to get the strategy without a second model
 
 
-def check_draft_config(cfg: DictConfig) -> None:
-    """The draft group against the decoding config: a draft is given only as `draft=<option>`, runs on the
-    target's device, is used by generation (not by lm-eval tasks), and knobs that only a draft reads need one."""
+SECOND_MODELS = {
+    "draft": SecondModel("assistant_model", "a draft",
+                         ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"),
+                         "draft_layers", "decoding.prompt_lookup_num_tokens / decoding.draft_layers for speculation "
+                                         "without one"),
+    "amateur": SecondModel("amateur_model", "an amateur", ("amateur_temperature", "plausibility_alpha"),
+                           "amateur_layers", "decoding.amateur_layers for the model's own first layers as amateur"),
+}
+OPTIONS = "tiny_llama, tiny_gpt2, smollm2, hf {group}.name=..."
+
+
+def check_second_models_config(cfg: DictConfig) -> None:
+    """Each second-model group against the decoding config: the model is given only as `<group>=<option>`, runs on
+    the model's device, is used by generation (not by lm-eval tasks), knobs that only it reads need it, and it is
+    not asked for twice (the group and the model's own first layers)."""
+    for group, second in SECOND_MODELS.items():
+        _check_second_model(cfg, group, second)
+
+
+def _check_second_model(cfg: DictConfig, group: str, second: SecondModel) -> None:
     from experiments.models import resolve_device
 
-    decoding_node, draft = cfg.decoding, cfg.get("draft")
-    name = decoding_node.get("name", "?")
-    if "assistant_model" in decoding_node:
-        raise ConfigError(f"{show('decoding.assistant_model', decoding_node.assistant_model)} is not allowed: the "
-                          "draft model is a config group, pass draft=<option> (tiny_llama, tiny_gpt2, smollm2, hf "
-                          "draft.name=...)", "decoding.assistant_model")
-    if draft is None:
-        knobs = [k for k in ASSISTANT_KNOBS if k in decoding_node]
-        if knobs and decoding_node.get("draft_layers") is None and decoding_node.get("assistant_early_exit") is None:
+    decoding_node, node = cfg.decoding, cfg.get(group)
+    name, options = decoding_node.get("name", "?"), OPTIONS.format(group=group)
+    key = "decoding." + second.keyword
+    if second.keyword in decoding_node:
+        raise ConfigError(f"{show(key, decoding_node[second.keyword])} is not allowed: the {group} model is a "
+                          f"config group, pass {group}=<option> ({options})", key)
+    layers = decoding_node.get(second.layers_key)
+    if node is None:
+        knobs = [k for k in second.knobs if k in decoding_node]
+        if knobs and layers is None and (group != "draft" or decoding_node.get("assistant_early_exit") is None):
             raise ConfigError(f"decoding={name} sets {show('decoding.' + knobs[0], decoding_node[knobs[0]])}, which "
-                              "only a draft reads, but no draft was given: pass draft=<option> (tiny_llama, "
-                              "tiny_gpt2, smollm2, hf draft.name=...) or decoding.draft_layers=L", "draft")
+                              f"only {second.noun} reads, but no {group} was given: pass {group}=<option> "
+                              f"({options}) or decoding.{second.layers_key}=L", group)
         return
-    check_model(draft, "draft")
-    if resolve_device(draft.get("device", "cpu")) != resolve_device(cfg.model.get("device", "cpu")):
-        raise ConfigError(f"{show('draft.device', draft.get('device', 'cpu'))} is not allowed with "
-                          f"{show('model.device', cfg.model.get('device', 'cpu'))}: the draft runs on the target's "
-                          "device", "draft.device")
+    check_model(node, group)
+    if group != "draft" and layers is not None:  # speculation's own check names both (draft_layers, assistant_model)
+        raise ConfigError(f"{group}={node.name} and {show('decoding.' + second.layers_key, layers)} both choose the "
+                          f"{group}: pass decoding.{second.layers_key}=null to use {group}={node.name}, or leave "
+                          f"out {group}= for the model's own first {layers} layers", "decoding." + second.layers_key)
+    if resolve_device(node.get("device", "cpu")) != resolve_device(cfg.model.get("device", "cpu")):
+        raise ConfigError(f"{show(group + '.device', node.get('device', 'cpu'))} is not allowed with "
+                          f"{show('model.device', cfg.model.get('device', 'cpu'))}: the {group} runs on the model's "
+                          "device", group + ".device")
     if cfg.task.get("lm_eval"):
-        raise ConfigError(f"draft={draft.name} is not allowed with task.lm_eval=true: lm-eval tasks generate "
-                          "without a draft model; use task=generate, or decoding.prompt_lookup_num_tokens / "
-                          "decoding.draft_layers for speculation without one", "draft")
+        raise ConfigError(f"{group}={node.name} is not allowed with task.lm_eval=true: lm-eval tasks generate "
+                          f"without {second.noun} model; use task=generate, or {second.without}", group)
 
 
 def check_decoding(cfg: DictConfig):
-    """The decoding parameters as `decoding.resolve_params` sees them without a model (a draft as DraftToLoad)."""
+    """The decoding parameters as `decoding.resolve_params` sees them without a model (a second model as
+    ModelToLoad)."""
     import decoding
 
     params = OmegaConf.to_container(cfg.decoding, resolve=True)
     name = params.pop("name", None)
-    if cfg.get("draft") is not None:
-        params["assistant_model"] = DraftToLoad()
-        name = f"{name or '?'} with draft={cfg.draft.name}"
+    for group, second in SECOND_MODELS.items():
+        if cfg.get(group) is not None:
+            params[second.keyword] = ModelToLoad(group)
+            name = f"{name or '?'} with {group}={cfg[group].name}"
     compile_option = {"compile": True} if cfg.cache.get("compile") else {}
     try:
         return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
@@ -306,7 +343,7 @@ def _check_all(cfg: DictConfig):
     check_model(cfg.model, "model")
     if cfg.scorer is not None:
         check_model(cfg.scorer, "scorer")
-    check_draft_config(cfg)
+    check_second_models_config(cfg)
     check_dataset(cfg.dataset)
     check_cache(cfg.cache)
     check_logger(cfg.get("logger"))
@@ -333,8 +370,9 @@ def check_inputs(cfg: DictConfig) -> None:
     check_model_name(cfg.model.name, "model.name")
     if cfg.scorer is not None:
         check_model_name(cfg.scorer.name, "scorer.name")
-    if cfg.get("draft") is not None:
-        check_model_name(cfg.draft.name, "draft.name")
+    for group in SECOND_MODELS:
+        if cfg.get(group) is not None:
+            check_model_name(cfg[group].name, f"{group}.name")
     if cfg.task.get("lm_eval"):  # task names known, hub data reachable, gen_kwargs compatible with the run
         from experiments.lm_eval_run import check_eval_inputs
 
@@ -415,7 +453,7 @@ def check_before_work(config: DictConfig, multirun: bool = False) -> None:
             if not _is_swept(err.key, swept):
                 raise
             return  # each job checks its own config (and reads its own inputs) in `run`
-        if not any(_is_swept(k, swept) for k in ("dataset", "model", "scorer", "draft")):
+        if not any(_is_swept(k, swept) for k in ("dataset", "model", "scorer", *SECOND_MODELS)):
             check_inputs(config)
     except INPUT_ERRORS as err:
         print(error_line(err), file=sys.stderr)

@@ -344,8 +344,8 @@ CASES = [
     # generation_config= and explicit None (decoding/resolution.py)
     case("generation_config=str", gen(generation_config="top_k=4"), "generation_config", "'top_k=4'"),
     case("generation_config=dict", gen(generation_config={"top_k": 4}), "generation_config", "{'top_k': 4}"),
-    case("generation_config-unsupported", gen(generation_config=GenerationConfig(penalty_alpha=0.6, top_k=4)),
-         "penalty_alpha", "0.6"),
+    case("generation_config-penalty_alpha>1", gen(generation_config=GenerationConfig(penalty_alpha=1.5, top_k=4)),
+         "penalty_alpha", "1.5"),
     case("generation_config-max_length<=prompt", gen(max_new_tokens=None, generation_config=GenerationConfig(
         max_length=3)), "max_length", "3"),
     case("generation_config-bad-top_p", gen(generation_config=GenerationConfig(do_sample=True, top_p=1.5)),

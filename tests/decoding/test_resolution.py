@@ -224,8 +224,10 @@ def test_explicit_none_in_a_sweep_configuration_means_what_it_means_alone(tiny_l
 
 
 def test_passed_config_setting_what_we_do_not_support_is_refused(tiny_llama):
-    with pytest.raises(ValueError, match="penalty_alpha=0.6"):
-        resolve(tiny_llama, generation_config=GenerationConfig(penalty_alpha=0.6, top_k=4))
+    with pytest.raises(ValueError, match="generation_config sets token_healing=True"):
+        resolve(tiny_llama, generation_config=GenerationConfig(token_healing=True))
+    with pytest.raises(ValueError, match=r"penalty_alpha=1.5 .*comes from the generation_config"):
+        resolve(tiny_llama, generation_config=GenerationConfig(penalty_alpha=1.5, top_k=4))
     with pytest.raises(ValueError, match="generation_config=.*GenerationConfig"):
         resolve(tiny_llama, generation_config={"top_k": 4})
 

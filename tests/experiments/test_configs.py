@@ -12,11 +12,12 @@ from omegaconf import OmegaConf
 from experiments.run import build as instantiate
 from tests.experiments.runner_helpers import CONF_DIR, compose_config, run_cli
 
-GROUPS = ["model", "draft", "dataset", "task", "decoding", "cache", "logger", "sweep", "experiment"]
+GROUPS = ["model", "draft", "amateur", "dataset", "task", "decoding", "cache", "logger", "sweep", "experiment"]
 # Options that need a value the user must give (???): what a user would pass.
 REQUIRED = {
     "model=hf": ["model.name=/nonexistent/local/model"],
     "draft=hf": ["draft.name=/nonexistent/local/draft"],
+    "amateur=hf": ["amateur.name=/nonexistent/local/amateur"],
     "dataset=files": ["dataset.path=PLACEHOLDER"],
     "dataset=hub": ["dataset.name=some/dataset"],
 }
