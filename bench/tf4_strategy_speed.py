@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from tests.goldens.fingerprint import weights_fingerprint
-from tests.goldens.tf4_contrastive import load_for_tf4
+from tests.goldens.tf4_common import load_for_tf4
 
 
 def timed_generate(model, ids: torch.Tensor, mask: torch.Tensor, kwargs: dict) -> tuple[list[list[int]], float]:

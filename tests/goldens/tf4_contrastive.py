@@ -17,34 +17,20 @@ path indexes its candidates per batch wrongly for B > 1, so it is recorded at B 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from tests.goldens.fingerprint import weights_fingerprint
+from tests.goldens.tf4_common import PAD, TEXTS, TINY_PROMPTS, generate_ids, left_pad, write_goldens
 
 OUT = Path("tests/decoding/goldens/contrastive_tf4.json")
 COMMAND = "/work/ref-tf4/bin/python -m tests.goldens.tf4_contrastive /tmp/decodelab-golden-models"
-PAD = 2
-TINY_PROMPTS = [[11, 12, 13, 14, 15, 16], [21, 22, 23, 24], [31, 32]]
-TEXTS = ["The history of the printing press", "Once upon a time, a small fox", "Water boils at"]
-
-
-def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
 
 
 def run(model, ids: torch.Tensor, mask: torch.Tensor, args: dict) -> list[list[int]]:
-    torch.manual_seed(0)  # contrastive search draws nothing; a seed anyway, so a stray draw would repeat
-    out = model.generate(ids, attention_mask=mask, do_sample=False, **args)
-    return out.tolist()
+    return generate_ids(model, ids, mask, {"do_sample": False, **args}, seed=0)  # contrastive search draws nothing
 
 
 def eos_ending_apart(model, ids: torch.Tensor, mask: torch.Tensor, args: dict) -> int | None:
@@ -96,34 +82,9 @@ def smollm2_cases(folder: Path, model) -> list[dict]:
     return cases
 
 
-def load_for_tf4(folder: Path):
-    """The saved model in float32. transformers 5 writes the rotary base as `rope_parameters.rope_theta`, a key
-    4.55 does not read (it would fall back to 10000: SmolLM2's is 100000), so it is passed as 4.x names it."""
-    config = json.loads((folder / "config.json").read_text())
-    extra = {}
-    rope = config.get("rope_parameters") or {}
-    if "rope_theta" in rope and "rope_theta" not in config:
-        if rope.get("rope_type", "default") != "default":
-            raise SystemExit(f"{folder}: rope_type {rope['rope_type']!r} needs its 4.x rope_scaling spelled out")
-        extra["rope_theta"] = rope["rope_theta"]
-    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, **extra).eval()
-    if "rope_theta" in extra and model.config.rope_theta != extra["rope_theta"]:
-        raise SystemExit(f"{folder}: rope_theta {model.config.rope_theta} != {extra['rope_theta']}")
-    return model
-
-
-def main(folder: Path) -> None:
-    torch.set_num_threads(1)
-    fingerprints, cases = {}, []
-    for name in ("tiny_llama", "tiny_gpt2", "smollm2"):
-        model = load_for_tf4(folder / name)
-        fingerprints[name] = weights_fingerprint(model)
-        cases += smollm2_cases(folder / name, model) if name == "smollm2" else tiny_cases(name, model)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
-                               "command": COMMAND, "fingerprints": fingerprints, "cases": cases}, indent=1) + "\n")
-    print(f"wrote {OUT}: {len(cases)} cases")
+def cases_of(name: str, folder: Path, model) -> list[dict]:
+    return smollm2_cases(folder, model) if name == "smollm2" else tiny_cases(name, model)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/decodelab-golden-models"))
+    write_goldens(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/decodelab-golden-models"), OUT, COMMAND, cases_of)

@@ -23,39 +23,23 @@ with the default (decoding/strategies/dola.py).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from tests.goldens.fingerprint import weights_fingerprint
+from tests.goldens.tf4_common import PAD, TEXTS, TINY_PROMPTS, generate_ids, left_pad, write_goldens
 
 OUT = Path("tests/decoding/goldens/dola_tf4.json")
 COMMAND = "/work/ref-tf4/bin/python -m tests.goldens.tf4_dola /tmp/decodelab-golden-models"
-PAD = 2
-TINY_PROMPTS = [[11, 12, 13, 14, 15, 16], [21, 22, 23, 24], [31, 32]]
-TEXTS = ["The history of the printing press", "Once upon a time, a small fox", "Water boils at"]
 SMOLLM2_LIST = [4, 10, 16, 22]
 
-
-def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
-
-
-def run(model, ids: torch.Tensor, mask: torch.Tensor, args: dict, seed: int) -> list[list[int]]:
-    torch.manual_seed(seed)
-    return model.generate(ids, attention_mask=mask, **args).tolist()
 
 
 def eos_ending_apart(model, ids: torch.Tensor, mask: torch.Tensor, args: dict, seed: int) -> int:
     """A token id that, as EOS, ends the rows at different steps (picked from a run without EOS)."""
-    out = torch.tensor(run(model, ids, mask, {**args, "eos_token_id": None}, seed))[:, ids.shape[1]:]
+    out = torch.tensor(generate_ids(model, ids, mask, {**args, "eos_token_id": None}, seed))[:, ids.shape[1]:]
     width = out.shape[1]
     for token in torch.unique(out).tolist():
         firsts = [row.index(token) if token in row else width for row in out.tolist()]
@@ -67,7 +51,7 @@ def eos_ending_apart(model, ids: torch.Tensor, mask: torch.Tensor, args: dict, s
 
 def case(name: str, model_name: str, model, ids, mask, args: dict, seed: int = 0) -> dict:
     return {"name": name, "model": model_name, "input_ids": ids.tolist(), "attention_mask": mask.tolist(),
-            "generate": args, "seed": seed, "output_ids": run(model, ids, mask, args, seed)}
+            "generate": args, "seed": seed, "output_ids": generate_ids(model, ids, mask, args, seed)}
 
 
 def batch_cases(model_name: str, model, ids, mask, settings: list[tuple[str, dict, int]]) -> list[dict]:
@@ -110,32 +94,9 @@ def smollm2_cases(folder: Path, model) -> list[dict]:
     return cases
 
 
-def load_tf4(folder: Path):
-    """The saved model under 4.x. A 5.x config keeps the RoPE base in `rope_parameters`, which 4.x does not
-    read (it would fall back to rope_theta=10000, SmolLM2's is 100000): it is passed to 4.x explicitly."""
-    config = json.loads((folder / "config.json").read_text())
-    extra = {}
-    theta = (config.get("rope_parameters") or {}).get("rope_theta")
-    if theta is not None and "rope_theta" not in config:
-        extra["rope_theta"] = theta
-    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, **extra).eval()
-    if theta is not None:
-        assert model.config.rope_theta == theta, (model.config.rope_theta, theta)
-    return model
-
-
-def main(folder: Path) -> None:
-    torch.set_num_threads(1)
-    fingerprints, cases = {}, []
-    for name in ("tiny_llama", "tiny_gpt2", "smollm2"):
-        model = load_tf4(folder / name)
-        fingerprints[name] = weights_fingerprint(model)
-        cases += smollm2_cases(folder / name, model) if name == "smollm2" else tiny_cases(name, model)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
-                               "command": COMMAND, "fingerprints": fingerprints, "cases": cases}, indent=1) + "\n")
-    print(f"wrote {OUT}: {len(cases)} cases")
+def cases_of(name: str, folder: Path, model) -> list[dict]:
+    return smollm2_cases(folder, model) if name == "smollm2" else tiny_cases(name, model)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/decodelab-golden-models"))
+    write_goldens(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/decodelab-golden-models"), OUT, COMMAND, cases_of)
