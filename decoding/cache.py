@@ -251,6 +251,26 @@ class KVCache:
                 mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
                 mine.values = torch.cat([mine.values, theirs.values], dim=0)
 
+    def gather_slots(self, index: torch.LongTensor) -> None:
+        """Row b keeps its slots `index[b]` (B, S'), in that order, as slots [0, S') (speculative compaction)."""
+        if self.model_cache is None:
+            return
+        keep = index.shape[1]
+        for layer in self.model_cache.layers:
+            if not layer.is_initialized:
+                continue
+            for name in ("keys", "values"):
+                old = getattr(layer, name)  # (B, H, S, D)
+                rows = index.to(old.device)[:, None, :, None].expand(old.shape[0], old.shape[1], keep, old.shape[3])
+                picked = old.gather(2, rows)
+                if isinstance(layer, SlotLayer):
+                    old[:, :, :keep] = picked
+                else:
+                    setattr(layer, name, picked)
+            if isinstance(layer, SlotLayer):
+                layer.filled = layer.cache_position = keep
+                layer.spare = None
+
     def reorder(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: row i of the new batch continues row beam_idx[i] of the old one (same batch size).
 

@@ -75,6 +75,9 @@ class PromptLookup:
     def after_verify(self, frontier: int, accepted: torch.Tensor, counts: torch.Tensor) -> None:
         pass
 
+    def compact(self, index: torch.Tensor, cached: int) -> None:
+        pass  # lookup reads the rows' text, which compaction does not touch
+
     def select_rows(self, keep: torch.Tensor) -> None:
         self.prompt_start = [self.prompt_start[i] for i in keep.tolist()]
 
@@ -96,6 +99,7 @@ class DraftModel:
                  threshold: float | None, processors: Any, do_sample: bool, generator: torch.Generator | None,
                  eos: tuple[int, ...], batch: int, device: torch.device):
         self.draft = draft
+        self.cache, self.capacity = cache, capacity
         self.kv = KVCache(cache, draft, capacity)
         self.filled = 0  # slots [0, filled) are in the draft's cache
         self.k = torch.full((batch,), num_tokens, dtype=torch.long, device=device)
@@ -158,6 +162,16 @@ class DraftModel:
         other.filled = self.filled
         self.kv.append_rows(other.kv)
         self.k = torch.cat([self.k, other.k])
+
+    def compact(self, index: torch.Tensor, cached: int) -> None:
+        """The batch squeezes its holes out (SpecRows.compaction): the draft's cache follows when it holds the
+        same `cached` slots; else it starts over (its next proposal re-reads the compacted slots)."""
+        if self.filled == cached:
+            self.kv.gather_slots(index)
+            self.filled = index.shape[1]
+        else:
+            self.kv = KVCache(self.cache, self.draft, max(self.capacity, self.kv.max_cache_len))
+            self.filled = 0
 
     def after_verify(self, frontier: int, accepted: torch.Tensor, counts: torch.Tensor) -> None:
         self.filled = min(self.filled, frontier)

@@ -138,6 +138,40 @@ class SpecRows:
         self.text = torch.cat([self.text, other.text])
         self.generated = torch.cat([self.generated, other.generated])
 
+    def compaction(self) -> torch.Tensor | None:
+        """(B, S') the slots each row keeps when the holes are squeezed out, or None when there is nothing to gain.
+
+        The cached slots [0, length - 1) are re-laid out per row: its attended slots, in order, right-aligned
+        to S' = the most any row has, after masked filler (as left padding). The math of attention is unchanged
+        (the same keys and values, in the same order, are attended); only the masked work goes. Worth it once
+        the holes (and the masked slots before joined rows' prompts) are a third of the slots.
+        """
+        cached = self.state.length - 1  # the pending token's slot is not in the caches yet
+        attended = self.state.attention_mask[:, :cached].bool()  # (B, cached)
+        counts = attended.sum(1)
+        keep = int(counts.max()) if counts.numel() else 0
+        if cached < 16 or keep * 3 > cached * 2:
+            return None
+        slots = torch.arange(cached, device=attended.device).expand_as(attended)
+        # attended slots sort after masked ones, each group in slot order: the last `keep` columns are the kept ones
+        order = torch.argsort(attended.long() * cached + slots, dim=1)[:, cached - keep:]  # (B, keep)
+        filler = torch.arange(keep, device=attended.device)[None, :] < (keep - counts)[:, None]  # (B, keep)
+        return torch.where(filler, torch.zeros_like(order), order), filler
+
+    def apply_compaction(self, index: torch.Tensor, filler: torch.Tensor) -> None:
+        """Re-lay the slots out by `index` (B, S') from `compaction`, the pending slot after them."""
+        st, pending = self.state, self.state.length - 1
+        keep = index.shape[1]
+        full = torch.cat([index, index.new_full((index.shape[0], 1), pending)], dim=1)  # (B, S' + 1)
+        tokens = st.tokens.gather(1, full)
+        mask = st.attention_mask.gather(1, full).masked_fill(torch.cat([filler, filler[:, :1] & False], 1), 0)
+        positions = st.position_ids.gather(1, full).masked_fill(mask == 0, 0)
+        positions[:, keep] = st.position_ids[:, pending]
+        st.tokens[:, :keep + 1], st.attention_mask[:, :keep + 1], st.position_ids[:, :keep + 1] = tokens, mask, positions
+        st.attention_mask[:, keep + 1:] = 1
+        st.length = keep + 1
+        st.padded = bool((mask[:, :keep] == 0).any()) or st.padded
+
     def emit(self, row: int, tokens: list[int]) -> None:
         """Append a row's accepted tokens to its text."""
         g = self.prompt_length + int(self.generated[row])

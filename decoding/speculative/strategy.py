@@ -231,6 +231,11 @@ def speculative_decode(model: Any, input_ids: torch.Tensor, attention_mask: torc
             continue  # rows that ended on their first token leave before the next block
         if b is None:
             break
+        squeeze = b.rows.compaction()  # holes a third of the slots: squeeze them out of every cache
+        if squeeze is not None:
+            b.proposer.compact(squeeze[0], b.rows.state.length - 1)
+            b.kv.gather_slots(squeeze[0])
+            b.rows.apply_compaction(*squeeze)
         block_start = b.rows.state.length - 1  # the pending token's slot
         limits = n_max - b.rows.generated - 1
         drafts, counts, q = b.proposer.propose(b.rows, limits)

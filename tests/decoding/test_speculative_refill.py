@@ -95,3 +95,28 @@ def test_max_active_rows_without_a_proposer_is_refused(tiny_model):
     ids, mask = _prompts()
     with pytest.raises(ValueError, match=r"max_active_rows=2 is not allowed without speculative decoding"):
         decoding.generate(tiny_model, ids, mask, **COMMON, max_active_rows=2)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("proposer", ["lookup", "draft_layers", "other_weights_draft"])
+def test_compacting_the_holes_changes_no_token(tiny_model, plain_runs, monkeypatch, cache, proposer):
+    """A long-lived batch squeezes its holes (and joined rows' masked slots) out of every cache and buffer;
+    the spy shows it happened, the text shows it changed nothing (the draft's cache included)."""
+    from decoding.speculative.rows import SpecRows
+
+    ids, mask, eos, _ = plain_runs
+    longer = {**COMMON, "max_new_tokens": 60}
+    plain = decoding.generate(tiny_model, ids, mask, **longer, eos_token_id=eos)
+    squeezed: list[tuple[int, int]] = []
+    original = SpecRows.apply_compaction
+
+    def spy(self, index, filler):
+        squeezed.append((self.state.length, index.shape[1]))
+        return original(self, index, filler)
+
+    monkeypatch.setattr(SpecRows, "apply_compaction", spy)
+    out = decoding.generate(tiny_model, ids, mask, **longer, eos_token_id=eos, **proposer_kwargs(proposer, tiny_model),
+                            cache=cache, max_active_rows=2)
+    assert squeezed and all(kept < length for length, kept in squeezed)
+    assert torch.equal(out.sequences, plain.sequences)
+    torch.testing.assert_close(out.token_logprobs, plain.token_logprobs, atol=1e-5, rtol=0)
