@@ -164,13 +164,14 @@ class SpecRows:
         keep = index.shape[1]
         full = torch.cat([index, index.new_full((index.shape[0], 1), pending)], dim=1)  # (B, S' + 1)
         tokens = st.tokens.gather(1, full)
-        mask = st.attention_mask.gather(1, full).masked_fill(torch.cat([filler, filler[:, :1] & False], 1), 0)
+        mask = st.attention_mask.gather(1, full)
+        mask[:, :keep].masked_fill_(filler, 0)
         positions = st.position_ids.gather(1, full).masked_fill(mask == 0, 0)
         positions[:, keep] = st.position_ids[:, pending]
         st.tokens[:, :keep + 1], st.attention_mask[:, :keep + 1], st.position_ids[:, :keep + 1] = tokens, mask, positions
         st.attention_mask[:, keep + 1:] = 1
         st.length = keep + 1
-        st.padded = bool((mask[:, :keep] == 0).any()) or st.padded
+        st.padded = st.padded or bool((mask[:, :keep] == 0).any())
 
     def emit(self, row: int, tokens: list[int]) -> None:
         """Append a row's accepted tokens to its text."""

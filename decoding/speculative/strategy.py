@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ..cache import KVCache
 from ..hooks import Stops, Recorder, check_streamer_rows
 from ..params import GenerationParams
 from ..result import GenerationResult
