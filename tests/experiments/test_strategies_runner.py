@@ -171,16 +171,23 @@ def assert_no_work_done(out):
     assert not (out.parent / "outputs_root" / "cache").exists()  # the perplexity of task=both did not start
 
 
-def test_an_amateur_with_another_tokenizer_fails_before_any_work(tmp_path):
-    words = ["<unk>", "</s>", *(f"w{i}" for i in range(62))]
-    folder = save_model_folder(tmp_path / "other_vocab", word_level_tokenizer(words), len(words))
+def assert_amateur_fails_before_any_work(tmp_path, folder, message: str) -> None:
+    """A contrastive-decoding run with the model saved in `folder` as its amateur raises `message`, having done
+    nothing."""
     out = tmp_path / "run"
     cfg = compose_config([*RUN, "task=both", "decoding=contrastive_decoding", "decoding.amateur_layers=null",
                           "amateur=hf", f"amateur.name={folder}"], out)
-    with pytest.raises(ValueError, match=r"amateur.name='.*other_vocab' is not allowed with model.name='tiny_llama'"
-                                         r": its tokenizer differs from the model's \(64 vs 49152 tokens"):
+    with pytest.raises(ValueError, match=message):
         run(cfg)
     assert_no_work_done(out)
+
+
+def test_an_amateur_with_another_tokenizer_fails_before_any_work(tmp_path):
+    words = ["<unk>", "</s>", *(f"w{i}" for i in range(62))]
+    folder = save_model_folder(tmp_path / "other_vocab", word_level_tokenizer(words), len(words))
+    assert_amateur_fails_before_any_work(tmp_path, folder, r"amateur.name='.*other_vocab' is not allowed with "
+                                         r"model.name='tiny_llama': its tokenizer differs from the model's \(64 vs "
+                                         r"49152 tokens")
 
 
 def test_an_amateur_with_the_tokenizer_but_other_logits_fails_before_any_work(tmp_path):
@@ -188,13 +195,8 @@ def test_an_amateur_with_the_tokenizer_but_other_logits_fails_before_any_work(tm
 
     _, tokenizer = load_model("tiny_llama")
     folder = save_model_folder(tmp_path / "narrow", tokenizer, 1000)  # SmolLM2's tokenizer, 1000 logits
-    out = tmp_path / "run"
-    cfg = compose_config([*RUN, "task=both", "decoding=contrastive_decoding", "decoding.amateur_layers=null",
-                          "amateur=hf", f"amateur.name={folder}"], out)
-    with pytest.raises(ValueError, match=r"amateur_model='LlamaForCausalLM' is not allowed: its logits have 1000 "
-                                         r"tokens and the expert's 49152"):
-        run(cfg)
-    assert_no_work_done(out)
+    assert_amateur_fails_before_any_work(tmp_path, folder, r"amateur_model='LlamaForCausalLM' is not allowed: its "
+                                         r"logits have 1000 tokens and the expert's 49152")
 
 
 @pytest.mark.parametrize("overrides, message", [
