@@ -37,6 +37,8 @@ from .compiled import CompiledDecodeStep
 from .inputs import check_attention_mask, check_generator, check_input_ids, check_tokenizer
 from .params import GenerationParams, resolve_params
 from .processors import ProcessorList, build_processors
+from .processors.draws import Draws
+from .processors.dry import with_breakers
 from .result import GenerationResult
 from .hooks import Recorder, Stops, check_streamer_rows, merge_processors
 from .state import DecodeState, init_state
@@ -157,7 +159,8 @@ def sync_device(device: torch.device) -> None:
 def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: GenerationParams,
                     processors: ProcessorList, generator: torch.Generator | None, tokenizer: Any = None, *,
                     sampler: Sampler | None = None, prefix_rows: torch.Tensor | None = None,
-                    forward: Callable[[DecodeState, int, int], torch.Tensor] | None = None) -> GenerationResult:
+                    forward: Callable[[DecodeState, int, int], torch.Tensor] | None = None,
+                    draws: Draws | None = None) -> GenerationResult:
     """Prefill the prompt, then decode until every row finished or `max_new_tokens` were generated.
 
     Args:
@@ -166,6 +169,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
             (contrastive search passes its own, which returns the chosen candidate's logits after the prefill).
         prefix_rows: (R,) when given, `state` holds the distinct prompts only; they are prefilled once and
             row i of the decoded batch starts from prompt `prefix_rows[i]` (`copy_prefix`).
+        draws: the random stream of processors that draw (XTC); default: `generator` for every row.
     """
     device = state.tokens.device
     sampler = sampler or batch_sampler(params.do_sample, generator)
@@ -184,6 +188,9 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     # (built for any eos_token_id but None, an empty list too) or a user's
     pads_finished = pad is not None and (params.eos_token_id is not None or stops.has_eos_criterion)
     forward = forward or Forward(model, kv)
+    stateful = processors.stateful  # XTC's draws, mirostat's per-row state
+    if stateful:
+        processors.bind(draws or Draws.single(generator, batch))
 
     logprobs = torch.zeros((batch, n_max), device=device)
     logprobs_raw = torch.zeros((batch, n_max), device=device)
@@ -203,6 +210,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         if step == 0 and prefix_rows is not None:
             state, logits = copy_prefix(state, kv, logits, prefix_rows)
         next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
+        if stateful:
+            processors.observe(next_tokens, scores)
         recorder.add(scores, logits)
         if pads_finished:
             next_tokens = torch.where(unfinished, next_tokens, pad)
@@ -303,6 +312,7 @@ def prepare_call(model: Any, input_ids: Any, attention_mask: Any, configs: list[
             raise ValueError(f"configs[{i}]: {err}") from None
     p = params[0]
     check_tokenizer(tokenizer, p.stop_strings)
+    params = [with_breakers(q, tokenizer) for q in params]  # DRY's breaker strings as this tokenizer's tokens
     attention_mask = check_attention_mask(input_ids, attention_mask, p.pad_token_id, p.eos_token_id, was_1d)
     return input_ids, attention_mask, params
 

@@ -21,10 +21,31 @@ from .strategies.mbr_checks import check_mbr
 from .strategies.dola_layers import check_dola
 from .processors.watermark import check_watermarking_config
 from .checks import check as _check, is_int as _is_int, is_plain_number as _is_number
-from .processors.order import TRANSFORMERS_PROCESSOR_ORDER
+from .processors.order import SAMPLER_ORDERS, TRANSFORMERS_PROCESSOR_ORDER
+from .processors.dry import check_dry
+from .processors.dynatemp import check_dynatemp
+from .processors.mirostat import check_mirostat
+from .processors.openai_penalties import check_openai_penalties, check_openai_vocabulary
+from .processors.sigma import check_top_n_sigma
+from .processors.xtc import check_xtc
 
 if TYPE_CHECKING:
     from .params import GenerationParams
+
+def check_sampler_order(value: Any) -> None:
+    """An engine's name, or a list of processor names, each once (reordered among themselves)."""
+    allowed = (f"use one of {list(SAMPLER_ORDERS)}, or a list of processor names to reorder among themselves "
+               f"(from {list(TRANSFORMERS_PROCESSOR_ORDER)})")
+    if isinstance(value, str):
+        _check(value in SAMPLER_ORDERS, "sampler_order", value, allowed)
+        return
+    _check(isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value),
+           "sampler_order", value, allowed)
+    unknown = [v for v in value if v not in TRANSFORMERS_PROCESSOR_ORDER]
+    _check(not unknown, "sampler_order", list(value), f"{allowed}; unknown: {unknown}")
+    repeated = sorted({v for v in value if list(value).count(v) > 1})
+    _check(not repeated, "sampler_order", list(value), f"name each processor once ({repeated} repeat)")
+
 
 def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
     """EOS and pad ids the model can emit and embed: an EOS id outside the vocabulary would never end a row
@@ -44,6 +65,7 @@ def check_vocabulary(p: GenerationParams, vocab_size: int | None) -> None:
         outside = [t for t in _token_ids_in(value) if t >= vocab_size]
         _check(not outside, name, value, f"token ids must be in [0, {vocab_size}), the model's vocabulary "
                                          f"({outside} lie outside it)")
+    check_openai_vocabulary(p, vocab_size)
 
 
 def _token_ids_in(value: Any) -> list[int]:
@@ -179,6 +201,12 @@ def _validate_processor_values(p: GenerationParams) -> None:
            "use a non-empty {(token ids...): float} dict or [[token ids], float] list, token ids integers >= 0")
     check_guidance(p)
     check_watermarking_config(p.watermarking_config)
+    check_top_n_sigma(p)
+    check_xtc(p)
+    check_dry(p)
+    check_mirostat(p)
+    check_dynatemp(p)
+    check_openai_penalties(p)
 
 
 def _is_sequence_bias(value: Any) -> bool:
@@ -223,6 +251,13 @@ def _validate_combinations(p: GenerationParams) -> None:
     if p.compile and p.cache != "static":
         raise ValueError(f"compile=True is not allowed with cache={p.cache!r}: the compiled decode step needs the "
                          "fixed shapes of the static cache; use cache='static', or compile=False")
+    stateful = [name for name, on in (("xtc_probability", p.xtc_probability != 0), ("mirostat", p.mirostat != 0))
+                if on and p.do_sample]
+    if stateful and (p.is_beam or p.is_speculative):
+        mode = f"num_beams={p.num_beams}" if p.is_beam else "speculative decoding"
+        raise ValueError(f"{stateful[0]}={getattr(p, stateful[0])!r} is not allowed with {mode}: it draws random "
+                         "numbers or carries state from step to step, which beams and verified blocks would replay "
+                         "out of order; use it with plain sampling (num_beams=1, no proposer)")
     if p.compile and p.num_beams > 1:
         raise ValueError(f"compile=True is not allowed with num_beams={p.num_beams}: only the greedy / sampling "
                          "decode step is compiled; use num_beams=1, or compile=False")
@@ -261,6 +296,8 @@ def _warn_ignored(p: GenerationParams) -> None:
             ignored.append("min_p")
         if p.top_h is not None:
             ignored.append("top_h")
+        sampling_only = {"top_n_sigma": None, "xtc_probability": 0.0, "mirostat": 0, "dynatemp_range": 0.0}
+        ignored += [name for name, neutral in sampling_only.items() if getattr(p, name) != neutral]
     if ignored:
         warnings.warn(f"{ignored} only apply when sampling; do_sample=False ignores them, as generate does",
                       UserWarning, stacklevel=4)

@@ -51,7 +51,8 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 
 # generate's processor order, as data, lives with the processors (processors/order.py).
-from .processors.order import TRANSFORMERS_PROCESSOR_ORDER  # noqa: E402
+from .processors.order import TRANSFORMERS_PROCESSOR_ORDER, order_of  # noqa: E402
+from .param_checks import check_sampler_order  # noqa: E402
 from .resolution import (  # noqa: E402
     DEFAULT,
     default_pad,
@@ -141,10 +142,33 @@ class GenerationParams:
     mbr_candidates: int | None = None  # MBR: draw n candidates per prompt, return the best by expected utility
     mbr_utility: str = "chrf"  # "chrf" | "bleu" | "embedding"
     mbr_scorer: Any = None  # MBR "embedding" utility: the model whose hidden states embed; None: the model itself
+    # llama.cpp's samplers (decoding/processors/: sigma.py, xtc.py, dry.py, mirostat.py, dynatemp.py), its names
+    top_n_sigma: float | None = None  # keep logits >= max - n * std (Tang et al. 2024); None: off
+    xtc_probability: float = 0.0  # XTC: the chance per row and step of excluding the top choices; 0: off
+    xtc_threshold: float = 0.1  # XTC: tokens with probability >= this are the "top choices"
+    dry_multiplier: float = 0.0  # DRY: penalty multiplier; 0: off
+    dry_base: float = 1.75  # DRY: penalty = multiplier * base ** (repeat length - allowed length)
+    dry_allowed_length: int = 2  # DRY: repeats up to this long go unpenalised
+    dry_penalty_last_n: int = -1  # DRY: how many of the last tokens are searched; -1: all, 0: off
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", "\"", "*")  # DRY: repeats do not run across these
+    dry_breaker_sequences: Any = None  # the breakers as token sequences of the call's tokenizer (resolved, internal)
+    mirostat: int = 0  # 0: off, 1: mirostat (v1), 2: mirostat 2.0
+    mirostat_tau: float = 5.0  # target surprise, in bits
+    mirostat_eta: float = 0.1  # learning rate of mu
+    dynatemp_range: float = 0.0  # dynamic temperature in [temperature - range, temperature + range]; 0: off
+    dynatemp_exponent: float = 1.0  # the normalised entropy's exponent
+    # the OpenAI / vLLM parameters (decoding/processors/openai_penalties.py)
+    presence_penalty: float = 0.0  # subtracted once from every token generated so far
+    frequency_penalty: float = 0.0  # subtracted per occurrence among the generated tokens
+    logit_bias: Any = None  # {token id: additive bias}
+    allowed_token_ids: Any = None  # only these tokens may be generated
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
     compile: bool = False  # torch.compile the single-token decode step (cache="static" only; decoding/compiled.py)
+    # the processors' order: "transformers" (generate's, the default), "llama.cpp", "vllm", or a list of processor
+    # names reordered among themselves (processors/order.py); processor_order is the full order it resolves to
+    sampler_order: Any = "transformers"
     processor_order: tuple[str, ...] = field(default=TRANSFORMERS_PROCESSOR_ORDER)
 
     @property
@@ -179,7 +203,8 @@ class GenerationParams:
 
 # Names a caller may pass: GenerationConfig's (plus max_length) and decodelab's cache / compile settings.
 _OWN_FIELDS = {f.name for f in fields(GenerationParams)}
-ACCEPTED_NAMES = _OWN_FIELDS | {"max_length", "use_cache", "cache_implementation", "assistant_early_exit"}
+ACCEPTED_NAMES = (_OWN_FIELDS - {"dry_breaker_sequences"}) | {"max_length", "use_cache", "cache_implementation",
+                                                               "assistant_early_exit", "min_tokens"}
 
 
 def _model_generation_defaults(model: Any) -> dict[str, Any]:
@@ -265,6 +290,34 @@ def _unknown_names_error(unknown: list[str]) -> ValueError:
                       f"supported: {sorted(ACCEPTED_NAMES)}")
 
 
+def _alias(values: dict[str, Any], alias: str, name: str) -> None:
+    """Another engine's name for one of ours (vLLM's `min_tokens` is `min_new_tokens`): both given must agree."""
+    value = values.pop(alias, None)
+    if value is None:
+        return
+    given = values.get(name)
+    if given not in (None, 0) and (given != value or type(given) is not type(value)):
+        raise ValueError(f"{alias}={value!r} contradicts {name}={given!r}: they name the same setting, give one of them")
+    values[name] = value
+
+
+def _resolve_order(values: dict[str, Any]) -> None:
+    """processor_order from sampler_order (a name or a list), unless a full processor_order was given."""
+    sampler_order = values.get("sampler_order", "transformers")
+    check_sampler_order(sampler_order)
+    if isinstance(sampler_order, list):
+        sampler_order = tuple(sampler_order)
+    values["sampler_order"] = sampler_order
+    given = values.get("processor_order")
+    if given is not None:
+        if sampler_order != "transformers":
+            raise ValueError(f"processor_order and sampler_order={sampler_order!r} are both given: sampler_order "
+                             "names an order, processor_order spells one out; give one of them")
+        values["processor_order"] = _as_processor_order(given)
+        return
+    values["processor_order"] = order_of(sampler_order)
+
+
 def _alias_early_exit(values: dict[str, Any]) -> None:
     """generate's `assistant_early_exit=L` is our `draft_layers=L` (the first L layers propose)."""
     early = values.pop("assistant_early_exit", None)
@@ -320,6 +373,7 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values, origin = merge_sources(GLOBAL_DEFAULTS, _model_generation_defaults(model), passed, given)
     for name in cache_names:
         values.pop(name, None)
+    _alias(values, "min_tokens", "min_new_tokens")  # vLLM's name, before the lengths resolve
 
     if values.get("max_new_tokens") is None and origin.get("max_length") == DEFAULT:
         # generate's warning when only its model-agnostic default of 20 decides the length
@@ -333,7 +387,9 @@ def resolve_params(model: Any, prompt_length: int, max_positions: int | None = N
     values["eos_token_id"] = _as_token_tuple("eos_token_id", values.get("eos_token_id"))
     values["pad_token_id"] = default_pad(values["eos_token_id"], _as_pad_id(values.get("pad_token_id")))
     values["stop_strings"] = _as_stop_strings(values.get("stop_strings"))
-    values["processor_order"] = _as_processor_order(values.get("processor_order", TRANSFORMERS_PROCESSOR_ORDER))
+    _resolve_order(values)
+    if isinstance(values.get("dry_sequence_breakers"), list):  # a Hydra list or a caller's
+        values["dry_sequence_breakers"] = tuple(values["dry_sequence_breakers"])
     values["cache"] = cache
     _alias_early_exit(values)
     values["watermarking_config"] = as_watermark_settings(values.get("watermarking_config"))

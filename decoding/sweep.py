@@ -35,6 +35,7 @@ from .cache import KVCache
 from .loop import decode_n_tokens, init_state, prepare_call
 from .params import GenerationParams
 from .result import GenerationResult
+from .processors.draws import Draws
 from .processors.rows import ROW_PARAMETERS, build_row_processors
 
 RowGenerators = torch.Generator | Sequence[torch.Generator] | None
@@ -238,6 +239,8 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     kv = KVCache(p.cache, model, p.max_cache_len or prompt_len + p.max_new_tokens, compile=p.compile)
     prompt_start = (attention_mask == 0).sum(-1).index_select(0, prefix_rows) if state.padded else None
     processors = build_row_processors(params, rows_per_config, prompt_len, prompt_start, device, model, prefix_rows)
+    # XTC draws from each sampling configuration's (or row's) own stream, before its multinomial
+    draws = Draws([(start, stop, g) for start, stop, sample, g in groups if sample], len(prefix_rows))
     result = decode_n_tokens(model, state, kv, p, processors, None, tokenizer, sampler=GroupedSampler(groups),
-                             prefix_rows=prefix_rows)
+                             prefix_rows=prefix_rows, draws=draws)
     return split_result(result, len(params), rows_per_config)

@@ -22,9 +22,14 @@ from .guidance import build_guidance
 from .normalization import InfNanRemove, LogitNormalization
 from .penalties import (EncoderNoRepeatNGram, EncoderRepetitionPenalty, ExponentialDecayLengthPenalty, NoRepeatNGram,
                         RepetitionPenalty)
-from .temperature import Temperature
 from .truncation import EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical
 from .watermark import build_watermark
+from .dry import build_dry
+from .dynatemp import build_temperature
+from .mirostat import build_mirostat
+from .openai_penalties import build_allowed_token_ids, build_frequency_penalty, build_logit_bias, build_presence_penalty
+from .sigma import build_top_n_sigma
+from .xtc import build_xtc
 
 if TYPE_CHECKING:  # params.py imports this module for the order: no runtime import back
     from ..params import GenerationParams
@@ -36,10 +41,15 @@ if TYPE_CHECKING:  # params.py imports this module for the order: no runtime imp
 # and precedes renormalize_logits, as in generate.
 TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "guidance_scale",
+    "allowed_token_ids",
+    "logit_bias",
     "sequence_bias",
     "encoder_repetition_penalty",
     "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
     "no_repeat_ngram_size",
+    "dry_multiplier",
     "encoder_no_repeat_ngram_size",
     "bad_words_ids",
     "min_length",
@@ -52,6 +62,7 @@ TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "suppress_tokens",
     "begin_suppress_tokens",
     "temperature",
+    "top_n_sigma",
     "top_h",
     "top_k",
     "top_p",
@@ -59,9 +70,113 @@ TRANSFORMERS_PROCESSOR_ORDER: tuple[str, ...] = (
     "typical_p",
     "epsilon_cutoff",
     "eta_cutoff",
+    "xtc_probability",
+    "mirostat",
     "watermarking_config",
     "renormalize_logits",
 )
+
+# llama.cpp's default chain (common/common.h `samplers`: penalties, DRY, top-n-sigma, top-k, typical, top-p,
+# min-p, XTC, temperature; then mirostat or the final draw), its logit_bias first as common/sampling.cpp adds it.
+# The processors llama.cpp lacks keep their transformers neighbours: constraints before the penalties, the
+# other truncations (top-h, epsilon, eta) beside its own, the watermark and renormalisation last.
+LLAMA_CPP_PROCESSOR_ORDER: tuple[str, ...] = (
+    "guidance_scale",
+    "allowed_token_ids",
+    "logit_bias",
+    "sequence_bias",
+    "bad_words_ids",
+    "min_length",
+    "min_new_tokens",
+    "prefix_allowed_tokens_fn",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "encoder_repetition_penalty",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "dry_multiplier",
+    "top_n_sigma",
+    "top_k",
+    "typical_p",
+    "top_p",
+    "min_p",
+    "xtc_probability",
+    "top_h",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "temperature",
+    "mirostat",
+    "watermarking_config",
+    "renormalize_logits",
+)
+
+# vLLM's sampler (v1/sample/sampler.py): the token masks and logit_bias and min_tokens first (its non-argmax-
+# invariant logits processors), then the penalties (repetition, frequency, presence), then temperature, min-p
+# (an argmax-invariant processor), and top-k / top-p last. What vLLM lacks keeps its transformers neighbours.
+VLLM_PROCESSOR_ORDER: tuple[str, ...] = (
+    "guidance_scale",
+    "allowed_token_ids",
+    "bad_words_ids",
+    "logit_bias",
+    "min_length",
+    "min_new_tokens",
+    "sequence_bias",
+    "prefix_allowed_tokens_fn",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "encoder_repetition_penalty",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "dry_multiplier",
+    "temperature",
+    "min_p",
+    "top_k",
+    "top_p",
+    "top_n_sigma",
+    "top_h",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "xtc_probability",
+    "mirostat",
+    "watermarking_config",
+    "renormalize_logits",
+)
+
+SAMPLER_ORDERS: dict[str, tuple[str, ...]] = {
+    "transformers": TRANSFORMERS_PROCESSOR_ORDER,
+    "llama.cpp": LLAMA_CPP_PROCESSOR_ORDER,
+    "vllm": VLLM_PROCESSOR_ORDER,
+}
+
+
+def order_of(sampler_order) -> tuple[str, ...]:
+    """The full processor order a `sampler_order` names (validated by param_checks.check_sampler_order).
+
+    A name ("transformers", "llama.cpp", "vllm") gives that engine's order. A list of processor names reorders
+    just those among themselves: they take the places the transformers order gives them, in the list's order,
+    and every other processor stays where transformers puts it (["top_k", "top_p", "temperature"] moves
+    temperature after top-p and changes nothing else).
+    """
+    if isinstance(sampler_order, str):
+        return SAMPLER_ORDERS[sampler_order]
+    listed = list(sampler_order)
+    queue = iter(listed)
+    return tuple(next(queue) if name in listed else name for name in TRANSFORMERS_PROCESSOR_ORDER)
 
 
 def _ids(value) -> list[int]:
@@ -99,7 +214,8 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
         "min_length": lambda: MinLength(p.min_length, eos) if p.min_length > 0 and eos else None,
         "min_new_tokens": lambda: MinNewTokens(prompt_length, p.min_new_tokens, eos)
         if p.min_new_tokens > 0 and eos else None,
-        "temperature": lambda: Temperature(p.temperature) if sampling and p.temperature != 1.0 else None,
+        # temperature, or llama.cpp's entropy-based dynamic temperature when dynatemp_range > 0 (sampling only)
+        "temperature": lambda: build_temperature(p) if sampling else None,
         "top_k": lambda: TopK(p.top_k, keep) if sampling and p.top_k else None,
         "top_p": lambda: TopP(p.top_p, keep) if sampling and p.top_p < 1.0 else None,
         "min_p": lambda: MinP(p.min_p, keep) if sampling and p.min_p is not None else None,
@@ -127,6 +243,15 @@ def processor_factories(p: GenerationParams, prompt_length: int, prompt_start: t
                                                                 max(p.num_beams, p.num_return_sequences))
         if p.prefix_allowed_tokens_fn is not None else None,
         "top_h": lambda: TopH(p.top_h) if sampling and p.top_h is not None else None,
+        # llama.cpp's and vLLM's samplers (their own modules); the warpers act only when sampling, as above
+        "allowed_token_ids": lambda: build_allowed_token_ids(p),
+        "logit_bias": lambda: build_logit_bias(p),
+        "frequency_penalty": lambda: build_frequency_penalty(p, prompt_length),
+        "presence_penalty": lambda: build_presence_penalty(p, prompt_length),
+        "dry_multiplier": lambda: build_dry(p, prompt_length, prompt_start),
+        "top_n_sigma": lambda: build_top_n_sigma(p) if sampling else None,
+        "xtc_probability": lambda: build_xtc(p, keep) if sampling else None,
+        "mirostat": lambda: build_mirostat(p, model) if sampling else None,
     }
 
 

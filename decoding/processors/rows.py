@@ -30,7 +30,11 @@ if TYPE_CHECKING:  # params.py imports the package for the order: no runtime imp
 
 # Parameters that may differ between the configurations of one batched sweep.
 ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "guidance_scale",
-                  "watermarking_config")
+                  "watermarking_config",
+                  # llama.cpp's and vLLM's samplers: their classes build their own per-row versions (`for_rows`)
+                  "top_n_sigma", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base",
+                  "dry_allowed_length", "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta",
+                  "dynatemp_range", "dynatemp_exponent", "presence_penalty", "frequency_penalty")
 
 
 class RowTemperature(LogitsProcessor):
@@ -103,6 +107,11 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
         return _per_row(values, rows_per_config, dtype, device)[:, None]
 
     used = [p for p in built if p is not None]
+    # A class that knows its per-row version (the llama.cpp / vLLM samplers): configuration c's parameters on
+    # its rows, rows of configurations without it unchanged. Dynamic temperature also takes plain Temperature.
+    row_class = next((type(p) for p in used if hasattr(type(p), "for_rows")), None)
+    if row_class is not None:
+        return row_class.for_rows(built, rows_per_config, device)
     if name == "temperature":
         return RowTemperature(col([p.temperature if isinstance(p, Temperature) else 1.0 for p in built]))
     if name == "top_k":
@@ -150,7 +159,7 @@ def build_row_processors(params: Sequence[GenerationParams], rows_per_config: in
             continue
         if all(repr(p) == repr(built[0]) for p in built):  # the same processor on every row
             out.append(built[0])
-        elif name in ROW_PARAMETERS:
+        elif name in ROW_PARAMETERS or any(hasattr(type(p), "for_rows") for p in used):
             out.append(_row_version(name, built, rows_per_config, device, prompt_rows))
         else:  # the same processor, used by some configurations only (a sampling warper beside greedy rows)
             if any(repr(p) != repr(used[0]) for p in used):

@@ -20,12 +20,15 @@ from ..processors.normalization import InfNanRemove, LogitNormalization
 from ..processors.temperature import Temperature
 from ..processors.truncation import EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical
 from ..processors.constraints import SuppressTokens
+from ..processors.dynatemp import DynamicTemperature
+from ..processors.openai_penalties import AllowedTokenIds, LogitBias
+from ..processors.sigma import TopNSigma
 from ..hooks import merge_processors
 from .rows import SpecRows
 
 # Processors whose output depends on the scores alone (input_ids unread): one call for the whole block.
 HISTORY_FREE = (Temperature, TopK, TopP, MinP, Typical, EpsilonCutoff, EtaCutoff, TopH, SuppressTokens,
-                InfNanRemove, LogitNormalization)
+                InfNanRemove, LogitNormalization, TopNSigma, DynamicTemperature, LogitBias, AllowedTokenIds)
 
 
 def _history_free(processors: ProcessorList) -> bool:

@@ -177,8 +177,12 @@ def test_forced_bos_on_one_token_prompts_equals_generate(tiny_model, cache):
 
 
 def test_new_processors_sit_where_generate_puts_them():
-    """The order of GenerationMixin._get_logits_processor (transformers 5.24), names of our settings."""
-    assert P.TRANSFORMERS_PROCESSOR_ORDER == (
+    """The order of GenerationMixin._get_logits_processor (transformers 5.24), names of our settings; the samplers
+    transformers lacks (llama.cpp's, vLLM's) sit among them without changing their relative order."""
+    engines_own = {"allowed_token_ids", "logit_bias", "frequency_penalty", "presence_penalty", "dry_multiplier",
+                   "top_n_sigma", "xtc_probability", "mirostat"}
+    assert engines_own < set(P.TRANSFORMERS_PROCESSOR_ORDER)
+    assert tuple(n for n in P.TRANSFORMERS_PROCESSOR_ORDER if n not in engines_own) == (
         "guidance_scale",
         "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
         "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length",
