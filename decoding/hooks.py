@@ -38,7 +38,9 @@ from .processors import ProcessorList
 # the final renormalisation (`_get_logits_processor`). By class name, so that a new class only adds a name.
 AFTER_USER = {"Temperature", "TopH", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff",
               "RowTemperature", "RowTopK", "RowTopP", "RowMinP",  # generate_sweep's per-row warpers
-              "Watermark", "WatermarkLogitsProcessor", "LogitNormalization"}
+              "Watermark", "WatermarkLogitsProcessor", "LogitNormalization",
+              # llama.cpp's sampling-only samplers (processors/sigma.py, xtc.py, dynatemp.py, mirostat.py)
+              "TopNSigma", "XTC", "DynamicTemperature", "Mirostat", "MirostatV2"}
 # transformers' class name -> the name of our class computing the same: a user object of exactly that
 # transformers type takes our processor's place, as in `_merge_criteria_processor_list`.
 TWINS = {

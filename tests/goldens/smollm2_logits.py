@@ -42,6 +42,12 @@ def fingerprint(logits: np.ndarray) -> list[float]:
     return [round(float(v), 3) for row in logits for v in (row.sum(), row.max(), float(row.argmax()))]
 
 
+def same_fingerprint(recomputed: list[float], stored: list[float]) -> bool:
+    """Fingerprints equal up to the float32 summation order (thread counts change a 49k-term row sum's last
+    digits: 201730.844 vs 201731.125 seen), never up to a different model."""
+    return len(recomputed) == len(stored) and bool(np.allclose(recomputed, stored, rtol=1e-5, atol=2e-3))
+
+
 def main(path: str) -> None:
     from experiments.models import load_model
 
