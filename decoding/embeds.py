@@ -182,7 +182,7 @@ def prepare_embeds_call(model: Any, input_ids: Any, inputs_embeds: Any, attentio
     refuse_unsupported(p)
     p = without_encoder_input_params(p)
     check_tokenizer(tokenizer, p.stop_strings)
-    from .processors.dry import with_breakers
+    from .processors.dry_breakers import with_breakers
     p = with_breakers(p, tokenizer)  # DRY's breaker strings as this tokenizer's tokens
     mask = embeds_mask(ids, embeds, attention_mask, p.pad_token_id, p.eos_token_id)
     if ids is None:

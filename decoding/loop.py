@@ -38,7 +38,7 @@ from .inputs import check_attention_mask, check_generator, check_input_ids, chec
 from .params import GenerationParams, resolve_params
 from .processors import ProcessorList, build_processors
 from .processors.draws import Draws
-from .processors.dry import with_breakers
+from .processors.dry_breakers import with_breakers
 from .result import GenerationResult
 from .hooks import Recorder, Stops, check_streamer_rows, merge_processors
 from .state import DecodeState, init_state
