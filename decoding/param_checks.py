@@ -301,6 +301,21 @@ def _warn_ignored(p: GenerationParams) -> None:
     if ignored:
         warnings.warn(f"{ignored} only apply when sampling; do_sample=False ignores them, as generate does",
                       UserWarning, stacklevel=4)
+    if p.do_sample and p.mirostat != 0 and p.processor_order == SAMPLER_ORDERS["llama.cpp"]:
+        # llama.cpp's chain with mirostat is logit_bias, temperature, mirostat: asking for its order and keeping
+        # generate's default top_k=50 would silently give another method
+        kept = [name for name, on in (("top_k", p.top_k not in (None, 0)), ("top_p", p.top_p < 1.0),
+                                      ("min_p", p.min_p not in (None, 0.0)), ("typical_p", p.typical_p < 1.0),
+                                      ("top_n_sigma", p.top_n_sigma is not None),
+                                      ("xtc_probability", p.xtc_probability != 0),
+                                      ("dry_multiplier", p.dry_multiplier != 0),
+                                      ("repetition_penalty", p.repetition_penalty != 1.0),
+                                      ("dynatemp_range", p.dynatemp_range != 0)) if on]
+        if kept:
+            warnings.warn(f"mirostat={p.mirostat} with sampler_order='llama.cpp' still applies {kept} "
+                          f"({', '.join(f'{k}={getattr(p, k)!r}' for k in kept)}): llama.cpp skips those samplers "
+                          "when mirostat is on; set them to their neutral values (top_k=0, ...) for llama.cpp's chain",
+                          UserWarning, stacklevel=4)
     if p.num_beams == 1:
         beam_only = [name for name, neutral in {"length_penalty": 1.0, "early_stopping": False}.items()
                      if getattr(p, name) != neutral]
