@@ -40,7 +40,7 @@ AFTER_USER = {"Temperature", "TopH", "TopK", "TopP", "MinP", "Typical", "Epsilon
               "RowTemperature", "RowTopK", "RowTopP", "RowMinP",  # generate_sweep's per-row warpers
               "Watermark", "WatermarkLogitsProcessor", "LogitNormalization",
               # llama.cpp's sampling-only samplers (processors/sigma.py, xtc.py, dynatemp.py, mirostat.py)
-              "TopNSigma", "XTC", "DynamicTemperature", "Mirostat", "MirostatV2"}
+              "TopNSigma", "XTC", "DynamicTemperature", "Mirostat", "RowTopNSigma", "RowDynamicTemperature"}
 # transformers' class name -> the name of our class computing the same: a user object of exactly that
 # transformers type takes our processor's place, as in `_merge_criteria_processor_list`.
 TWINS = {

@@ -91,7 +91,9 @@ def check_batchable(params: Sequence[GenerationParams]) -> None:
         raise ValueError(f"configs[{i}] is {name}: a batched sweep runs one greedy / sampling decode loop, which "
                          "would ignore it; run these configurations one by one with generate")
     for f in fields(GenerationParams):
-        if f.name in ROW_PARAMETERS:
+        # dry_breaker_sequences is dry_sequence_breakers (compared) resolved for the sweep's one tokenizer, left
+        # unresolved where DRY is off: DRY's for_rows takes the table of the configurations that use it
+        if f.name in ROW_PARAMETERS or f.name == "dry_breaker_sequences":
             continue
         values = [getattr(p, f.name) for p in params]
         for i, value in enumerate(values):
@@ -209,9 +211,11 @@ def generate_sweep(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     Args:
         model: a transformers causal LM.
         input_ids: (B, T) left-padded prompts; attention_mask: (B, T) as for `generate`.
-        configs: C mappings of generate keywords. They may differ only in do_sample, temperature, top_k,
-            top_p, min_p, top_h, guidance_scale and watermarking_config; everything else (max_new_tokens,
-            penalties, EOS, cache, ...) must be equal.
+        configs: C mappings of generate keywords. They may differ only in the row parameters
+            (`decoding.processors.rows.ROW_PARAMETERS`): do_sample, temperature, top_k, top_p, min_p, top_h,
+            guidance_scale, watermarking_config, and llama.cpp's / vLLM's top_n_sigma, xtc_*, dry_* (not the
+            sequence breakers), mirostat*, dynatemp_*, presence_penalty and frequency_penalty; everything else
+            (max_new_tokens, sampler_order, repetition penalty, EOS, cache, ...) must be equal.
         generators: one entry per configuration: a seeded `torch.Generator` for the configuration's rows,
             or a list of B * num_return_sequences generators (one per row), or None for greedy ones.
         tokenizer: needed only for `stop_strings`.

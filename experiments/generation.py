@@ -157,7 +157,9 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
     """`generate_continuations` for several decoding configurations in one batch per prompt batch.
 
     The configurations may differ only in `decoding.processors.rows.ROW_PARAMETERS` (do_sample,
-    temperature, top_k, top_p, min_p, top_h, guidance_scale, watermarking_config); otherwise `decoding.generate_sweep` raises ValueError. Returns one
+    temperature, top_k, top_p, min_p, top_h, guidance_scale, watermarking_config, top_n_sigma, xtc_*, dry_*
+    but the breakers, mirostat*, dynatemp_*, presence / frequency penalties); otherwise
+    `decoding.generate_sweep` raises ValueError. Returns one
     GenerationRun per configuration, in order; run c's samples equal
     `generate_continuations(..., configs[c], ...)`'s, its timings are its shares of the shared batches.
     """

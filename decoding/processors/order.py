@@ -117,16 +117,16 @@ LLAMA_CPP_PROCESSOR_ORDER: tuple[str, ...] = (
     "renormalize_logits",
 )
 
-# vLLM's sampler (v1/sample/sampler.py): the token masks and logit_bias and min_tokens first (its non-argmax-
+# vLLM's sampler (v1/sample/sampler.py): the token masks (allowed ids, bad words), min_tokens and logit_bias first (its non-argmax-
 # invariant logits processors), then the penalties (repetition, frequency, presence), then temperature, min-p
 # (an argmax-invariant processor), and top-k / top-p last. What vLLM lacks keeps its transformers neighbours.
 VLLM_PROCESSOR_ORDER: tuple[str, ...] = (
     "guidance_scale",
     "allowed_token_ids",
     "bad_words_ids",
-    "logit_bias",
     "min_length",
     "min_new_tokens",
+    "logit_bias",
     "sequence_bias",
     "prefix_allowed_tokens_fn",
     "forced_bos_token_id",
