@@ -33,9 +33,13 @@ TRUNCATIONS = (
     ("epsilon_cutoff", "Epsilon", "\u03b5={}"),
     ("eta_cutoff", "Eta", "\u03b7={}"),
     ("top_h", "Top-h", "top_h={}"),
+    ("top_n_sigma", "Top-n\u03c3", "n\u03c3={}"),
 )
 NO_EFFECT = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (None, 0.0), "typical_p": (1.0, None),
-             "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None), "top_h": (None,)}
+             "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None), "top_h": (None,), "top_n_sigma": (None,)}
+MIROSTAT_FAMILIES = {1: "Mirostat", 2: "Mirostat 2.0"}
+XTC_MAX_USEFUL_THRESHOLD = 0.5  # above it XTC excludes nothing (llama.cpp's rule; decoding/processors/xtc.py)
+DEFAULT_SAMPLER_ORDER = "transformers"
 # WatermarkingConfig's defaults (transformers), for a run that names only some of its fields.
 WATERMARK_DEFAULTS = {"bias": 2.0, "greenlist_ratio": 0.25}
 FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling": 3, "Sampling": 4,
@@ -72,9 +76,19 @@ def family_and_params(dec: dict[str, Any]) -> tuple[str, list[str]]:
         if value is not None and value not in NO_EFFECT[key]:
             families.append(family)
             params.append(shown.format(_num(value)))
+    if dec.get("xtc_probability") not in (None, 0, 0.0) and dec.get("xtc_threshold", 0.1) <= XTC_MAX_USEFUL_THRESHOLD:
+        families.append("XTC")
+        params.append(f"xtc={_num(dec['xtc_probability'])}@{_num(dec.get('xtc_threshold', 0.1))}")
+    if dec.get("mirostat") in MIROSTAT_FAMILIES:
+        families.append(MIROSTAT_FAMILIES[dec["mirostat"]])
+        params.append(f"\u03c4={_num(dec.get('mirostat_tau', 5.0))}, \u03b7={_num(dec.get('mirostat_eta', 0.1))}")
     temperature = dec.get("temperature", 1.0)
     if temperature not in (1.0, None):
         params.append(f"t={_num(temperature)}")
+    if dec.get("dynatemp_range") not in (None, 0, 0.0):  # llama.cpp's entropy-based temperature, t +- range
+        exponent = dec.get("dynatemp_exponent", 1.0)
+        params.append(f"dynatemp \u00b1{_num(dec['dynatemp_range'])}"
+                      + (f" exp {_num(exponent)}" if exponent not in (1, 1.0, None) else ""))
     if beams > 1:
         return "Beam sampling", [f"b={beams}", *params]
     if not families:
@@ -89,6 +103,20 @@ def extras(dec: dict[str, Any]) -> list[str]:
         out.append(f"repetition penalty={_num(dec['repetition_penalty'])}")
     if dec.get("no_repeat_ngram_size") not in (None, 0):
         out.append(f"no-repeat n={_num(dec['no_repeat_ngram_size'])}")
+    if dec.get("dry_multiplier") not in (None, 0, 0.0) and dec.get("dry_penalty_last_n", -1) != 0:
+        out.append(f"DRY \u00d7{_num(dec['dry_multiplier'])}, base {_num(dec.get('dry_base', 1.75))}, "
+                   f"allowed {_num(dec.get('dry_allowed_length', 2))}")
+    for key, shown in (("presence_penalty", "presence"), ("frequency_penalty", "frequency")):
+        if dec.get(key) not in (None, 0, 0.0):
+            out.append(f"{shown} penalty={_num(dec[key])}")
+    biased = [k for k in dec if k.startswith("logit_bias.")] or list(dec.get("logit_bias") or ())
+    if biased:  # a tidy table flattens the {id: bias} mapping to `logit_bias.<id>` keys
+        out.append(f"logit bias on {len(biased)} ids")
+    if dec.get("allowed_token_ids") is not None:
+        out.append("allowed ids only")
+    order = dec.get("sampler_order", DEFAULT_SAMPLER_ORDER)
+    if order != DEFAULT_SAMPLER_ORDER:  # a name, or a list as the tidy table's JSON text
+        out.append(f"{order} order")
     if dec.get("guidance_scale") not in (None, 1, 1.0):
         out.append(f"CFG scale={_num(dec['guidance_scale'])}")
     watermark = watermark_of(dec)

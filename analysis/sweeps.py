@@ -32,9 +32,16 @@ META_COLUMNS = {"run", "source", "path"}
 QUALITY_PARAMS = ("decoding.top_p", "decoding.top_k", "decoding.temperature", "decoding.num_beams",
                   "decoding.min_p", "decoding.typical_p", "decoding.epsilon_cutoff", "decoding.eta_cutoff",
                   "decoding.top_h", "decoding.guidance_scale", "decoding.watermarking_config.bias",
-                  "decoding.watermarking_config.greenlist_ratio")
+                  "decoding.watermarking_config.greenlist_ratio",
+                  # llama.cpp's and vLLM's samplers
+                  "decoding.top_n_sigma", "decoding.xtc_probability", "decoding.xtc_threshold",
+                  "decoding.dry_multiplier", "decoding.dry_allowed_length", "decoding.dry_base", "decoding.mirostat_tau",
+                  "decoding.mirostat_eta", "decoding.dynatemp_range", "decoding.presence_penalty",
+                  "decoding.frequency_penalty")
 SPEED_PARAMS = ("prompts.batch_size", "decoding.num_beams", "cache.setting")
-DECODING_DEFAULTS = {"decoding.temperature": 1.0, "decoding.top_p": 1.0, "decoding.num_beams": 1}
+# sampler_order: runs written before config.yaml recorded it used transformers' order.
+DECODING_DEFAULTS = {"decoding.temperature": 1.0, "decoding.top_p": 1.0, "decoding.num_beams": 1,
+                     "decoding.sampler_order": "transformers"}
 # Settings the human continuations do not depend on.
 NOT_CONTEXT_PREFIXES = ("decoding.", "cache.", "task.", "perplexity.")
 NOT_CONTEXT = {"prompts.batch_size"}

@@ -9,6 +9,7 @@ Tables:
 - `holtzman_table`: Holtzman et al. 2020, Table 1: method, generation perplexity, Self-BLEU-4, Zipf
   coefficient, repetition %, MAUVE, with the human continuations first as the reference row. Human
   MAUVE is not measured (MAUVE compares generations against the human texts), so that cell says so.
+- `sampler_order_table`: each run's sampler order (`decoding.sampler_order`; transformers for runs that predate it).
 - `perplexity_table`: teacher-forced perplexity of the dataset beside the perplexity of generations.
 - `speed_table`: throughput and memory with the settings that drive them, and whether the run generated
   alone or batched with other configurations (`speed/sweep_configurations`): a batched job's speed is its
@@ -158,6 +159,20 @@ def holtzman_table(frame: pd.DataFrame) -> Table:
     for key in method_order(frame):
         table.rows.append(Row(labels[key], [metric_cell(frame, key, f"gen/{m}") for m, _ in HOLTZMAN_COLUMNS]))
     return note_caveats(table, frame)
+
+
+def sampler_order_table(frame: pd.DataFrame) -> Table:
+    """Each run's sampler order: the order its logits processors ran in (`decoding.sampler_order`)."""
+    labels = run_labels(frame)
+    orders = effective_settings(frame)["decoding.sampler_order"]  # runs that predate the key: transformers
+    table = Table("sampler-order", "Sampler order per run",
+                  "The order each run applied its logits processors in (decoding.sampler_order): transformers "
+                  "(penalties, temperature, then the truncations), llama.cpp (penalties, DRY, top-n\u03c3, top-k, "
+                  "typical, top-p, min-p, XTC, temperature last), vllm (penalties, temperature, min-p, top-k, top-p), "
+                  "or a list of processor names reordered among themselves. The same settings in another order are "
+                  "another method.", ["Method", "Sampler order"])
+    table.rows = [Row(labels[key], [Cell(orders[key])]) for key in method_order(frame)]
+    return table
 
 
 def perplexity_table(frame: pd.DataFrame) -> Table | None:

@@ -32,13 +32,39 @@ import yaml
 
 from experiments.job_lock import JobLock, JobLockedError, lock_holder, try_lock, wait_for_lock
 
-__all__ = ["NOT_IN_FINGERPRINT", "JobLock", "JobLockedError", "config_fingerprint", "config_differences",
-           "lock_holder", "move_aside", "read_finished", "read_json_or_move_aside", "try_lock", "wait_for_lock"]
+__all__ = ["NOT_IN_FINGERPRINT", "JobLock", "JobLockedError", "RECORDED_DEFAULTS", "config_fingerprint", "config_differences",
+           "lock_holder", "move_aside", "read_finished", "read_json_or_move_aside", "try_lock", "wait_for_lock",
+           "with_recorded_defaults"]
 
 log = logging.getLogger(__name__)
 
 # Parts of the config that change where or how results are shown (or how long to wait), not what they are.
 NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_metric", "lock_wait_s")
+
+
+# Settings every config.yaml records even where the config leaves them out (the report shows them per run), with
+# the value a run without them used. That value is left out of the fingerprint: configs written before a setting
+# was recorded keep their fingerprints, so their folders still resume.
+RECORDED_DEFAULTS: dict[str, dict[str, Any]] = {"decoding": {"sampler_order": "transformers"}}
+
+
+def with_recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (plain data) with each RECORDED_DEFAULTS setting its section lacks filled in; a section the config
+    does not have is not added."""
+    out = dict(config)
+    for section, defaults in RECORDED_DEFAULTS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**out[section], **{k: v for k, v in defaults.items() if k not in out[section]}}
+    return out
+
+
+def _without_recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` without the RECORDED_DEFAULTS settings that hold their default value (see there: old fingerprints)."""
+    out = dict(config)
+    for section, defaults in RECORDED_DEFAULTS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in defaults or v != defaults[k]}
+    return out
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
@@ -47,7 +73,7 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     Equal to `experiments.run.fingerprint(cfg)` for the config a job ran with, so it is what the job's
     metrics.json carries as `meta/fingerprint` unless config.yaml was edited afterwards.
     """
-    data = {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT}
+    data = {k: v for k, v in _without_recorded_defaults(config).items() if k not in NOT_IN_FINGERPRINT}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -63,8 +89,8 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(left: dict[str, Any], right: dict[str, Any], limit: int = 5) -> list[str]:
     """`key: left -> right` for each fingerprinted key (dotted) that differs; at most `limit`, then a count."""
-    a = _flatten({k: v for k, v in left.items() if k not in NOT_IN_FINGERPRINT})
-    b = _flatten({k: v for k, v in right.items() if k not in NOT_IN_FINGERPRINT})
+    a = _flatten({k: v for k, v in with_recorded_defaults(left).items() if k not in NOT_IN_FINGERPRINT})
+    b = _flatten({k: v for k, v in with_recorded_defaults(right).items() if k not in NOT_IN_FINGERPRINT})
     absent = "<absent>"
     keys = sorted(k for k in set(a) | set(b) if a.get(k, absent) != b.get(k, absent))
     shown = [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}" for k in keys[:limit]]

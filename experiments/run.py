@@ -48,7 +48,8 @@ from omegaconf import DictConfig, OmegaConf
 import decoding
 from experiments.generation import GenerationRun, precomputed_run
 from experiments.faults import failpoint
-from experiments.jobs import NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside
+from experiments.jobs import (NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside,
+                             with_recorded_defaults)
 from experiments.job_lock import check_wait, wait_for_lock
 from experiments import validate
 from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
@@ -84,9 +85,10 @@ def build(node: DictConfig) -> Any:
 
 
 def plain(cfg: DictConfig, drop: tuple[str, ...] = ("hydra",)) -> dict[str, Any]:
-    """The resolved config as plain data, without the `hydra` node (present when tests compose with it)."""
+    """The resolved config as plain data, without the `hydra` node (present when tests compose with it), with the
+    settings every config.yaml records (`experiments.jobs.RECORDED_DEFAULTS`: decoding.sampler_order)."""
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in drop])
-    return OmegaConf.to_container(kept, resolve=True)
+    return with_recorded_defaults(OmegaConf.to_container(kept, resolve=True))
 
 
 def fingerprint(cfg: DictConfig) -> str:
