@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from decoding.params import resolve_params
 from decoding.processors.dry import DRY, build_dry
 from decoding.processors.dry_breakers import BreakerTable, resolve_breakers, with_breakers
 from tests.goldens.smollm2_logits import fingerprint, next_token_logits, same_fingerprint
+from tests.goldens.golden_dir import llama_golden
 
-GOLDEN = json.loads((Path(__file__).parent / "goldens" / "llama_dry.json").read_text())
+GOLDEN = json.loads(llama_golden("llama_dry.json").read_text())
 TOLERANCE = 1e-6
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,13 +35,14 @@ from decoding.processors.xtc import XTC, build_xtc, exclude_top_choices
 from decoding.sweep import generate_sweep
 from tests.decoding.test_processor_properties import PROPERTY, score_tensors
 from tests.goldens.smollm2_logits import fingerprint, next_token_logits
+from tests.goldens.golden_dir import llama_golden
 
 INF = math.inf
 
 
 def GenerationParams(**given) -> _Params:
     return _Params(max_new_tokens=4, **given)
-GOLDEN = json.loads((Path(__file__).parent / "goldens" / "llama_truncation.json").read_text())
+GOLDEN = json.loads(llama_golden("llama_truncation.json").read_text())
 
 
 class FixedDraws:
@@ -352,7 +352,7 @@ def test_golden_file_is_small_and_says_how_it_was_made():
     assert GOLDEN["versions"]["llama_cpp_python"] and "llama_truncation" in GOLDEN["command"]
     kinds = {case["chain"][-1][0] for case in GOLDEN["cases"]}
     assert kinds == {"top_n_sigma", "xtc", "temp_ext"}
-    assert (Path(__file__).parent / "goldens" / "llama_truncation.json").stat().st_size < 1_500_000
+    assert llama_golden("llama_truncation.json").stat().st_size < 1_500_000
 
 
 @pytest.mark.parametrize("row", range(len(GOLDEN["random_logits"])))

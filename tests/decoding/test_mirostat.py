@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,9 +33,10 @@ from decoding.processors.temperature import Temperature
 from decoding.sweep import generate_sweep
 from tests.decoding.test_processor_properties import PROPERTY, score_tensors
 from tests.goldens.smollm2_logits import next_token_logits, same_fingerprint, fingerprint
+from tests.goldens.golden_dir import llama_golden
 
 INF = math.inf
-GOLDEN_PATH = Path(__file__).parent / "goldens" / "llama_mirostat.json"
+GOLDEN_PATH = llama_golden("llama_mirostat.json")
 GOLDEN = json.loads(GOLDEN_PATH.read_text())
 
 

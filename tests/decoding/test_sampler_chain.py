@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,8 +35,9 @@ from decoding.processors.draws import Draws
 from decoding.processors.dry_breakers import with_breakers
 from decoding.processors.order import build_processors
 from tests.goldens.smollm2_logits import fingerprint, next_token_logits, same_fingerprint
+from tests.goldens.golden_dir import llama_golden
 
-GOLDEN = json.loads((Path(__file__).parent / "goldens" / "llama_chain.json").read_text())
+GOLDEN = json.loads(llama_golden("llama_chain.json").read_text())
 SETTINGS = GOLDEN["settings"]
 TOLERANCE = 1e-6
 

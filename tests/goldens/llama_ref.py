@@ -104,7 +104,11 @@ def versions() -> dict:
 
 
 def write_golden(path: Path, command: str, cases: list, **extra) -> None:
-    """The golden file: what made it (versions, command), then the cases."""
+    """The golden file: what made it (versions, command), then the cases. DECODELAB_GOLDEN_DIR, when set, is
+    written instead of tests/decoding/goldens/ (tests/decoding/test_llama_live.py remakes the goldens there)."""
+    import os
+    if os.environ.get("DECODELAB_GOLDEN_DIR"):
+        path = Path(os.environ["DECODELAB_GOLDEN_DIR"]) / path.name
     payload = {"reference": "llama.cpp via llama-cpp-python", "versions": versions(), "command": command,
                **extra, "cases": cases}
     path.parent.mkdir(parents=True, exist_ok=True)
