@@ -260,3 +260,23 @@ def test_a_logit_bias_outside_the_vocabulary_fails_after_loading_before_work(tmp
         run(cfg)
     assert not (out / "samples.jsonl").exists() and not (out / "metrics.json").exists()
     assert not (out.parent / "outputs_root" / "cache").exists()  # the perplexity of task=both did not start
+
+
+def test_a_multirun_over_the_new_samplers_shares_one_batched_generation(tmp_path):
+    # the real command line and the default (batched) launcher: XTC x DRY x presence on the tiny model, 2 x 2 x 1
+    # jobs differing in row parameters only, all in one batched generation; each writes its own config and samples
+    done = run_cli(["-m", *TINY_RUN, "task=generate", "logger=none", "metrics.mauve=false", "prompts.num_prompts=2",
+                    "decoding=xtc", "decoding.xtc_probability=0.5,1.0", "+decoding.dry_multiplier=0,0.8",
+                    "+decoding.presence_penalty=0.5", "hydra.sweep.dir=outputs/multirun/xtc_dry"], tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "batched generation for jobs #0, #1, #2, #3 (4 configurations)" in log, log[-3000:]
+    folders = sorted((tmp_path / "outputs" / "multirun" / "xtc_dry").glob("*/metrics.json"))
+    assert len(folders) == 4
+    settings = set()
+    for metrics in folders:
+        config = yaml.safe_load((metrics.parent / "config.yaml").read_text())["decoding"]
+        assert config["sampler_order"] == "llama.cpp" and config["presence_penalty"] == 0.5
+        settings.add((config["xtc_probability"], config["dry_multiplier"]))
+        assert (metrics.parent / "samples.jsonl").read_text().count("\n") == 2
+    assert settings == {(0.5, 0), (0.5, 0.8), (1.0, 0), (1.0, 0.8)}
