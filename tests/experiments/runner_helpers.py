@@ -86,3 +86,39 @@ def sweep_and_alone(cfgs: list) -> list:
         assert len(batched.samples) == len(pairs)
         assert_same_samples(batched.samples, alone.samples)
     return list(zip(runs, alones))
+
+
+def run_and_read(base: list[str], out: Path, *overrides: str) -> tuple[dict, list[dict]]:
+    """Run the runner in-process on `base` + `overrides` into `out`: (its metrics.json, its samples.jsonl rows)."""
+    import json
+
+    from experiments.run import run
+
+    run(compose_config([*base, *overrides], out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    return metrics, [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def direct_generation(base: list[str], out: Path, extra=lambda keywords: {}):
+    """A function keywords -> the token ids of each sample `generate_continuations(keywords)` writes, on the
+    runner's model and prompts for `base` (cached per keywords); `extra(keywords)` adds objects (a model)."""
+    import torch
+
+    from experiments.generation import generate_continuations
+    from experiments.run import build, prompt_pairs
+
+    cfg = compose_config(base, out)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = build(cfg.model)
+    pairs = prompt_pairs(cfg, build(cfg.dataset), tokenizer)
+    done: dict[str, list] = {}
+
+    def generate(keywords):
+        key = repr(sorted(keywords.items()))
+        if key not in done:
+            gen = generate_continuations(model, tokenizer, pairs, {**keywords, **extra(keywords)},
+                                         batch_size=cfg.prompts.batch_size, seed=cfg.seed, progress=False)
+            done[key] = [s["token_ids"] for s in gen.samples]
+        return done[key]
+
+    return generate

@@ -12,7 +12,6 @@ loads.
 """
 
 import itertools
-import json
 
 import pytest
 import yaml
@@ -21,8 +20,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.batched_sweep import group_jobs
 from experiments.jobs import config_fingerprint
-from experiments.run import build, check_config, fingerprint, prompt_pairs, run
-from tests.experiments.runner_helpers import TINY_RUN, compose_config, run_cli, sweep_and_alone
+from experiments.run import check_config, fingerprint, run
+from tests.experiments.runner_helpers import (TINY_RUN, compose_config, direct_generation, run_and_read, run_cli,
+                                              sweep_and_alone)
 
 # SmolLM2, one batch of two prompts of 16 tokens, 16 new tokens; no MAUVE, no W&B
 RUN = [*TINY_RUN, "model=smollm2", "task=generate", "logger=none", "metrics.mauve=false", "prompts.num_prompts=2",
@@ -49,31 +49,13 @@ CONFIGS = {
 
 
 def run_job(out, *overrides):
-    run(compose_config([*RUN, *overrides], out))
-    metrics = json.loads((out / "metrics.json").read_text())
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    return metrics, samples
+    return run_and_read(RUN, out, *overrides)
 
 
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory):
     """generate(**keywords) on the runner's model and prompts: the token ids of each sample, in order."""
-    from experiments.generation import generate_continuations
-
-    cfg = compose_config(RUN, tmp_path_factory.mktemp("direct") / "run")
-    model, tokenizer = build(cfg.model)
-    pairs = prompt_pairs(cfg, build(cfg.dataset), tokenizer)
-    done = {}
-
-    def generate(keywords):
-        key = repr(sorted(keywords.items()))
-        if key not in done:
-            gen = generate_continuations(model, tokenizer, pairs, dict(keywords), batch_size=cfg.prompts.batch_size,
-                                         seed=cfg.seed, progress=False)
-            done[key] = [s["token_ids"] for s in gen.samples]
-        return done[key]
-
-    return generate
+    return direct_generation(RUN, tmp_path_factory.mktemp("direct") / "run")
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from experiments.batched_sweep import group_jobs
-from experiments.run import build, check_config, prompt_pairs, run
-from tests.experiments.runner_helpers import TINY_RUN, compose_config, run_cli
+from experiments.run import check_config, run
+from tests.experiments.runner_helpers import TINY_RUN, compose_config, direct_generation, run_and_read, run_cli
 
 RUN = [*TINY_RUN, "task=generate", "logger=none", "metrics.mauve=false", "prompts.num_prompts=2"]  # one batch
 GREEDY = dict(do_sample=False, max_new_tokens=8)
@@ -38,35 +38,17 @@ PLAIN = {name: SAMPLING if name == "mbr" else GREEDY for name in CONFIGS}
 
 
 def run_job(out, *overrides):
-    run(compose_config([*RUN, *overrides], out))
-    metrics = json.loads((out / "metrics.json").read_text())
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    return metrics, samples
+    return run_and_read(RUN, out, *overrides)
 
 
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory):
     """generate(**keywords) on the runner's model and prompts: the token ids of each sample, in order."""
-    from experiments.generation import generate_continuations
     from experiments.models import load_model
 
-    cfg = compose_config(RUN, tmp_path_factory.mktemp("direct") / "run")
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = build(cfg.model)
-    pairs = prompt_pairs(cfg, build(cfg.dataset), tokenizer)
     amateur, _ = load_model("tiny_llama", seed=1)  # conf/amateur/tiny_llama.yaml
-    done = {}
-
-    def generate(keywords):
-        key = repr(sorted(keywords.items()))
-        if key not in done:
-            keywords = dict(keywords, **({"amateur_model": amateur} if keywords.get("amateur_model") else {}))
-            gen = generate_continuations(model, tokenizer, pairs, keywords, batch_size=cfg.prompts.batch_size,
-                                         seed=cfg.seed, progress=False)
-            done[key] = [s["token_ids"] for s in gen.samples]
-        return done[key]
-
-    return generate
+    return direct_generation(RUN, tmp_path_factory.mktemp("direct") / "run",
+                             lambda keywords: {"amateur_model": amateur} if keywords.get("amateur_model") else {})
 
 
 def test_a_plain_run_has_no_amateur_key(tmp_path):

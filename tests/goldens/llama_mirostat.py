@@ -36,13 +36,11 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from tests.goldens.llama_ref import apply_chain, write_golden
+from tests.goldens.llama_ref import MAX_STORED, TOP_STORED, stored, apply_chain, write_golden
 from tests.goldens.smollm2_logits import fingerprint
 
 OUT = Path(__file__).resolve().parents[1] / "decoding" / "goldens" / "llama_mirostat.json"
 COMMAND = "/work/ref-llama/bin/python -m tests.goldens.llama_mirostat /tmp/decodelab-smollm2-logits.npz"
-MAX_STORED = 512
-TOP_STORED = 32
 TOP_LOGITS = 1024  # SmolLM2's highest logits stored per row: more than any stored survivor set
 MU_OFFSET = {1: 24, 2: 16}  # bytes from the context's start to its float mu (the struct layouts above)
 HEAD = 100  # v1's m, as common/sampling.cpp passes it
@@ -52,17 +50,6 @@ def mu_of(sampler, version: int) -> float:
     """The sampler's current mu, read from its context struct."""
     ctx = ctypes.cast(sampler, ctypes.POINTER(llama_cpp.llama_sampler)).contents.ctx
     return ctypes.cast(ctx + MU_OFFSET[version], ctypes.POINTER(ctypes.c_float)).contents.value
-
-
-def stored(result: dict) -> dict:
-    """Survivors as ids and probs sorted by id; past MAX_STORED, the count and the TOP_STORED most likely."""
-    order = sorted(range(len(result["ids"])), key=lambda i: result["ids"][i])
-    ids = [result["ids"][i] for i in order]
-    probs = [result["probs"][i] for i in order]
-    if len(ids) <= MAX_STORED:
-        return {"ids": ids, "probs": probs}
-    top = sorted(range(len(ids)), key=lambda i: -probs[i])[:TOP_STORED]
-    return {"n_ids": len(ids), "top_ids": [ids[i] for i in top], "top_probs": [probs[i] for i in top]}
 
 
 def run(source: str, rows: list[int], table: list[np.ndarray], version: int, tau: float, eta: float, seed: int,
@@ -82,7 +69,7 @@ def run(source: str, rows: list[int], table: list[np.ndarray], version: int, tau
         chosen = result["probs"][result["ids"].index(result["selected"])]
         expected = np.float32(mu) - np.float32(eta) * (np.float32(-math.log2(chosen)) - np.float32(tau))
         assert abs(after - expected) < 1e-4, (after, expected)  # mu moved by llama.cpp's rule
-        steps.append({"row": row, "mu": mu, "selected": result["selected"], **stored(result)})
+        steps.append({"row": row, "mu": mu, "selected": result["selected"], **stored(result, MAX_STORED, TOP_STORED)})
         mu = after
     for s in (temp, sampler):
         if s is not None:

@@ -99,6 +99,21 @@ def survivors(array: llama_cpp.llama_token_data_array) -> dict:
     return {"ids": ids, "logits": values, "probs": [float(np.float32(p)) for p in probs], "selected": selected}
 
 
+MAX_STORED = 512  # a result with more survivors (e.g. the whole SmolLM2 vocabulary) is stored in part:
+TOP_STORED = 32  # its count and its most likely ids and probabilities
+
+
+def stored(result: dict, max_stored: int = MAX_STORED, top_stored: int = TOP_STORED) -> dict:
+    """Survivors as ids and probs sorted by id; past `max_stored`, the count and the `top_stored` most likely."""
+    order = sorted(range(len(result["ids"])), key=lambda i: result["ids"][i])
+    ids = [result["ids"][i] for i in order]
+    probs = [result["probs"][i] for i in order]
+    if len(ids) <= max_stored:
+        return {"ids": ids, "probs": probs}
+    top = sorted(range(len(ids)), key=lambda i: -probs[i])[:top_stored]
+    return {"n_ids": len(ids), "top_ids": [ids[i] for i in top], "top_probs": [probs[i] for i in top]}
+
+
 def versions() -> dict:
     return {"llama_cpp_python": llama_cpp.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
 

@@ -26,13 +26,11 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from tests.goldens.llama_ref import apply_chain, write_golden
+from tests.goldens.llama_ref import MAX_STORED, TOP_STORED, stored, apply_chain, write_golden
 from tests.goldens.smollm2_logits import fingerprint
 
 OUT = Path(__file__).resolve().parents[1] / "decoding" / "goldens" / "llama_truncation.json"
 COMMAND = "/work/ref-llama/bin/python -m tests.goldens.llama_truncation /tmp/decodelab-smollm2-logits.npz"
-MAX_STORED = 512
-TOP_STORED = 32
 TOP_LOGITS = 64  # SmolLM2's highest logits stored per row (every top-k chain here keeps at most 40)
 XTC_STEPS = 12  # steps of one XTC sampler with 0 < p < 1
 
@@ -50,17 +48,6 @@ def sampler(spec: list):
     if name == "temp_ext":
         return llama_cpp.llama_sampler_init_temp_ext(*(float(a) for a in args))
     raise ValueError(name)
-
-
-def stored(result: dict) -> dict:
-    """Survivors as ids and probs sorted by id; past MAX_STORED, the count and the TOP_STORED most likely."""
-    order = sorted(range(len(result["ids"])), key=lambda i: result["ids"][i])
-    ids = [result["ids"][i] for i in order]
-    probs = [result["probs"][i] for i in order]
-    if len(ids) <= MAX_STORED:
-        return {"ids": ids, "probs": probs}
-    top = sorted(range(len(ids)), key=lambda i: -probs[i])[:TOP_STORED]
-    return {"n_ids": len(ids), "top_ids": [ids[i] for i in top], "top_probs": [probs[i] for i in top]}
 
 
 def mt19937_chances(seed: int, n: int) -> list[float]:
@@ -85,7 +72,7 @@ def chain_cases(source: str, row: int, logits: np.ndarray) -> list[dict]:
     cases = []
     for chain in chains:
         result = apply_chain([sampler(s) for s in chain], logits)
-        cases.append({"source": source, "row": row, "chain": chain, **stored(result)})
+        cases.append({"source": source, "row": row, "chain": chain, **stored(result, MAX_STORED, TOP_STORED)})
     return cases
 
 
