@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.runs import is_missing
+from experiments.jobs import RECORDED_DEFAULTS
 
 GENERATE_DEFAULT_TOP_K = 50
 
@@ -39,7 +40,7 @@ NO_EFFECT = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (None, 0.0), "ty
              "epsilon_cutoff": (0.0, None), "eta_cutoff": (0.0, None), "top_h": (None,), "top_n_sigma": (None,)}
 MIROSTAT_FAMILIES = {1: "Mirostat", 2: "Mirostat 2.0"}
 XTC_MAX_USEFUL_THRESHOLD = 0.5  # above it XTC excludes nothing (llama.cpp's rule; decoding/processors/xtc.py)
-DEFAULT_SAMPLER_ORDER = "transformers"
+DEFAULT_SAMPLER_ORDER = RECORDED_DEFAULTS["decoding"]["sampler_order"]  # what runs without the key used
 # WatermarkingConfig's defaults (transformers), for a run that names only some of its fields.
 WATERMARK_DEFAULTS = {"bias": 2.0, "greenlist_ratio": 0.25}
 FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling": 3, "Sampling": 4,

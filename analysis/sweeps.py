@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.methods import decoding_of, method_label, method_sort_key
 from analysis.runs import is_missing
+from experiments.jobs import RECORDED_DEFAULTS
 
 # Config keys that say where or how results are shown, not what they are.
 NOT_SETTINGS_PREFIXES = ("paths.", "logger.", "hydra.")
@@ -39,9 +40,9 @@ QUALITY_PARAMS = ("decoding.top_p", "decoding.top_k", "decoding.temperature", "d
                   "decoding.mirostat_eta", "decoding.dynatemp_range", "decoding.presence_penalty",
                   "decoding.frequency_penalty")
 SPEED_PARAMS = ("prompts.batch_size", "decoding.num_beams", "cache.setting")
-# sampler_order: runs written before config.yaml recorded it used transformers' order.
+# RECORDED_DEFAULTS (sampler_order): what runs written before config.yaml recorded them used.
 DECODING_DEFAULTS = {"decoding.temperature": 1.0, "decoding.top_p": 1.0, "decoding.num_beams": 1,
-                     "decoding.sampler_order": "transformers"}
+                     **{f"decoding.{k}": v for k, v in RECORDED_DEFAULTS["decoding"].items()}}
 # Settings the human continuations do not depend on.
 NOT_CONTEXT_PREFIXES = ("decoding.", "cache.", "task.", "perplexity.")
 NOT_CONTEXT = {"prompts.batch_size"}

@@ -54,7 +54,6 @@ def test_our_samplers_equal_llama_cpp_run_now(script, smollm2_logits, tmp_path):
     for key in ("settings", "histories"):  # the seeded draws are the same: the same cases, recomputed
         assert remade.get(key) == stored.get(key), key
     assert len(remade["cases"]) == len(stored["cases"])
-    checked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow or slow",
-                              CHECKS[script]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    checked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", CHECKS[script]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     summary = checked.stdout.strip().splitlines()[-1]
     assert checked.returncode == 0 and " passed" in summary and "skipped" not in summary, checked.stdout[-3000:]
