@@ -1,14 +1,16 @@
 """Cost per decode step of the llama.cpp / vLLM samplers (issue 15) against one SmolLM2 decode forward.
 
-    .venv/bin/python -m bench.processor_cost [--threads 1] [--repeats 15]
+    .venv/bin/python -m bench.processor_cost [--threads 1] [--repeats 15] [--only mirostat dry ...]
 
 Each processor is built as generate builds it (resolve_params + build_processors, DRY's breakers resolved for
 SmolLM2's tokenizer, XTC bound to a seeded stream) and called on SmolLM2's real logits for a real history (State
 of the Union text) at batch 1 and 32, over its 49152-token vocabulary. The forward is one new token per row with
 a dynamic KV cache holding a 512-token history (cropped back after each call), timed the same way in the same
-run. Stateful processors are timed for a whole step (call + observe). DRY is timed as the loop calls it: the
-history one token longer each call (its incremental cache), after a first call that computes from scratch; its
-2048-token rows are compared with the 512-token forward (the longer forward would only lower the fraction).
+run. Stateful processors are timed for a whole step (call + observe; the token drawn between them untimed, its
+softmax handed to observe as the loop's sampler hands it).
+DRY is timed as the loop calls it: the history one token longer each call (its incremental cache), after a
+first call that computes from scratch; its 2048-token rows are compared with the 512-token forward (the longer
+forward would only lower the fraction).
 Target: each processor <= 2% of the forward. Medians over repeats; the machine's load is printed.
 """
 
@@ -95,18 +97,28 @@ def processor_ms(name, keywords, tokenizer, history, logits, batch, repeats) -> 
             times = [timed(lambda g=g: procs(g, scores))[1] for g in grown]
             return 1000 * statistics.median(times[1:]), first
         procs = fresh()
-
-        def step():
-            out = procs(ids, scores)
-            if procs.stateful:
-                procs.observe(out.argmax(-1), out)
-        return median_ms(step, repeats), None
+        if not procs.stateful:
+            return median_ms(lambda: procs(ids, scores), repeats), None
+        # A stateful step is the call and observe; the token between them is drawn untimed (the loop's
+        # sampler, not the processor), from the processed scores with a seeded generator, so mirostat's mu
+        # follows a real trajectory rather than drifting as under argmax.
+        generator = torch.Generator().manual_seed(1)
+        times = []
+        for _ in range(repeats + 1):
+            out, call = timed(lambda: procs(ids, scores))
+            probs = torch.softmax(out, -1)  # the sampler's, handed to observe as the loop does
+            tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (B,)
+            _, observe = timed(lambda: procs.observe(tokens, out, probs))
+            times.append(call + observe)
+        return 1000 * statistics.median(times[1:]), None  # the first step warms up
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                        help="time only the settings whose names start with these (e.g. mirostat dry)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average at start {os.getloadavg()}")
@@ -119,6 +131,8 @@ def main() -> None:
     print(f"{'processor':28} {'batch':>5} {'hist':>5} {'ms/step':>8} {'fwd ms':>7} {'share':>7}  target <= 2%")
     over = []
     for name, keywords in SETTINGS.items():
+        if args.only is not None and not name.startswith(tuple(args.only)):
+            continue
         for batch in (1, 32):
             for length in ((512, 2048) if name.startswith("dry") else (512,)):
                 ms, first = processor_ms(name, keywords, tokenizer, long[-length:], logits, batch, args.repeats)

@@ -93,14 +93,6 @@ class Forward:
         return torch.cat([prompt, new.to(prompt.dtype)], dim=1)
 
 
-def select_tokens(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """(B,) next tokens: argmax, or one multinomial draw per row from softmax(scores)."""
-    if not do_sample:
-        return torch.argmax(scores, dim=-1)
-    probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-
-
 def chosen_logprob(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """(B,) log softmax(scores)[token] without materialising the (B, V) log-softmax."""
     return scores.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)
@@ -118,9 +110,27 @@ def check_finite(logits: torch.Tensor, step: int) -> None:
 Sampler = Callable[[torch.Tensor], torch.Tensor]  # processed scores (B, V) -> next tokens (B,)
 
 
+class BatchSampler:
+    """One rule for the whole batch: argmax, or one multinomial over all rows from `generator`.
+
+    `probs` keeps the step's softmax(scores) (None when greedy) for the processors' observe (mirostat's
+    update), so a stateful step does not compute the same (B, V) softmax twice.
+    """
+
+    def __init__(self, do_sample: bool, generator: torch.Generator | None):
+        self.do_sample, self.generator = do_sample, generator
+        self.probs: torch.Tensor | None = None
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B,)
+        if not self.do_sample:
+            return torch.argmax(scores, dim=-1)
+        self.probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(self.probs, num_samples=1, generator=self.generator).squeeze(1)
+
+
 def batch_sampler(do_sample: bool, generator: torch.Generator | None) -> Sampler:
     """One rule for the whole batch: argmax, or one multinomial over all rows from `generator`."""
-    return lambda scores: select_tokens(scores, do_sample, generator)
+    return BatchSampler(do_sample, generator)
 
 
 def decode_one_token(forward: Forward, state: DecodeState, processors: ProcessorList, sampler: Sampler,
@@ -210,8 +220,10 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         if step == 0 and prefix_rows is not None:
             state, logits = copy_prefix(state, kv, logits, prefix_rows)
         next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
-        if stateful:
-            processors.observe(next_tokens, scores)
+        if stateful:  # the sampler's own softmax where it drew from one (the same bits observe would compute)
+            processors.observe(next_tokens, scores, getattr(sampler, "probs", None))
+            if hasattr(sampler, "probs"):
+                sampler.probs = None  # not held across the step
         recorder.add(scores, logits)
         if pads_finished:
             next_tokens = torch.where(unfinished, next_tokens, pad)

@@ -43,10 +43,12 @@ RowGenerators = torch.Generator | Sequence[torch.Generator] | None
 
 class GroupedSampler:
     """Chooses each row's next token: argmax for greedy rows; for sampling rows, one multinomial per group
-    of rows [start, stop) from that group's generator, in row order (as a run of that group alone draws)."""
+    of rows [start, stop) from that group's generator, in row order (as a run of that group alone draws).
+    `probs` keeps the step's softmax (None when every row is greedy) for the processors' observe."""
 
     def __init__(self, groups: list[tuple[int, int, bool, torch.Generator | None]]):
         self.groups = groups
+        self.probs: torch.Tensor | None = None
         self.any_greedy = any(not sample for _, _, sample, _ in groups)
         self.any_sampling = any(sample for _, _, sample, _ in groups)
 
@@ -55,7 +57,7 @@ class GroupedSampler:
                                                                                        dtype=torch.long)
         if not self.any_sampling:  # an all-greedy batch needs no (R, V) softmax
             return tokens
-        probs = torch.softmax(scores, dim=-1)
+        probs = self.probs = torch.softmax(scores, dim=-1)
         for start, stop, sample, generator in self.groups:
             if sample:
                 tokens[start:stop] = torch.multinomial(probs[start:stop], 1, generator=generator).squeeze(1)

@@ -27,8 +27,9 @@ class LogitsProcessor:
     def bind(self, draws: Any) -> None:
         """Receive the run's random stream (a `draws.Draws`) before the first step; only XTC draws."""
 
-    def observe(self, tokens: torch.Tensor, scores: torch.Tensor) -> None:
-        """After a step: `tokens` (B,) were chosen from `scores` (B, V), this list's output (mirostat's update)."""
+    def observe(self, tokens: torch.Tensor, scores: torch.Tensor, probs: torch.Tensor | None = None) -> None:
+        """After a step: `tokens` (B,) were chosen from `scores` (B, V), this list's output (mirostat's update);
+        `probs`: softmax(scores) where the sampler computed it (None: compute it if needed)."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -56,10 +57,10 @@ class ProcessorList(list):
             if getattr(processor, "stateful", False):
                 processor.bind(draws)
 
-    def observe(self, tokens: torch.Tensor, scores: torch.Tensor) -> None:
+    def observe(self, tokens: torch.Tensor, scores: torch.Tensor, probs: torch.Tensor | None = None) -> None:
         for processor in self:
             if getattr(processor, "stateful", False):
-                processor.observe(tokens, scores)
+                processor.observe(tokens, scores, probs)
 
 
 class ValueRepr:

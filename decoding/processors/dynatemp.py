@@ -14,9 +14,10 @@ For each row, as llama.cpp's temp_ext sampler computes it with range > 0:
 Candidates are the finite logits. llama.cpp normalises by the log of its candidate array's size, and top-nσ
 marks tokens -inf without removing them from that array: after top-nσ (with no top-k between) llama.cpp
 would count those dead entries too. Here they never count; after the samplers that shrink the array (top-k,
-top-p, min-p, typical, XTC) the two agree. The entropy is summed in float64: over SmolLM2's 49152 candidates
-llama.cpp's one-by-one float32 sum is off by ~2e-4, which moves its probabilities by ~2e-5 (the golden test
-checks ours against the exact value there, and llama.cpp's within that rounding).
+top-p, min-p, typical, XTC) the two agree. The entropy is exact to ~1e-7 relative (`row_entropy`: float32 passes
+arranged so that no error is shared by every term): over SmolLM2's 49152 candidates llama.cpp's one-by-one
+float32 sum is off by ~2e-4, which moves its probabilities by ~2e-5 (the golden test checks ours against the
+float64 value there, and llama.cpp's within that rounding).
 
 With dynatemp_range == 0 `build_temperature` returns the plain `Temperature` (transformers' own path, bit for
 bit), so only a nonzero range changes anything. Both parameters must be finite and >= 0 (llama.cpp does not
@@ -38,26 +39,53 @@ if TYPE_CHECKING:
     from ..params import GenerationParams
 
 
-def entropy_temperature(scores: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-                        exponent: torch.Tensor) -> torch.Tensor:
+def entropy_temperature(scores: torch.Tensor, low: torch.Tensor, high: torch.Tensor, exponent: torch.Tensor,
+                        may_reach_zero: bool = True) -> torch.Tensor:
     """`scores` (B, V) divided by each row's entropy-driven temperature (see the module docstring).
 
     low, high, exponent: (1, 1) or (B, 1) float32. Elementwise ops with them and per-row reductions only.
+    may_reach_zero: False when every row's low is > 0 (its temperature cannot be 0): skips that branch.
     """
-    finite = scores != NEG_INF  # (B, V)
-    count = finite.sum(-1, keepdim=True).double()  # (B, 1)
-    # The entropy in float64: summed over 49k candidates in float32 it is off by ~1e-5 (llama.cpp's one-by-one
-    # float32 sum: ~2e-4), which moves the probabilities after the temperature by 1e-6 to 2e-5.
-    probs = torch.softmax(scores.double(), dim=-1)  # (B, V)
-    plogp = torch.where(probs > 0, probs * probs.log(), 0.0)  # (B, V); 0 log 0 = 0, as llama.cpp skips p = 0
-    entropy = -plogp.sum(-1, keepdim=True)  # (B, 1)
-    normalised = entropy / count.log()  # (B, 1); count 1 gives 0 / 0, a row left unchanged below
+    count = scores.shape[-1] - torch.isneginf(scores).sum(-1, keepdim=True, dtype=torch.int32)  # (B, 1) candidates
+    entropy, spare = entropy_and_buffer(scores)  # (B, 1) float64; a free (B, V) buffer for the result
+    normalised = entropy / count.double().log()  # (B, 1); count 1 gives 0 / 0, a row left unchanged below
     temperature = (low + (high - low) * normalised.pow(exponent.double())).float()  # (B, 1)
-    scaled = scores / temperature
-    # temperature 0: only the most likely token survives (llama.cpp's temp <= 0 branch)
-    argmax = torch.zeros_like(finite).scatter_(-1, scores.argmax(-1, keepdim=True), True)
-    scaled = torch.where(temperature > 0, scaled, scores.masked_fill(~argmax, NEG_INF))
-    return torch.where(count > 1, scaled, scores)
+    # count <= 1 leaves the row as it is, and so does temperature 0 before its own branch: x / 1 is x exactly
+    divisor = torch.where((count > 1) & (temperature > 0), temperature, 1.0)  # (B, 1) float32
+    scaled = torch.div(scores, divisor, out=spare if scores.dtype == divisor.dtype else None)
+    if not may_reach_zero:
+        return scaled
+    # temperature 0: only the most likely token survives (llama.cpp's temp <= 0 branch), the first of tied ones
+    first = scores.max(-1, keepdim=True).indices  # (B, 1)
+    only_top = torch.full_like(scores, NEG_INF).scatter_(1, first, scores.gather(1, first))
+    return torch.where((count > 1) & (temperature <= 0), only_top, scaled)
+
+
+def row_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """(B, V) -> (B, 1) the entropy in nats of each row's softmax, to ~1e-7 relative (float64)."""
+    return entropy_and_buffer(scores)[0]
+
+
+def entropy_and_buffer(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V) -> ((B, 1) the entropy in nats of each row's softmax, to ~1e-7 relative (float64), a spare
+    (B, V) float buffer the caller may overwrite: one fewer fresh 6 MB tensor, whose page faults cost on CPU).
+
+    -sum(p log p) straight from a float32 softmax is off by ~6e-6 relative over 49152 candidates (the softmax's
+    normaliser is, and every log p shares its error): the probabilities after the temperature would move by
+    ~2e-5. Exactly instead, with m = max s, e_i = exp(s_i - m) and Z = sum e = 1 + r:
+    H = log Z - sum e_i (s_i - m) / Z, where r = sum of the others' e_i = their p_i / p_max (the softmax's own
+    normaliser cancels in the ratio) and sum e_i (s_i - m) = D / p_max with D = sum p_i (s_i - m). Both r and D
+    are sums of same-signed terms, so a confident row (H near 0) keeps its relative precision too; the row
+    costs vectorised passes only (no log over it, no float64 copy).
+    """
+    probs = torch.softmax(scores, dim=-1)  # (B, V)
+    p_max, first = probs.max(-1, keepdim=True)  # (B, 1)
+    others = probs.scatter_(1, first, 0.0).sum(-1, keepdim=True)  # (B, 1); `probs` is ours: in place
+    # one (B, V) buffer in place: a fresh 6 MB tensor per op costs its page faults again on CPU
+    work = (scores - scores.amax(-1, keepdim=True)).nan_to_num_(nan=math.nan, posinf=math.inf, neginf=0.0)
+    d = work.mul_(probs).sum(-1, keepdim=True).double()  # (B, 1), <= 0; the max's own term is 0
+    p_max, r = p_max.double(), others.double() / p_max.double()
+    return torch.log1p(r) - d / (p_max * (1 + r)), probs  # `probs` is no longer needed: the caller's buffer
 
 
 class DynamicTemperature(ValueRepr, LogitsProcessor):
@@ -74,11 +102,12 @@ class DynamicTemperature(ValueRepr, LogitsProcessor):
         self.low = torch.tensor([[low]], dtype=torch.float32)  # (1, 1)
         self.high = torch.tensor([[high]], dtype=torch.float32)  # (1, 1)
         self.exponent = torch.tensor([[float(dynatemp_exponent)]], dtype=torch.float32)  # (1, 1)
+        self.may_reach_zero = low == 0.0  # only then can the temperature be 0 (the argmax-only branch)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.low.device != scores.device:
             self.low, self.high, self.exponent = (t.to(scores.device) for t in (self.low, self.high, self.exponent))
-        return entropy_temperature(scores, self.low, self.high, self.exponent)
+        return entropy_temperature(scores, self.low, self.high, self.exponent, self.may_reach_zero)
 
     @classmethod
     def for_rows(cls, built: list["DynamicTemperature | Temperature | None"], rows_per_config: int,
@@ -107,6 +136,7 @@ class RowDynamicTemperature(ValueRepr, LogitsProcessor):
         self.high = per_row([float(p.high.reshape(())) if d else 1.0 for p, d in zip(built, dynamic)])[:, None]
         self.exponent = per_row([float(p.exponent.reshape(())) if d else 1.0 for p, d in zip(built, dynamic)])[:, None]
         self.dynamic_rows = per_row(dynamic, torch.bool)  # (R,)
+        self.may_reach_zero = any(p.may_reach_zero for p, d in zip(built, dynamic) if d)
         # plain temperatures: divided by the Python float, as Temperature divides (one pass per distinct value)
         self.plain = sorted({p.temperature for p in built if isinstance(p, Temperature)})
         self.plain_rows = [per_row([isinstance(p, Temperature) and p.temperature == t for p in built], torch.bool)
@@ -114,7 +144,8 @@ class RowDynamicTemperature(ValueRepr, LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         out = torch.where(self.dynamic_rows[:, None],
-                          entropy_temperature(scores, self.low, self.high, self.exponent), scores)  # (R, V)
+                          entropy_temperature(scores, self.low, self.high, self.exponent, self.may_reach_zero),
+                          scores)  # (R, V)
         for temperature, rows in zip(self.plain, self.plain_rows):
             out = torch.where(rows[:, None], scores / temperature, out)
         return out

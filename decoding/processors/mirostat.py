@@ -17,9 +17,10 @@ from the chosen token's probability under their softmax. With llama.cpp's order 
 so those scores are its own output; in transformers' order only the watermark (which biases the green tokens)
 and renormalize_logits (which changes no probability) follow it.
 
-The arithmetic is llama.cpp's, in float32: log(p_i / p_i+1) from the probabilities (so a probability that
-underflowed to 0 behaves as there), the pairs' sums accumulated in order (a cumulative sum), mu updated as
-`mu - eta * (surprise - tau)`. The softmax is torch's: llama.cpp adds its terms one by one in float32, which over
+The arithmetic is llama.cpp's, in float32: log(p_i / p_i+1) from the probabilities (the softmax's normaliser
+cancels in the ratio, so they are taken as exp(s_i - s_max) of the head alone; one that underflows to 0 behaves
+as there), the pairs' sums accumulated in order (a cumulative sum), mu updated as `mu - eta * (surprise - tau)`;
+v2's test -log2 p <= mu is made as p >= 2 ** -mu (the same but within an ulp of the bound). The softmax is torch's: llama.cpp adds its terms one by one in float32, which over
 SmolLM2's 49152 candidates moves its probabilities by up to ~5e-5 (relative), enough to put a token lying within
 1e-4 bits of mu on the other side of the cut when mu reaches the dense tail (tests/goldens/llama_mirostat.py).
 Candidates are the finite logits (llama.cpp's shrunken array).
@@ -33,6 +34,10 @@ llama.cpp's chain with mirostat on is only logit_bias, the plain temperature (no
 other processor a call sets still applies, transformers' default top_k=50 when sampling included: set top_k=0
 (and leave the others at their neutral values) for llama.cpp's chain; under sampler_order="llama.cpp" a
 UserWarning names the ones still on (param_checks.py).
+
+Cost (bench/processor_cost.py): v1 takes a top-k of the row (the fit's 100, or k + 1 where k reaches past them)
+instead of sorting it, and one device sync per step for the path that follows; v2 one softmax and two
+full-width passes; observe takes the sampler's softmax instead of making its own.
 
 The state is per row: mu is (B, 1), made at the first call from tau, and reset by `bind` (called before a run's
 first step), so a processor object reused for a second run starts afresh. Beam search and speculative decoding
@@ -56,18 +61,26 @@ VERSIONS = (0, 1, 2)  # 0: off, 1: mirostat, 2: mirostat 2.0
 HEAD = 100  # v1's m: the most likely candidates its Zipf fit reads (common/sampling.cpp passes 100)
 
 
-def surprise_cut(probs: torch.Tensor, finite: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """v2's survivors: the candidates with -log2 p <= mu, else the most likely one.
+def surprise_cut(scores: torch.Tensor, probs: torch.Tensor, mu: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """v2: keep the candidates with -log2 p <= mu, else the most likely one; other rows unchanged.
+
+    -log2 p <= mu is p >= 2 ** -mu: one comparison per token, no log over the row (the two differ only where
+    float32 rounding puts p within an ulp of the bound). 2 ** -mu is kept above 0 (the smallest subnormal), so
+    a removed token (p = 0) never passes. The most likely token (the first of tied maxima) is always put back:
+    on a row where something passed it passed too, so that only matters where nothing did.
 
     Args:
-        probs: (B, V) float32 softmax of the row's candidates; finite: (B, V) bool, the candidates.
-        mu: (B, 1) float32.
+        scores: (B, V) float32; probs: (B, V) their softmax, overwritten (it holds the result: one fewer
+            fresh 6 MB tensor, whose page faults cost on CPU); mu: (B, 1) float32.
+        rows: (B, 1) bool, the rows mirostat v2 truncates (the others get bound 0: every token passes).
     Returns:
-        (B, V) bool, the tokens kept.
+        (B, V) new scores (in `probs`' storage).
     """
-    keep = finite & (-torch.log2(probs) <= mu)  # llama.cpp removes the first (so every) candidate above mu
-    top = torch.zeros_like(keep).scatter_(1, probs.argmax(-1, keepdim=True), True)  # (B, V): first maximum
-    return torch.where(keep.any(-1, keepdim=True), keep, top)
+    bound = torch.where(rows, torch.exp2(-mu).clamp(min=torch.finfo(torch.float32).smallest_normal * 2 ** -23),
+                        0.0)  # (B, 1)
+    first = probs.max(-1, keepdim=True).indices  # (B, 1): the first maximum
+    out = torch.where(probs >= bound, scores, scores.new_tensor(NEG_INF), out=probs)  # (B, V); the mask is made first
+    return out.scatter_(1, first, scores.gather(1, first))
 
 
 def zipf_exponent(sorted_probs: torch.Tensor, n_candidates: torch.Tensor, head: int = HEAD) -> torch.Tensor:
@@ -109,22 +122,66 @@ def zipf_top_k(s_hat: torch.Tensor, mu: torch.Tensor, n_vocab: int, n_tokens: in
     return k.floor().clamp(1.0, float(n_tokens))  # int(k) truncates; k >= 0 here
 
 
-def zipf_cut(scores: torch.Tensor, probs: torch.Tensor, finite: torch.Tensor, mu: torch.Tensor,
-             n_vocab: int) -> torch.Tensor:
-    """v1's survivors: the k most likely candidates of each row, k from its Zipf exponent and mu.
+def zipf_cut(scores: torch.Tensor, mu: torch.Tensor, n_vocab: int, rows: torch.Tensor,
+             head: int = HEAD) -> tuple[torch.Tensor, int]:
+    """v1: keep the k most likely candidates of each row (ties at the cut: the lower ids), k from its Zipf
+    exponent and mu.
+
+    The fit reads only the row's HEAD most likely candidates, so a top-k finds them (not a sort of the row),
+    `head` of them (>= HEAD: a caller expecting a larger k asks for more); where k reaches past those a second
+    top-k takes the largest k + 1. The row is rebuilt from them: -inf everywhere, the first k put back. Where
+    the k-th score ties with the next one (which of the tied tokens stay is then decided by id, and a top-k's
+    order among ties is unspecified), or k is a large part of the row, the kept set is found on the whole row
+    (`keep_most_likely`).
 
     Args:
-        scores: (B, V) float32; probs: (B, V) their softmax; finite: (B, V) bool, the candidates.
-        mu: (B, 1) float32. n_vocab: the model's vocabulary.
+        scores: (B, V) float32; mu: (B, 1) float32. n_vocab: the model's vocabulary.
+        rows: (B, 1) bool, the rows mirostat v1 truncates; the others' results are meaningless (k = 1 there,
+            so that their mu does not choose the path) and the caller replaces them.
     Returns:
-        (B, V) bool, the tokens kept.
+        ((B, V) new scores, the largest k over `rows`).
     """
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices  # (B, V); ties: lower id first
-    n_candidates = finite.sum(-1, keepdim=True)  # (B, 1)
-    k = zipf_top_k(zipf_exponent(probs.gather(1, order), n_candidates), mu, n_vocab, scores.shape[-1])
-    rank = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.float32)  # (V,)
-    kept_sorted = rank[None, :] < k  # (B, V), in descending order
-    return torch.zeros_like(kept_sorted).scatter_(1, order, kept_sorted) & finite
+    V = scores.shape[-1]
+    head = min(max(head, HEAD), V)
+    top_scores, top_ids = torch.topk(scores, head, dim=-1)  # (B, K) descending
+    n_head = (top_scores[:, :HEAD] != NEG_INF).sum(-1, keepdim=True)  # (B, 1): min(candidates, HEAD)
+    # The fit reads ratios p_i / p_i+1 only: exp(s_i - s_max) has them without the softmax's normaliser (no
+    # pass over the row); it underflows to 0 where p_i would, to within the normaliser's factor (<= V).
+    head_probs = torch.exp(top_scores[:, :HEAD] - top_scores[:, :1])  # (B, M)
+    k = zipf_top_k(zipf_exponent(head_probs, n_head), mu, n_vocab, V)  # (B, 1) float
+    k = torch.where(rows, k, 1.0).long()  # (B, 1) in [1, V]
+    k_max = int(k.max())  # one device sync per step: the path below depends on it
+    if head <= k_max < V // 8:  # past the head: the top k_max + 1 (~4 ms at 32 x 49152 for k 400)
+        head = k_max + 1
+        top_scores, top_ids = torch.topk(scores, head, dim=-1)  # (B, K)
+    if k_max < head:
+        kth = top_scores.gather(1, k - 1)  # (B, 1)
+        tie = (top_scores.gather(1, k) == kth) & (kth != NEG_INF)  # the k-th ties with the (k+1)-th
+        if not bool(tie.any()):
+            rank = torch.arange(head, device=scores.device)  # (K,)
+            kept = torch.where(rank < k, top_scores, top_scores.new_tensor(NEG_INF))  # (B, K)
+            return torch.full_like(scores, NEG_INF).scatter_(1, top_ids, kept), k_max
+    return keep_most_likely(scores, k), k_max
+
+
+def keep_most_likely(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, V) scores with each row's k (B, 1) highest kept (ties at the cut: the lower ids), the rest -inf.
+
+    The k-th highest score per row comes from a top-k of the largest k (a sort where k is a large part of
+    the row); every score above it stays, and of those equal to it the first (k - the ones above) by id.
+    """
+    V = scores.shape[-1]
+    k_max = int(k.max())
+    if k_max > V // 8:
+        values = torch.sort(scores, dim=-1, descending=True).values  # (B, V)
+    else:
+        values = torch.topk(scores, k_max, dim=-1).values  # (B, K), descending
+    kth = values.gather(1, k - 1)  # (B, 1)
+    above = scores > kth  # (B, V)
+    tied = scores == kth  # (B, V)
+    room = k - above.sum(-1, keepdim=True)  # (B, 1): how many of the tied ones fit
+    keep = above | (tied & (tied.cumsum(-1) <= room))
+    return torch.where(keep, scores, scores.new_tensor(NEG_INF))
 
 
 class Mirostat(ValueRepr, LogitsProcessor):
@@ -143,10 +200,12 @@ class Mirostat(ValueRepr, LogitsProcessor):
         self.eta = torch.tensor([[float(eta)]], dtype=torch.float32)  # (1, 1), or (R, 1)
         self.n_vocab = None if n_vocab is None else int(n_vocab)
         self.mu: torch.Tensor | None = None  # (B, 1) float32 per-row state, made at the first call
+        self.head = HEAD  # v1's top-k size for the next step (speed only: the result does not depend on it)
 
     def bind(self, draws: Any) -> None:
         """Mirostat draws nothing (the loop's sampler does); a run's start resets the state."""
         self.mu = None
+        self.head = HEAD
 
     def _on(self, device: torch.device) -> None:
         if self.tau.device != device:
@@ -164,22 +223,30 @@ class Mirostat(ValueRepr, LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         self._on(scores.device)
         mu = self._state(scores)
-        finite = scores != NEG_INF  # (B, V): the candidates
-        probs = torch.softmax(scores, dim=-1)  # (B, V)
-        keep = finite  # rows without mirostat keep every candidate
-        if 2 in self.versions:
-            keep = torch.where(self.version == 2, surprise_cut(probs, finite, mu), keep)
+        out = scores
         if 1 in self.versions:
             n_vocab = self.n_vocab if self.n_vocab is not None else scores.shape[-1]
-            keep = torch.where(self.version == 1, zipf_cut(scores, probs, finite, mu, n_vocab), keep)
-        out = scores.masked_fill(~keep, NEG_INF)
-        return torch.where(self.version == 0, scores, out)  # rows without mirostat: their own bits
+            v1, k_max = zipf_cut(scores, mu, n_vocab, self.version == 1, self.head)
+            # the next step's k is near this one's: ask its top-k for that many (in steps of 64) from the start
+            wide = -(-(k_max + 1) // 64) * 64
+            self.head = wide if HEAD <= k_max and wide < scores.shape[-1] // 8 else HEAD
+            out = v1 if set(self.versions) == {1} else torch.where(self.version == 1, v1, scores)
+        if 2 in self.versions:  # rows of other versions come back unchanged
+            v2 = surprise_cut(scores, torch.softmax(scores, dim=-1), mu, self.version == 2)
+            out = v2 if out is scores else torch.where(self.version == 2, v2, out)  # v2 beside v1 rows
+        return out
 
-    def observe(self, tokens: torch.Tensor, scores: torch.Tensor) -> None:
-        """mu -= eta * (-log2 p(token) - tau) per row, p under softmax(scores) (B, V); `tokens` (B,)."""
+    def observe(self, tokens: torch.Tensor, scores: torch.Tensor, probs: torch.Tensor | None = None) -> None:
+        """mu -= eta * (-log2 p(token) - tau) per row, p under softmax(scores) (B, V); `tokens` (B,).
+
+        probs: softmax(scores) where the sampler already computed it (the loop hands it over: the same bits,
+        one (B, V) softmax fewer per step).
+        """
         if self.mu is None:
             raise RuntimeError("mirostat.observe came before its first call: nothing was truncated yet")
-        chosen = torch.softmax(scores, dim=-1).gather(1, tokens[:, None])  # (B, 1)
+        if probs is None:
+            probs = torch.softmax(scores, dim=-1)
+        chosen = probs.gather(1, tokens[:, None])  # (B, 1)
         updated = self.mu - self.eta * (-torch.log2(chosen) - self.tau)
         self.mu = torch.where(self.version == 0, self.mu, updated)  # rows without mirostat: state ignored
 

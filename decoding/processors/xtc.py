@@ -19,6 +19,10 @@ Thresholds above 0.5: at most one token can have a probability above 0.5, so XTC
 llama.cpp builds an empty sampler. `xtc_threshold` may be anything in [0, 1]; above 0.5 `build_xtc` builds
 nothing, and nothing is drawn either (a run with a useless XTC keeps the random stream of a run without it).
 
+Cost: with threshold t > 0 a row has at most ~1/t top choices, so they are found by a top-k of that many
+(`most_top_choices`) rather than by full-width masks; thresholds below 1/256 (and 0) take the masks. Both give
+the same bits (tests/decoding/test_sampler_fast_paths.py).
+
 The draw comes from the run's own stream (`bind` hands over a `draws.Draws`): one uniform per row and step,
 drawn before the step's token is sampled from the same generator, so a seeded run is reproducible and each
 configuration of a batched sweep draws exactly what it draws alone.
@@ -41,8 +45,21 @@ if TYPE_CHECKING:
 MAX_USEFUL_THRESHOLD = 0.5
 
 
+# Above this many possible top choices the full-width mask is cheaper than a top-k (threshold below ~1/256).
+MOST_FOR_TOPK = 256
+
+
+def most_top_choices(threshold: float) -> int | None:
+    """An upper bound on a row's top choices at `threshold` (p >= threshold and the probabilities sum to 1,
+    up to float32 rounding), or None where it exceeds MOST_FOR_TOPK (threshold 0: every candidate)."""
+    if threshold <= 0:
+        return None
+    most = math.floor(1.001 / threshold) + 1  # the 0.1% covers a float32 softmax summing to 1 + 1e-6
+    return most if most <= MOST_FOR_TOPK else None
+
+
 def exclude_top_choices(scores: torch.Tensor, threshold: torch.Tensor, apply_rows: torch.Tensor,
-                        min_keep: int) -> torch.Tensor:
+                        min_keep: int, most: int | None = None) -> torch.Tensor:
     """The XTC rule without the draw: on the rows where `apply_rows` is True, remove every candidate with
     probability >= threshold except the least likely of them (when >= 2 reach it and >= min_keep remain).
 
@@ -51,22 +68,39 @@ def exclude_top_choices(scores: torch.Tensor, threshold: torch.Tensor, apply_row
         threshold: (1, 1) or (B, 1) float32.
         apply_rows: (B,) bool: the rows whose draw said "apply".
         min_keep: the fewest candidates a row may be left with.
+        most: at least the number of top choices any applied row can have (`most_top_choices` of the smallest
+            threshold): they are then found by a top-k over the row instead of full-width masks, the same
+            result at a third of the cost. None: the masks.
     Returns:
         (B, V) new scores; `scores` is not changed.
     """
     probs = torch.softmax(scores, dim=-1)  # (B, V); removed tokens have 0
-    finite = scores != NEG_INF
-    top = finite & (probs >= threshold)  # (B, V): the top choices
-    n_top = top.sum(-1, keepdim=True)  # (B, 1)
-    n_candidates = finite.sum(-1, keepdim=True)  # (B, 1)
-    # llama.cpp keeps the candidates from the last top choice on: n_candidates - (n_top - 1) of them
-    allowed = (n_top >= 2) & (n_candidates - (n_top - 1) >= min_keep) & apply_rows[:, None]  # (B, 1)
-    # the one top choice that stays: the least likely, of tied ones the highest index (no sort: O(V) per row)
-    least = torch.where(top, probs, torch.inf).min(-1, keepdim=True).values  # (B, 1)
-    index = torch.arange(scores.shape[-1], device=scores.device)  # (V,)
-    kept = torch.where(top & (probs == least), index, -1).max(-1, keepdim=True).values  # (B, 1)
-    remove = allowed & top & (index != kept)
-    return scores.masked_fill(remove, NEG_INF)
+    if most is not None and most < scores.shape[-1]:
+        values, ids = torch.topk(probs, most, dim=-1)  # (B, K): every top choice is among them
+        top = values >= threshold  # (B, K)
+    else:
+        ids = None
+        values = probs
+        top = (probs >= threshold) & (scores != NEG_INF)  # (B, V); threshold 0: removed tokens are no top choice
+    allowed = apply_rows[:, None]  # (B, 1)
+    if min_keep > 1:  # llama.cpp keeps the candidates from the last top choice on: n_candidates - n_top + 1
+        n_top = top.sum(-1, keepdim=True, dtype=torch.int32)  # (B, 1)
+        n_candidates = (scores != NEG_INF).sum(-1, keepdim=True, dtype=torch.int32)  # (B, 1)
+        allowed = allowed & (n_candidates - (n_top - 1) >= min_keep)
+    if ids is not None:
+        # the one that stays: the least likely top choice, of tied ones the highest index; with one top choice
+        # it is that one, so XTC's "at least two" needs no count
+        least = torch.where(top, values, 2.0).amin(-1, keepdim=True)  # (B, 1)
+        kept = torch.where(top & (values == least), ids, -1).amax(-1, keepdim=True)  # (B, 1)
+        remove = allowed & top & (ids != kept)  # (B, K)
+        return scores.scatter(1, ids, torch.where(remove, NEG_INF, scores.gather(1, ids)))
+    # Full width: min over the reversed row gives the first minimum there, the last in index order. Every top
+    # choice (>= the least) goes, then the kept one is put back: with a single top choice that restores the
+    # row; without any, `kept` points at a token whose score is put back as it was.
+    least, last = torch.where(top, probs, 2.0).flip(-1).min(-1, keepdim=True)  # (B, 1); 2.0: no top choice
+    kept = scores.shape[-1] - 1 - last  # (B, 1)
+    out = torch.where(probs >= torch.where(allowed, least, torch.inf), NEG_INF, scores)
+    return out.scatter_(1, kept, scores.gather(1, kept))
 
 
 class XTC(ValueRepr, LogitsProcessor):
@@ -83,6 +117,7 @@ class XTC(ValueRepr, LogitsProcessor):
               f"use a number in [0, {MAX_USEFUL_THRESHOLD}] (above it no two tokens can be excluded)")
         self.probability = torch.tensor([[float(probability)]], dtype=torch.float32)  # (1, 1)
         self.threshold = torch.tensor([[float(threshold)]], dtype=torch.float32)  # (1, 1)
+        self.most = most_top_choices(float(self.threshold))  # bound on the top choices (float32's threshold)
         self.min_keep = int(min_keep)
         self.used = None if used is None else [bool(u) for u in used]
         self.used_rows: torch.Tensor | None = None  # `used` as a tensor on the scores' device, made on first use
@@ -106,7 +141,7 @@ class XTC(ValueRepr, LogitsProcessor):
         apply_rows = chance[:, None] <= self.probability  # (B, 1): llama.cpp skips when chance > probability
         if self.used is not None:  # rows without XTC: never (their 1.0 would pass probability 1)
             apply_rows = apply_rows & self.used_rows[:, None]
-        return exclude_top_choices(scores, self.threshold, apply_rows[:, 0], self.min_keep)
+        return exclude_top_choices(scores, self.threshold, apply_rows[:, 0], self.min_keep, self.most)
 
     @classmethod
     def for_rows(cls, built: list["XTC | None"], rows_per_config: int, device) -> LogitsProcessor:
@@ -118,6 +153,8 @@ class XTC(ValueRepr, LogitsProcessor):
         thr = [float(p.threshold.reshape(())) if p is not None else 0.0 for p in built]
         row.probability = torch.tensor(prob, device=device).repeat_interleave(rows_per_config)[:, None]  # (R, 1)
         row.threshold = torch.tensor(thr, device=device).repeat_interleave(rows_per_config)[:, None]  # (R, 1)
+        bounds = [p.most for p in used]  # rows without XTC are never applied: their bound does not matter
+        row.most = None if None in bounds else max(bounds)
         return row
 
 
