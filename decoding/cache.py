@@ -228,7 +228,11 @@ class KVCache:
             for layer in self.model_cache.layers:
                 layer.select_rows(rows)
         else:
-            self.model_cache.batch_select_indices(rows)
+            # Layer by layer with `rows` on that layer's device: in a model split over GPUs (device_map) each layer's
+            # keys live on its own GPU, and indexing a cuda:1 tensor with cuda:0 indices is an error.
+            for layer in self.model_cache.layers:
+                keys = getattr(layer, "keys", None)
+                layer.batch_select_indices(rows if keys is None else rows.to(keys.device))
 
     def append_rows(self, other: "KVCache") -> None:
         """Rows joining a batch in flight: `other` (the same setting and capacity) holds their slots below the

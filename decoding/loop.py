@@ -61,7 +61,11 @@ class Forward:
         from_embeds = state.prompt_embeds is not None and (start == 0 or not self.kv.enabled)
         if self.compiled is not None and end - start == 1 and self.compiled.ready() and not from_embeds:
             return self.compiled(state, start)
-        return self.outputs(state, start, end).logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
+        # On the tokens' device: a model split over devices may return logits from its last one (accelerate's
+        # hooks move them back; a tensor-parallel or hand-placed model need not), and the processors index them
+        # with the tokens. The copy is made anyway, so one device costs nothing more.
+        logits = self.outputs(state, start, end).logits[:, -1]
+        return logits.to(device=state.tokens.device, dtype=torch.float32, copy=True)  # (B, V)
 
     def outputs(self, state: DecodeState, start: int, end: int, **extra: Any) -> Any:
         """The model's eager output on the slots [start, end) (from slot 0 without a cache); `extra` goes to

@@ -43,7 +43,7 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
@@ -159,26 +159,43 @@ def confine_failure(ret: JobReturn) -> JobReturn:
 
 
 class BatchedLauncher(BasicLauncher):
-    """BasicLauncher (jobs one after another, in this process) with one shared generation per group of jobs."""
+    """BasicLauncher with one shared generation per group of jobs; the groups (and the jobs that run alone) run
+    in this process, or as Slurm / submitit / Ray tasks (`executor`, experiments/sweep_executors.py)."""
 
-    def __init__(self, max_configurations: int | None = 16) -> None:
+    def __init__(self, max_configurations: int | None = 16, executor: str = "local", slurm: Any = None,
+                 ray: Any = None) -> None:
+        from experiments.sweep_executors import EXECUTORS, plain_options
         from experiments.validate import check_max_configurations
 
         super().__init__()
         self.max_configurations = check_max_configurations(max_configurations)  # ConfigError naming the key
+        if executor not in EXECUTORS:  # the config check said so before; a launcher made by hand is checked too
+            raise ValueError(f"hydra.launcher.executor={executor!r} is not an executor: use one of {EXECUTORS}")
+        self.executor = executor
+        self.slurm, self.ray = plain_options(slurm), plain_options(ray)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from experiments.generation import drop_precomputed
-
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs locally")
+        where = "locally" if self.executor == "local" else f"through {self.executor}"
+        log.info(f"Launching {len(job_overrides)} jobs {where}")
         jobs = [self._compose(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        groups = self._groups(jobs)
+        if self.executor == "local":
+            return self._run_jobs(jobs, groups)
+        return self._launch_units(jobs, groups)
+
+    def _groups(self, jobs: list[Job]) -> list[Group]:
         pending = [job for job in jobs if not job.finished]
         indices = group_jobs([job.config for job in pending], self.max_configurations)
-        groups = [Group([pending[i] for i in members]) for members in indices]
+        return [Group([pending[i] for i in members]) for members in indices]
+
+    def _run_jobs(self, jobs: list[Job], groups: list[Group]) -> list[JobReturn]:
+        """Every job in order, in this process; a group's generation runs when its first job comes up."""
+        from experiments.generation import drop_precomputed
+
         group_of = {job.fingerprint: group for group in groups for job in group.jobs}
         remaining = Counter(job.fingerprint for job in jobs)
         held: dict[int, JobLock] = {}  # job index -> its folder's lock, taken for its group's generation
@@ -202,6 +219,52 @@ class BatchedLauncher(BasicLauncher):
             remaining[job.fingerprint] -= 1
             if remaining[job.fingerprint] == 0:  # no later job has this config: free its samples
                 drop_precomputed(job.fingerprint)
+        return runs
+
+    def _launch_units(self, jobs: list[Job], groups: list[Group]) -> list[JobReturn]:
+        """One task per unit (a group with the later jobs of its configs, or a job alone); finished jobs are
+        read here (resume), as locally."""
+        from experiments.sweep_executors import run_units
+
+        units: list[list[Job]] = [list(group.jobs) for group in groups]
+        unit_of = {job.fingerprint: unit for unit in units for job in unit}
+        for job in jobs:
+            if job.finished or any(job is member for member in unit_of.get(job.fingerprint, [])):
+                continue
+            if job.fingerprint in unit_of:
+                unit_of[job.fingerprint].append(job)  # the same config again: it reuses that unit's generation
+            else:
+                unit_of[job.fingerprint] = [job]
+                units.append(unit_of[job.fingerprint])
+        units = [sorted(unit, key=lambda job: job.index) for unit in units]
+        log.info(f"{len(units)} task(s): " + "; ".join(",".join(f"#{job.index}" for job in unit) for unit in units))
+        by_index = {run.hydra_cfg.hydra.job.num: run for run in self._run_jobs([j for j in jobs if j.finished], [])}
+        work = [[(job.index, job.overrides) for job in unit] for unit in units]
+        for unit_runs in run_units(self, work, self._lost):
+            by_index.update((run.hydra_cfg.hydra.job.num, run) for run in unit_runs)
+        return [by_index[job.index] for job in jobs]
+
+    def run_unit(self, unit: list[tuple[int, list[str]]]) -> list[JobReturn]:
+        """A unit's jobs, in a task's process: composed and grouped here as the sweep process would."""
+        jobs = [self._compose(index, list(overrides)) for index, overrides in unit]
+        return self._run_jobs(jobs, self._groups(jobs))
+
+    def _lost(self, unit: list[tuple[int, list[str]]], why: str) -> list[JobReturn]:
+        """The JobReturns of a unit whose task died: error.txt for each job without a result (as a job that
+        failed alone), so that the sweep lists them and exits non-zero; a rerun of the command redoes them."""
+        from experiments.run import finished_metrics, record_job_failure
+
+        runs = []
+        for index, overrides in unit:
+            job = self._compose(index, list(overrides))
+            out_dir = Path(str(job.config.hydra.runtime.output_dir))
+            if finished_metrics(out_dir, expected=job.fingerprint, announce=False) is None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                print(record_job_failure(out_dir, RuntimeError(why), f"error: {why}"), file=sys.stderr)
+            run = JobReturn(overrides=list(overrides), cfg=job.config, hydra_cfg=job.config, working_dir=str(out_dir),
+                            task_name=str(job.config.hydra.job.name), status=JobStatus.COMPLETED)
+            run.return_value = float("nan")
+            runs.append(run)
         return runs
 
     def _compose(self, index: int, overrides: list[str]) -> Job:

@@ -45,7 +45,8 @@ NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_m
 # Settings every config.yaml records even where the config leaves them out (the report shows them per run), with
 # the value a run without them used. That value is left out of the fingerprint: configs written before a setting
 # was recorded keep their fingerprints, so their folders still resume.
-RECORDED_DEFAULTS: dict[str, dict[str, Any]] = {"decoding": {"sampler_order": "transformers"}}
+RECORDED_DEFAULTS: dict[str, dict[str, Any]] = {"decoding": {"sampler_order": "transformers"},
+                                                 "model": {"device_map": None, "tp_plan": None, "offload_folder": None}}
 
 
 def with_recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:

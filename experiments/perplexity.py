@@ -112,7 +112,13 @@ def _plain_head(model) -> torch.nn.Linear | None:
     if type(model).__name__ not in _PLAIN_HEAD_MODELS:
         return None
     head = model.get_output_embeddings()
-    return head if isinstance(head, torch.nn.Linear) else None
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    # An offloaded head (accelerate's hook, a `meta` placeholder weight) has its weights only inside its own
+    # forward: reading `head.weight` here would score with the placeholder. The model's forward does it right.
+    if hasattr(head, "_hf_hook") or head.weight.device.type == "meta":
+        return None
+    return head
 
 
 def _head_target_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,7 @@ def check_target_keys(node: DictConfig, path: str) -> None:
 
 def check_model(node: Any, path: str) -> None:
     from experiments.models import DTYPES, TINY_KINDS, resolve_device
+    from experiments.placement import check_placement
 
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{show(path, node)} is not allowed: {path} must be a model config "
@@ -152,14 +153,18 @@ def check_model(node: Any, path: str) -> None:
     check_string(node, "name", path=path)
     if "dtype" in node:  # absent: load_model's default
         check_choice(node, "dtype", tuple(DTYPES), path=path)
-    device = node.get("device", "cpu")
+    placement = {key: node.get(key) for key in ("device_map", "tp_plan", "offload_folder")}
+    split = placement["device_map"] is not None or placement["tp_plan"] is not None
+    device = node.get("device", None if split else "cpu")  # absent: load_model's default
+    check_placement(device, **placement, path=path)  # a split model (device_map / tp_plan): experiments/placement.py
     try:
-        resolve_device(device)
+        if device is not None:
+            resolve_device(device)
     except (RuntimeError, ValueError, TypeError) as err:
         raise ConfigError(f"{show(path + '.device', device)} is not allowed: use auto, cpu, cuda or cuda:<index> "
                           f"({err})", path + ".device") from None
     if node.name in ("smollm2", *TINY_KINDS):
-        check_keys(node, path, {"_target_", "name", "device", "dtype", "seed"},
+        check_keys(node, path, {"_target_", "name", "device", "dtype", "seed", *placement},
                    what=f"an argument of {path}={node.name}")
     if "seed" in node:
         check_int(node, "seed", 0, 2**63 - 1, path=path)
@@ -228,8 +233,11 @@ def check_max_configurations(value: Any) -> int | None:
 def check_launcher(cfg: DictConfig) -> None:
     launcher = OmegaConf.select(cfg, "hydra.launcher")
     if isinstance(launcher, DictConfig) and launcher.get("_target_") == BATCHED_LAUNCHER:
-        check_keys(launcher, "hydra.launcher", {"_target_", "max_configurations"})
+        from experiments.sweep_executors import check_executor
+
+        check_keys(launcher, "hydra.launcher", {"_target_", "max_configurations", "executor", "slurm", "ray"})
         check_max_configurations(launcher.get("max_configurations"))
+        check_executor(launcher)
 
 
 class ModelToLoad:
@@ -292,6 +300,10 @@ def _check_second_model(cfg: DictConfig, group: str, second: SecondModel) -> Non
                               f"only {second.noun} reads, but no {group} was given: pass {group}=<option> "
                               f"({options}) or decoding.{second.layers_key}=L", group)
         return
+    split = [k for k in ("device_map", "tp_plan") for n in (cfg.model, node) if n.get(k) is not None]
+    if split:  # "runs on the model's device" has no meaning for a split model; untested, so refused
+        raise ConfigError(f"{group}={node.name} is not allowed with a split model ({group} or model sets {split[0]}): "
+                          f"a {group} runs on the model's one device; use {second.without}", group)
     check_model(node, group)
     if group != "draft" and layers is not None:  # speculation's own check names both (draft_layers, assistant_model)
         raise ConfigError(f"{group}={node.name} and {show('decoding.' + second.layers_key, layers)} both choose the "
