@@ -226,8 +226,8 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
         if stateful:  # the sampler's own softmax where it drew from one (the same bits observe would compute)
             processors.observe(next_tokens, scores, getattr(sampler, "probs", None))
-            if hasattr(sampler, "probs"):
-                sampler.probs = None  # not held across the step
+        if getattr(sampler, "probs", None) is not None:
+            sampler.probs = None  # not held into the next step's forward
         recorder.add(scores, logits)
         if pads_finished:
             next_tokens = torch.where(unfinished, next_tokens, pad)

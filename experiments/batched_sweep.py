@@ -228,8 +228,9 @@ class BatchedLauncher(BasicLauncher):
 
         units: list[list[Job]] = [list(group.jobs) for group in groups]
         unit_of = {job.fingerprint: unit for unit in units for job in unit}
+        grouped = {job.index for unit in units for job in unit}
         for job in jobs:
-            if job.finished or any(job is member for member in unit_of.get(job.fingerprint, [])):
+            if job.finished or job.index in grouped:
                 continue
             if job.fingerprint in unit_of:
                 unit_of[job.fingerprint].append(job)  # the same config again: it reuses that unit's generation
@@ -240,7 +241,8 @@ class BatchedLauncher(BasicLauncher):
         log.info(f"{len(units)} task(s): " + "; ".join(",".join(f"#{job.index}" for job in unit) for unit in units))
         by_index = {run.hydra_cfg.hydra.job.num: run for run in self._run_jobs([j for j in jobs if j.finished], [])}
         work = [[(job.index, job.overrides) for job in unit] for unit in units]
-        for unit_runs in run_units(self, work, self._lost):
+        composed = {job.index: job for job in jobs}
+        for unit_runs in run_units(self, work, lambda unit, why: self._lost([composed[i] for i, _ in unit], why)):
             by_index.update((run.hydra_cfg.hydra.job.num, run) for run in unit_runs)
         return [by_index[job.index] for job in jobs]
 
@@ -249,20 +251,19 @@ class BatchedLauncher(BasicLauncher):
         jobs = [self._compose(index, list(overrides)) for index, overrides in unit]
         return self._run_jobs(jobs, self._groups(jobs))
 
-    def _lost(self, unit: list[tuple[int, list[str]]], why: str) -> list[JobReturn]:
+    def _lost(self, unit: list[Job], why: str) -> list[JobReturn]:
         """The JobReturns of a unit whose task died: error.txt for each job without a result (as a job that
         failed alone), so that the sweep lists them and exits non-zero; a rerun of the command redoes them."""
         from experiments.run import finished_metrics, record_job_failure
 
         runs = []
-        for index, overrides in unit:
-            job = self._compose(index, list(overrides))
+        for job in unit:
             out_dir = Path(str(job.config.hydra.runtime.output_dir))
             if finished_metrics(out_dir, expected=job.fingerprint, announce=False) is None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 print(record_job_failure(out_dir, RuntimeError(why), f"error: {why}"), file=sys.stderr)
-            run = JobReturn(overrides=list(overrides), cfg=job.config, hydra_cfg=job.config, working_dir=str(out_dir),
-                            task_name=str(job.config.hydra.job.name), status=JobStatus.COMPLETED)
+            run = JobReturn(overrides=list(job.overrides), cfg=job.config, hydra_cfg=job.config,
+                            working_dir=str(out_dir), task_name=str(job.config.hydra.job.name), status=JobStatus.COMPLETED)
             run.return_value = float("nan")
             runs.append(run)
         return runs

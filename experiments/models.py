@@ -14,10 +14,10 @@ before a run starts, so a bad id fails before anything is written.
 Tiny models are random-weight Llama and GPT-2 models built from a config: GPT-2 is there because its
 absolute position embeddings make any left-padding / position-id mistake visible in the tokens.
 
-Models too big for one device (experiments/placement.py checks the values before any work): `device_map` (accelerate's "auto",
-"balanced", ... or an explicit module -> device map, "disk" with `offload_folder`) and `tp_plan="auto"` (tensor
-parallel, under torchrun) go to `from_pretrained` as they are, and the model is then left where it was put (no
-`.to(device)`). A tiny model is built, saved to a temporary folder and loaded from there, so it takes the same
+Models too big for one device (experiments/placement.py checks the values before any work): `device_map`
+(accelerate's "auto", "balanced", ... or an explicit module -> device map, "disk" with `offload_folder`) and
+`tp_plan="auto"` (tensor parallel, under torchrun) go to `from_pretrained` as they are, and the model is then
+left where it was put (no `.to(device)`). A tiny model is built, saved to a temporary folder and loaded from there, so it takes the same
 path; the folder lives as long as the model, because disk-offloaded weights are read from it in place.
 """
 

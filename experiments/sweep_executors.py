@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config_checks import ConfigError, check_keys, show
+from experiments.config_checks import ConfigError, check_int, check_keys, show
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,8 @@ def check_executor(launcher: DictConfig) -> None:
     ray = launcher.get("ray") or {}
     _check_keys(slurm, "hydra.launcher.slurm", SLURM_KEYS)
     _check_keys(ray, "hydra.launcher.ray", RAY_KEYS)
-    for key in ("timeout_min", "cpus_per_task", "array_parallelism"):
-        _check_count(slurm.get(key), f"hydra.launcher.slurm.{key}", minimum=1)
-    _check_count(slurm.get("gpus_per_node"), "hydra.launcher.slurm.gpus_per_node", minimum=0)
+    for key, minimum in (("timeout_min", 1), ("cpus_per_task", 1), ("array_parallelism", 1), ("gpus_per_node", 0)):
+        check_int(slurm, key, minimum, none="null (the default)", path="hydra.launcher.slurm")
     _check_number(slurm.get("mem_gb"), "hydra.launcher.slurm.mem_gb", minimum=0)
     _check_number(ray.get("num_cpus"), "hydra.launcher.ray.num_cpus", minimum=0)
     _check_number(ray.get("num_gpus"), "hydra.launcher.ray.num_gpus", minimum=0)
@@ -143,8 +142,7 @@ def _run_submitit(launcher: Any, units: Sequence[UnitJobs], on_lost, cluster: st
         try:
             results.append(job.result())
         except Exception as err:  # the task's process died: killed, preempted, out of time or memory
-            results.append(on_lost(unit, f"{cluster} task {job.job_id} ended without results "
-                                         f"({type(err).__name__}: {str(err).strip().splitlines()[0][:300]})"))
+            results.append(on_lost(unit, f"{cluster} task {job.job_id} ended without results ({_first_line(err)})"))
     return results
 
 
@@ -177,12 +175,17 @@ def _run_ray(launcher: Any, units: Sequence[UnitJobs], on_lost) -> list[list]:
             try:
                 results.append(ray.get(ref))
             except Exception as err:  # a worker that died (killed, out of memory) or a task cancelled
-                results.append(on_lost(unit, f"Ray task ended without results ({type(err).__name__}: "
-                                             f"{str(err).strip().splitlines()[0][:300]})"))
+                results.append(on_lost(unit, f"Ray task ended without results ({_first_line(err)})"))
         return results
     finally:
         if started:
             ray.shutdown()
+
+
+def _first_line(err: BaseException) -> str:
+    """`Type: first line of the message` (a task's error can carry a whole remote traceback)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _check_keys(options: Any, where: str, allowed: set[str]) -> None:
@@ -190,11 +193,6 @@ def _check_keys(options: Any, where: str, allowed: set[str]) -> None:
         raise ConfigError(f"{show(where, options)} is not allowed: use a mapping of {', '.join(sorted(allowed))}",
                           where)
     check_keys(options, where, allowed)
-
-
-def _check_count(value: Any, key: str, minimum: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ConfigError(f"{show(key, value)} is not allowed: use an integer >= {minimum}", key)
 
 
 def _check_number(value: Any, key: str, minimum: float) -> None:

@@ -20,11 +20,13 @@ and renormalize_logits (which changes no probability) follow it.
 The arithmetic is llama.cpp's, in float32: log(p_i / p_i+1) from the probabilities (the softmax's normaliser
 cancels in the ratio, so they are taken as exp(s_i - s_max) of the head alone; one that underflows to 0 behaves
 as there), the pairs' sums accumulated in order (a cumulative sum), mu updated as `mu - eta * (surprise - tau)`;
-v2's test -log2 p <= mu is made as p >= 2 ** -mu (the same but within an ulp of the bound). The softmax is torch's: llama.cpp adds its terms one by one in float32, which over
+v2's test -log2 p <= mu is made as p >= 2 ** -mu (the same but within an ulp of the bound). The softmax is
+torch's: llama.cpp adds its terms one by one in float32, which over
 SmolLM2's 49152 candidates moves its probabilities by up to ~5e-5 (relative), enough to put a token lying within
 1e-4 bits of mu on the other side of the cut when mu reaches the dense tail (tests/goldens/llama_mirostat.py).
 Candidates are the finite logits (llama.cpp's shrunken array).
-Ties at v1's cut-off keep the lower token ids (a stable sort; llama.cpp's partial sort leaves them unspecified).
+Ties at v1's cut-off keep the lower token ids (as a stable sort orders them; llama.cpp's partial sort leaves them
+unspecified).
 Where v1's k is not a representable int llama.cpp's float-to-int conversion is undefined behaviour: +inf (a flat
 head, s_hat near 0, with 2 ** mu > n_vocab - 1) keeps one token on x86 and every candidate on ARM; here
 it keeps every candidate (the formula's own answer); NaN (one candidate, or s_hat exactly 1) keeps one, as on both.

@@ -80,7 +80,6 @@ def exclude_top_choices(scores: torch.Tensor, threshold: torch.Tensor, apply_row
         top = values >= threshold  # (B, K)
     else:
         ids = None
-        values = probs
         top = (probs >= threshold) & (scores != NEG_INF)  # (B, V); threshold 0: removed tokens are no top choice
     allowed = apply_rows[:, None]  # (B, 1)
     if min_keep > 1:  # llama.cpp keeps the candidates from the last top choice on: n_candidates - n_top + 1
