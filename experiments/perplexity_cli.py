@@ -37,6 +37,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2", help="smollm2, tiny_llama, tiny_gpt2, or a hub id / path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quantization", choices=["int8_weight_only", "int4_weight_only"],
+                        help="weight-only quantization (torchao; experiments/quantization.py)")
+    parser.add_argument("--quantization-group-size", type=int, help="int4: inputs per scale (default: the largest "
+                        "of 32/64/128 that fits)")
     parser.add_argument("--max-length", type=int, default=512, help="model inputs per window (default: 512)")
     parser.add_argument("--stride", type=int, help="overlapping windows moving on by N tokens (default: disjoint)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -49,11 +53,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, score, write; returns the metrics written to metrics.json."""
     documents = load_documents(args.dataset, args.split, name=args.name, config=args.config, path=args.path,
                                format=args.format, text_column=args.text_column, limit=args.limit)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, quantization=args.quantization,
+                                  quantization_group_size=args.quantization_group_size)
     report = corpus_perplexity(model, tokenizer, documents, max_length=args.max_length, stride=args.stride,
                                batch_size=args.batch_size, progress=not args.no_progress)
     metrics: dict[str, Any] = report.metrics("ppl")
-    metrics.update({"dataset": args.dataset, "split": args.split, "model": args.model,
+    metrics.update({"dataset": args.dataset, "split": args.split, "model": args.model, "dtype": args.dtype,
+                    "quantization": args.quantization,
                     "max_length": args.max_length, "stride": args.stride or args.max_length})
     out = Path(args.out)
     write_atomic(out / "documents.jsonl", "".join(json.dumps(row) + "\n" for row in report.per_text()))

@@ -143,8 +143,9 @@ def check_target_keys(node: DictConfig, path: str) -> None:
 
 
 def check_model(node: Any, path: str) -> None:
-    from experiments.models import DTYPES, TINY_KINDS, resolve_device
+    from experiments.models import DTYPES, TINY_KINDS, known_model_type, resolve_device
     from experiments.placement import check_placement
+    from experiments.quantization import check_model_type, check_quantization
 
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{show(path, node)} is not allowed: {path} must be a model config "
@@ -163,8 +164,14 @@ def check_model(node: Any, path: str) -> None:
     except (RuntimeError, ValueError, TypeError) as err:
         raise ConfigError(f"{show(path + '.device', device)} is not allowed: use auto, cpu, cuda or cuda:<index> "
                           f"({err})", path + ".device") from None
+    quantization = {key: node.get(key) for key in ("quantization", "quantization_group_size")}
+    if any(value is not None for value in quantization.values()):  # experiments/quantization.py
+        check_quantization(quantization["quantization"], quantization["quantization_group_size"],
+                           "cpu" if split else resolve_device(device), node.get("dtype", "float32"), split=split,
+                           path=path)
+        check_model_type(quantization["quantization"], known_model_type(node.name), node.name, path)
     if node.name in ("smollm2", *TINY_KINDS):
-        check_keys(node, path, {"_target_", "name", "device", "dtype", "seed", *placement},
+        check_keys(node, path, {"_target_", "name", "device", "dtype", "seed", *placement, *quantization},
                    what=f"an argument of {path}={node.name}")
     if "seed" in node:
         check_int(node, "seed", 0, 2**63 - 1, path=path)
