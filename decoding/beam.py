@@ -6,9 +6,18 @@ still reuses the decoding core: `init_state` (slots, position ids, mask), `Forwa
 `build_processors`, `check_finite` and `KVCache.reorder`.
 
 Layout. Every prompt is expanded to K = `num_beams` adjacent rows (row b*K + j is beam j of prompt b),
-as `model.generate` expands it, and the prompt is prefilled once per row, as generate does: the same
-batch shapes give the same floating-point logits, which is what token identity rests on. Position ids
-and the attention mask are the same for all beams of a prompt, so only token rows move on a reorder.
+as `model.generate` expands it. Position ids and the attention mask are the same for all beams of a
+prompt, so only token rows move on a reorder.
+
+The prefill (`beam_prefill`). "per_beam", the default, prefills every one of the B*K rows, as generate
+does: the same batch shapes give the same floating-point logits, which is what token identity rests on.
+"shared" prefills the B prompts once each, then copies each prompt's cache rows, slots and first logits to
+its K beams (`loop.copy_prefix`): 1/K of the prefill's work. Its logits are the same numbers computed in a
+smaller batch; the matrix kernels may then round differently (on this project's CPU for one or two
+prompts: SmolLM2's logits up to 4e-5 apart; bit-identical from four prompts up in what was measured), so
+its scores agree with generate's to float rounding and its tokens may differ where two candidates tie to
+that precision (tests/decoding/test_beam_shared_prefill.py counts them). Everything after the prefill is
+unchanged: processors, recorded scores and logits see B*K rows in beam order, as generate records them.
 
 One step, for each prompt ("item"), follows transformers 5 op for op (its tie-breaking and rounding
 included), because any other formulation may pick a different token at a near-tie:
@@ -41,8 +50,10 @@ diverse beam search, after the diversity penalty), so that
 
 Speed: the step costs a few small ops per beam next to the forward pass; the KV cache reorder is one
 `index_select` per layer (the static slot cache copies only its filled slots, into a spare buffer,
-and never concatenates). Diverse (group) beam search lives in `beam_diverse.py` and reuses `expand`
-and `merge_finished` per group.
+and never concatenates), none when the beams kept their rows (the identity: read on the host with the
+stopping flags, one device transfer per step). With `compile=True` (static cache) the single-token steps
+run through the compiled fixed-shape step (decoding/compiled.py); the prefill stays eager. Diverse (group)
+beam search lives in `beam_diverse.py` and reuses `expand` and `merge_finished` per group.
 """
 
 from __future__ import annotations
@@ -54,7 +65,7 @@ from typing import Any
 import torch
 
 from .cache import KVCache
-from .loop import Forward, sync_device, check_finite, init_state
+from .loop import Forward, copy_prefix, sync_device, check_finite, init_state
 from .params import GenerationParams
 from .processors import build_processors
 from .result import GenerationResult
@@ -291,11 +302,15 @@ def still_open(cfg: StepConfig, open_: torch.Tensor, run_scores: torch.Tensor, s
     return open_ & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
-def keep_going(cfg: StepConfig, open_: torch.Tensor, store: Store, hits: torch.Tensor) -> bool:
-    """transformers' `_beam_search_has_unfinished_sequences`."""
-    improvable = bool(open_.any())
-    all_full = bool(store.done.all()) and cfg.early_stopping is True
-    return improvable and not all_full and not bool(hits.all())
+def keep_going(cfg: StepConfig, open_: torch.Tensor, store: Store, hits: torch.Tensor,
+               rows: torch.Tensor) -> tuple[bool, bool]:
+    """transformers' `_beam_search_has_unfinished_sequences`, and whether the new beams kept their rows
+    (rows (B*K,) == arange: the cache needs no reorder); one device-to-host transfer for all of it."""
+    identity = (rows == torch.arange(rows.shape[0], device=rows.device)).all()
+    improvable, all_done, all_hit, same_rows = torch.stack([open_.any(), store.done.all(), hits.all(),
+                                                            identity]).tolist()
+    all_full = all_done and cfg.early_stopping is True
+    return improvable and not all_full and not all_hit, same_rows
 
 
 def step_config(params: GenerationParams, width: int, prompt_length: int, generator, tokenizer,
@@ -404,17 +419,18 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     width = params.num_beams
     n_max = params.max_new_tokens
     cfg = step_config(params, width, prompt_len, generator, tokenizer, device)
-    state = init_state(input_ids.repeat_interleave(width, dim=0), attention_mask.repeat_interleave(width, dim=0),
-                       n_max, cfg.fill)
+    beam_prompts = torch.arange(batch, device=device).repeat_interleave(width)  # (B*K,) the prompt of each beam
+    shared = params.beam_prefill == "shared"  # prefill the B prompts, then copy them to their beams
+    prefill_rows = None if shared else beam_prompts
+    state = init_state(rows_of(input_ids, prefill_rows), rows_of(attention_mask, prefill_rows), n_max, cfg.fill)
     if prompt_embeds is not None:  # every beam of a prompt starts from its embeddings
-        state.prompt_embeds = prompt_embeds.embeds.repeat_interleave(width, dim=0)  # (B*K, T, H)
+        state.prompt_embeds = rows_of(prompt_embeds.embeds, prefill_rows)  # (B*K or B, T, H)
         state.visible_start = prompt_embeds.visible_start
         cfg = replace(cfg, visible_start=state.visible_start)
-    kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
+    kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max, compile=params.compile)
     forward = Forward(model, kv)
     prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(width)  # (B*K,) pad slots per row
     # guidance's unconditional rows are never reordered with the beams, as in generate (processors/guidance.py)
-    beam_prompts = torch.arange(batch, device=device).repeat_interleave(width)  # (B*K,)
     processors = merge_processors(build_processors(params, prompt_len - state.visible_start,
                                                    prompt_start if state.padded else None,
                                                    model, beam_prompts), params.logits_processor)
@@ -427,7 +443,9 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     start = 0
     t = 0
     for t in range(n_max):
-        logits = forward(state, start, state.length)  # (B*K, V)
+        logits = forward(state, start, state.length)  # (B*K, V); the shared prefill: (B, V)
+        if t == 0 and shared:
+            state, logits = copy_prefix(state, kv, logits, beam_prompts)  # cache, slots, logits to (B*K, ...)
         if cfg.do_sample:  # multinomial would fail on NaN first; beam search checks its candidates (`expand`)
             check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
@@ -446,13 +464,19 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         if t == 0:
             sync_device(device)
             prefill = time.perf_counter() - t0
-        if not keep_going(cfg, open_, out.store, out.hits):
+        going, same_rows = keep_going(cfg, open_, out.store, out.hits, rows)
+        if not going:
             break
-        kv.reorder(rows)
+        kv.reorder(rows, identity=same_rows)
     sync_device(device)
     total = time.perf_counter() - t0
     return finish(beams.store, input_ids[:, state.visible_start:], params.num_return_sequences, cfg.fill,
                   (prefill, total - prefill), t, recorder)
+
+
+def rows_of(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """x's rows `rows` (each prompt repeated for its beams), or x itself for None (the shared prefill)."""
+    return x if rows is None else x.index_select(0, rows)
 
 
 def with_hooks(cfg: StepConfig, params: GenerationParams) -> tuple[Recorder, StepConfig]:

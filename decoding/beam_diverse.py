@@ -32,7 +32,9 @@ no per-beam stop strings). Beam sampling has no diverse variant (4.x refused it 
 With G = 1 everything but the "done" rule is plain beam search; `generate` sends G = 1 there.
 
 All groups share one forward pass per step: row b*K + g*S + j is beam j of group g of prompt b, so the
-"items" that `beam.expand` works on are (prompt, group) pairs, item b*G + g.
+"items" that `beam.expand` works on are (prompt, group) pairs, item b*G + g. The prefill (`beam_prefill`,
+per beam or shared by a prompt's beams), the compiled step and the cache reorder are plain beam search's
+(beam.py).
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ from typing import Any
 
 import torch
 
-from .beam import (STORE_FIELDS, Store, StepInput, advance, expand, finish, merge_finished, start_beams,
-                   step_config, with_hooks)
+from .beam import (STORE_FIELDS, Store, StepInput, advance, expand, finish, merge_finished, rows_of,
+                   start_beams, step_config, with_hooks)
 from .hooks import merge_processors
 from .cache import KVCache
-from .loop import Forward, sync_device, check_finite, init_state
+from .loop import Forward, copy_prefix, sync_device, check_finite, init_state
 from .params import GenerationParams
 from .processors import build_processors
 
@@ -119,9 +121,11 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
     n_max = params.max_new_tokens
     cfg = step_config(params, width, prompt_len, None, tokenizer, device)
     cfg = replace(cfg, fill=params.pad_token_id if params.pad_token_id is not None else -1)  # 4.x fills with pad
-    state = init_state(input_ids.repeat_interleave(beams_per_prompt, dim=0),
-                       attention_mask.repeat_interleave(beams_per_prompt, dim=0), n_max, cfg.fill)
-    kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max)
+    beam_prompts = torch.arange(batch, device=device).repeat_interleave(beams_per_prompt)  # (B*K,)
+    shared = params.beam_prefill == "shared"
+    prefill_rows = None if shared else beam_prompts
+    state = init_state(rows_of(input_ids, prefill_rows), rows_of(attention_mask, prefill_rows), n_max, cfg.fill)
+    kv = KVCache(params.cache, model, params.max_cache_len or prompt_len + n_max, compile=params.compile)
     forward = Forward(model, kv)
     prompt_start = (attention_mask == 0).sum(-1).repeat_interleave(beams_per_prompt)  # (B*K,)
 
@@ -141,7 +145,9 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
     t0 = time.perf_counter()
     prefill, start, t = 0.0, 0, 0
     for t in range(n_max):
-        logits = forward(state, start, state.length)  # (B*K, V)
+        logits = forward(state, start, state.length)  # (B*K, V); the shared prefill: (B, V)
+        if t == 0 and shared:
+            state, logits = copy_prefix(state, kv, logits, beam_prompts)
         check_finite(logits, t)
         logp = torch.log_softmax(logits, dim=-1)
         cfg.stops.tick()
@@ -185,9 +191,11 @@ def diverse_beam_search(model: Any, input_ids: torch.Tensor, attention_mask: tor
         if t == 0:
             sync_device(device)
             prefill = time.perf_counter() - t0
-        if not bool(beams.open.any()) or t + 1 >= n_max or cfg.stops.expired:
+        same_rows = (rows_next == torch.arange(rows_next.shape[0], device=device)).all()
+        any_open, same_rows = torch.stack([beams.open.any(), same_rows]).tolist()  # one transfer per step
+        if not any_open or t + 1 >= n_max or cfg.stops.expired:
             break
-        kv.reorder(rows_next)
+        kv.reorder(rows_next, identity=same_rows)
     sync_device(device)
     total = time.perf_counter() - t0
     return finish(pool(beams.store, batch), input_ids, params.num_return_sequences, cfg.fill,

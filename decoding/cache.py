@@ -21,6 +21,16 @@ change. There the slot cache runs in *fixed-shape* mode: the write slot is a ten
 yet written. A Python int that changed every step would be baked into the graph and recompile it each step.
 The prefill stays eager, in the filled-slots mode. The compiled path rounds `max_cache_len` up to a multiple of
 `COMPILED_CACHE_BUCKET` so batches with different prompt lengths share one compiled graph.
+
+Beam search reorders the rows after every step (`reorder`). The slot cache copies the filled slots into a spare
+buffer pair, which then becomes the live one: one copy, no allocation after the first. In fixed-shape mode the
+live buffers must keep their addresses (CUDA graphs replay reads and writes them by address, and the compiled
+graph was handed them as static inputs), so the reordered slots are copied back into them: a second copy, the
+same code on every device. When the permutation is the identity nothing is copied, in any setting (the dynamic
+cache too, whose `reorder_cache` would copy every layer). Knowing that it is the identity takes a look at the
+indices on the host: on the CPU that look is free; for device tensors `reorder` does not look (a device sync per
+step) unless the caller passes what it already read on the host (beam search reads it in the same transfer as
+its stopping flags, `beam.keep_going`).
 """
 
 from __future__ import annotations
@@ -113,23 +123,38 @@ class SlotLayer(CacheLayerMixin):
         self.filled = max(self.filled, other.filled)
         self.spare = None
 
-    def reorder(self, rows: torch.LongTensor) -> None:
+    def reorder(self, rows: torch.LongTensor, identity: bool | None = None) -> None:
         """Beam search: same batch size, row i continues old row rows[i]. Copies only the filled slots, into a
-        spare buffer pair that then becomes the live one (one copy per step, no allocation after the first)."""
+        spare buffer pair that then becomes the live one (one copy per step, no allocation after the first); in
+        fixed-shape mode copied back into the live pair, whose addresses the compiled step holds. Nothing is
+        copied for the identity (`identity`: known on the host; None: `is_identity` decides)."""
         if not self.is_initialized or self.filled == 0:
             return
         if rows.shape[0] != self.keys.shape[0]:
             self.select_rows(rows)
             return
-        if self.spare is None:
+        if identity if identity is not None else is_identity(rows):
+            return
+        if self.spare is None:  # slots past `filled` are never read here (use_fixed_shapes zeroes them there)
             self.spare = (torch.empty_like(self.keys), torch.empty_like(self.values))
         rows = rows.to(self.keys.device)
         end = self.filled
         keys, values = self.spare
         torch.index_select(self.keys[:, :, :end], 0, rows, out=keys[:, :, :end])
         torch.index_select(self.values[:, :, :end], 0, rows, out=values[:, :, :end])
+        if self.write_index is not None:  # fixed shapes: keep the live addresses (and the spare a scratch pair)
+            self.keys[:, :, :end].copy_(keys[:, :, :end])
+            self.values[:, :, :end].copy_(values[:, :, :end])
+            return
         self.spare = (self.keys, self.values)
         self.keys, self.values = keys, values
+
+
+def is_identity(rows: torch.Tensor) -> bool:
+    """rows == arange(len(rows)), where telling costs no device sync (CPU indices); False (copy) elsewhere."""
+    if rows.device.type != "cpu":
+        return False
+    return torch.equal(rows, torch.arange(rows.shape[0], dtype=rows.dtype))
 
 
 class SlotCache(Cache):
@@ -146,11 +171,15 @@ class SlotCache(Cache):
     def use_fixed_shapes(self, write_index: torch.Tensor | None) -> None:
         """Fixed-shape mode for the compiled step (`write_index`: (q,) long slots), or back to filled-slots (None).
 
-        Marks the buffers as static addresses so CUDA graphs write them in place instead of copying them.
+        Marks the buffers as static addresses so CUDA graphs write them in place instead of copying them, and
+        zeroes the slots not written yet: the fixed-shape step attends them, masked, and a masked NaN (left by an
+        uninitialised spare buffer swapped in by a reorder) would still poison the output (NaN * 0 is NaN).
         """
         for layer in self.layers:
             layer.write_index = write_index
             if write_index is not None and layer.is_initialized:
+                layer.keys[:, :, layer.filled:].zero_()
+                layer.values[:, :, layer.filled:].zero_()
                 torch._dynamo.mark_static_address(layer.keys)
                 torch._dynamo.mark_static_address(layer.values)
 
@@ -275,16 +304,30 @@ class KVCache:
                 layer.filled = layer.cache_position = keep
                 layer.spare = None
 
-    def reorder(self, beam_idx: torch.LongTensor) -> None:
+    def reorder(self, beam_idx: torch.LongTensor, identity: bool | None = None) -> None:
         """Beam search: row i of the new batch continues row beam_idx[i] of the old one (same batch size).
 
         The dynamic cache uses transformers' own `reorder_cache` (index_select, as generate does); the slot
-        cache copies only its filled slots, into a spare buffer (`SlotLayer.reorder`).
+        cache copies only its filled slots, into a spare buffer (`SlotLayer.reorder`). Neither copies when the
+        permutation is the identity: `identity` says so from what the caller read on the host; None: decided here
+        for CPU indices (free), and taken as False for device indices (no sync per step).
         """
         if self.model_cache is None:
             return
+        if identity is None:
+            identity = is_identity(beam_idx)
+        if identity and beam_idx.shape[0] == self.batch_rows():
+            return
         if isinstance(self.model_cache, SlotCache):
             for layer in self.model_cache.layers:
-                layer.reorder(beam_idx)
+                layer.reorder(beam_idx, identity=False)
         else:
             self.model_cache.reorder_cache(beam_idx)
+
+    def batch_rows(self) -> int | None:
+        """Rows the cache holds (None before the first forward)."""
+        for layer in self.model_cache.layers if self.model_cache is not None else ():
+            keys = getattr(layer, "keys", None)
+            if isinstance(keys, torch.Tensor) and keys.dim() == 4:
+                return keys.shape[0]
+        return None

@@ -17,9 +17,12 @@ For one batch size and cache length the graph is compiled once; a new batch size
 the recompiles (`torch._dynamo.utils.counters`).
 
 What stays eager: the prefill (its length differs for every batch), the logits processors, sampling and the
-loop's bookkeeping. On CPU the graph is compiled with inductor's default mode; on CUDA with
-`mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static addresses, and each step's logits
-are copied out of the graph's memory pool before the next replay overwrites them).
+loop's bookkeeping; for beam search (plain and diverse) also the choice of beams and the cache reorder between
+steps, which in fixed-shape mode copies the reordered slots back into the same buffers (decoding/cache.py), so
+the graph (and a CUDA graph's recorded addresses) stays valid. On CPU the graph is compiled with inductor's
+default mode; on CUDA with `mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static
+addresses, and each step's logits are copied out of the graph's memory pool before the next replay overwrites
+them).
 
 Numerics: compiled kernels (fused RMSNorm, a masked attention over the whole buffer instead of the filled slots)
 do not promise the eager path's float bits. Greedy tokens are tested equal to the eager static path on the tiny

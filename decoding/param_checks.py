@@ -32,6 +32,9 @@ from .processors.xtc import check_xtc
 if TYPE_CHECKING:
     from .params import GenerationParams
 
+BEAM_PREFILL_MODES = ("per_beam", "shared")  # decoding/beam.py's module docstring says what each does
+
+
 def check_sampler_order(value: Any) -> None:
     """An engine's name, or a list of processor names, each once (reordered among themselves)."""
     allowed = (f"use one of {list(SAMPLER_ORDERS)}, or a list of processor names to reorder among themselves "
@@ -148,6 +151,9 @@ def _validate_values(p: GenerationParams) -> None:
     _check(p.max_cache_len is None or (_is_int(p.max_cache_len) and p.max_cache_len >= 1), "max_cache_len",
            p.max_cache_len, "use a positive integer (the static cache's slots), or None for prompt + new tokens")
     _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    _check(isinstance(p.beam_prefill, str) and p.beam_prefill in BEAM_PREFILL_MODES, "beam_prefill", p.beam_prefill,
+           "use 'per_beam' (the prompt prefilled once per beam, as generate does: token-identical to it) or "
+           "'shared' (once per prompt, its cache copied to the beams: scores within float rounding of generate's)")
     _validate_processor_values(p)
     unknown_steps = sorted(set(p.processor_order) - set(TRANSFORMERS_PROCESSOR_ORDER))
     _check(not unknown_steps, "processor_order", list(p.processor_order),
@@ -258,9 +264,6 @@ def _validate_combinations(p: GenerationParams) -> None:
         raise ValueError(f"{stateful[0]}={getattr(p, stateful[0])!r} is not allowed with {mode}: it draws random "
                          "numbers or carries state from step to step, which beams and verified blocks would replay "
                          "out of order; use it with plain sampling (num_beams=1, no proposer)")
-    if p.compile and p.num_beams > 1:
-        raise ValueError(f"compile=True is not allowed with num_beams={p.num_beams}: only the greedy / sampling "
-                         "decode step is compiled; use num_beams=1, or compile=False")
 
 
 def _validate_lengths(p: GenerationParams, prompt_length: int, max_positions: int | None) -> None:
@@ -317,7 +320,8 @@ def _warn_ignored(p: GenerationParams) -> None:
                           "when mirostat is on; set them to their neutral values (top_k=0, ...) for llama.cpp's chain",
                           UserWarning, stacklevel=4)
     if p.num_beams == 1:
-        beam_only = [name for name, neutral in {"length_penalty": 1.0, "early_stopping": False}.items()
+        beam_only = [name for name, neutral in {"length_penalty": 1.0, "early_stopping": False,
+                                                "beam_prefill": "per_beam"}.items()
                      if getattr(p, name) != neutral]
         if beam_only:
             warnings.warn(f"{beam_only} only apply to beam search; num_beams=1 ignores them, as generate does",

@@ -166,6 +166,9 @@ class GenerationParams:
     cache: str = "dynamic"
     max_cache_len: int | None = None
     compile: bool = False  # torch.compile the single-token decode step (cache="static" only; decoding/compiled.py)
+    # beam search's prefill: "per_beam" runs the prompt once per beam (B * num_beams rows, generate's way and
+    # token-identical to it), "shared" once per prompt and copies its cache to the beams (decoding/beam.py)
+    beam_prefill: str = "per_beam"
     # the processors' order: "transformers" (generate's, the default), "llama.cpp", "vllm", or a list of processor
     # names reordered among themselves (processors/order.py); processor_order is the full order it resolves to
     sampler_order: Any = "transformers"

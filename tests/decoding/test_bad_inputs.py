@@ -160,7 +160,8 @@ CASES = [
     case("compile='yes'", gen(cache="static", compile="yes"), "compile", "'yes'"),
     case("compile=1", gen(cache="static", compile=1), "compile", "1"),
     case("compile-dynamic-cache", gen(compile=True), "compile", "'dynamic'"),
-    case("compile-beams", gen(cache="static", compile=True, num_beams=2), "compile", "num_beams=2"),
+    case("beam_prefill='both'", gen(num_beams=2, beam_prefill="both"), "beam_prefill", "'both'"),
+    case("beam_prefill=1", gen(num_beams=2, beam_prefill=1), "beam_prefill", "1"),
     # special token ids
     case("eos_token_id=True", gen(eos_token_id=True), "eos_token_id", "True"),
     case("eos_token_id=2.0", gen(eos_token_id=2.0), "eos_token_id", "2.0"),

@@ -1,5 +1,6 @@
 """The compiled decode step (`compile=True`, decoding/compiled.py): fixed shapes, no per-step recompiles, the
-eager static path's tokens, and an honest bound on how far compiled float bits move the logits.
+eager static path's tokens (greedy, sampling and beam search), and an honest bound on how far compiled float bits
+move the logits.
 
 Two kinds of check. With `BACKEND = "eager"` dynamo traces the fixed-shape step but runs it without code
 generation: fast, and it checks the logic (slot tensor, full-buffer mask, fixed-shape cache mode). With the real
@@ -72,7 +73,6 @@ def graphs_and_recompiles() -> tuple[int, int]:
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(compile=True), r"compile=True is not allowed with cache='dynamic'.*use cache='static', or compile=False"),
     (dict(compile=True, cache="none"), r"compile=True is not allowed with cache='none'"),
-    (dict(compile=True, cache="static", num_beams=2), r"compile=True is not allowed with num_beams=2"),
     (dict(compile="yes", cache="static"), r"compile='yes' is not allowed: use true or false"),
 ])
 def test_bad_compile_settings_are_named(tiny_llama, kwargs, pattern):
@@ -186,6 +186,33 @@ def test_compiled_scores_and_logits_equal_the_eager_static_ones(tiny_model, padd
             torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=f"{name} step {step}")
 
 
+BEAM_SETTINGS = [dict(num_beams=4, num_return_sequences=2), dict(num_beams=3, do_sample=True, top_k=20),
+                 dict(num_beams=4, beam_prefill="shared", length_penalty=0.5, num_return_sequences=4),
+                 dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, num_return_sequences=2)]
+BEAM_IDS = ["beam", "beam-sample", "shared-prefill", "diverse"]
+
+
+@pytest.mark.parametrize("kwargs", BEAM_SETTINGS, ids=BEAM_IDS)
+def test_fixed_shape_beam_search_gives_the_eager_static_tokens(tiny_model, padded_batch, eager_backend, monkeypatch,
+                                                              kwargs):
+    """Beam search runs its single-token steps through the fixed-shape step; the cache reorder between steps keeps
+    the buffers the step writes in place (decoding/cache.py), so the tokens are the eager static path's."""
+    ids, mask = padded_batch
+    steps = []
+    original = compiled.CompiledDecodeStep.__call__
+    monkeypatch.setattr(compiled.CompiledDecodeStep, "__call__",
+                        lambda self, state, start: steps.append(start) or original(self, state, start))
+    torch.manual_seed(3)
+    eager = decoding.generate(tiny_model, ids, mask, max_new_tokens=12, cache="static", eos_token_id=[], **kwargs)
+    assert steps == []
+    torch.manual_seed(3)
+    fixed = decoding.generate(tiny_model, ids, mask, max_new_tokens=12, cache="static", compile=True, eos_token_id=[],
+                              **kwargs)
+    assert steps == list(range(5, 5 + 11))  # every step after the eager prefill
+    assert torch.equal(eager.sequences, fixed.sequences)
+    assert torch.allclose(eager.sequences_scores, fixed.sequences_scores, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------------- inductor (real compile)
 
 
@@ -203,6 +230,19 @@ def test_inductor_decode_does_not_recompile_per_step(tiny_model, padded_batch, f
                        decoding.generate(tiny_model, ids[:, 2:], mask[:, 2:], cache="static", max_new_tokens=20,
                                          eos_token_id=[]).sequences)
     assert graphs_and_recompiles() == (1, 0)
+
+
+def test_inductor_beam_search_does_not_recompile_per_step(tiny_model, padded_batch, fresh_dynamo):
+    """Greedy beams through the compiled step: the eager static beams' tokens, one graph for the whole call, and
+    the same graph for the shared prefill (its steps run the same B * num_beams rows)."""
+    ids, mask = padded_batch
+    kwargs = dict(num_beams=4, num_return_sequences=2, max_new_tokens=12, eos_token_id=[], cache="static")
+    for prefill in ("per_beam", "shared"):
+        eager = decoding.generate(tiny_model, ids, mask, beam_prefill=prefill, **kwargs)
+        out = decoding.generate(tiny_model, ids, mask, beam_prefill=prefill, compile=True, **kwargs)
+        assert torch.equal(out.sequences, eager.sequences), prefill
+        assert torch.allclose(out.sequences_scores, eager.sequences_scores, atol=1e-4, rtol=0)
+        assert graphs_and_recompiles() == (1, 0), prefill
 
 
 def test_inductor_logits_float32(tiny_model, padded_batch, fresh_dynamo):
