@@ -148,7 +148,8 @@ def variant_table(args, console: Console, bandwidth: float) -> None:
     compiled step's logit gap to eager; every rate also as a multiple of the first variant's eager rate."""
     table = Table(title=f"batch-1 greedy decode by weight format, {args.model} on {args.device} (median of "
                         f"{args.rounds} alternating rounds; copy bandwidth {bandwidth / 1e9:.1f} GB/s)")
-    for column in ("variant", "weights MB", "bound tok/s", "eager static tok/s", "compiled tok/s",
+    table.add_column("variant", no_wrap=True)
+    for column in ("weights MB", "bound tok/s", "eager static tok/s", "compiled tok/s",
                    "fraction of bound (eager / compiled)", "x first eager (eager / compiled)",
                    "max |compiled - eager| logit", "same tokens", "warm-up s"):
         table.add_column(column, justify="right")

@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--quantization", choices=["int8_weight_only", "int4_weight_only"],
                         help="weight-only quantization (torchao; experiments/quantization.py)")
-    parser.add_argument("--quantization-group-size", type=int, help="int4: inputs per scale (default: the largest "
+    parser.add_argument("--quantization-group-size", type=int, help="int4: inputs per scale (default: the smallest "
                         "of 32/64/128 that fits)")
     parser.add_argument("--max-length", type=int, default=512, help="model inputs per window (default: 512)")
     parser.add_argument("--stride", type=int, help="overlapping windows moving on by N tokens (default: disjoint)")
