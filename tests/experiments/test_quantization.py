@@ -13,15 +13,19 @@ import json
 
 import pytest
 import torch
+import yaml
 from torch._dynamo.utils import counters
 
 import decoding
 from experiments.config_checks import ConfigError
+from experiments.jobs import config_fingerprint
 from experiments.models import build_tiny_model, known_model_type, load_model
 from experiments.perplexity import corpus_perplexity
 from experiments.quantization import (check_quantization, int4_group_size, quantize_model, stored_weight_bytes,
                                       weight_layers)
+from experiments.run import run
 from tests.decoding.test_compiled import stepwise_logits
+from tests.experiments.runner_helpers import TINY_RUN, compose_config
 
 QUANTIZATIONS = ["int8_weight_only", "int4_weight_only"]
 # |compiled - eager| logits of the same quantized model, the bound the README states (measured on the tiny models
@@ -193,3 +197,17 @@ def test_smollm2_quantized_greedy_equals_generate(name):
     ours = decoding.generate(model, batch.input_ids, batch.attention_mask, cache="static", **kwargs)
     theirs = model.generate(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
     assert torch.equal(ours.sequences, theirs)
+
+
+def test_the_runner_generates_and_scores_with_a_quantized_model_and_records_it(tmp_path):
+    """model.quantization through the runner: perplexity and generation run, config.yaml records the setting,
+    and the fingerprint differs from the unquantized run's (a rerun never reuses float results)."""
+    out = tmp_path / "int8"
+    cfg = compose_config([*TINY_RUN, "decoding=greedy", "logger=none", "model.quantization=int8_weight_only"], out)
+    metrics = run(cfg)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["model"]["quantization"] == "int8_weight_only"
+    assert metrics["ppl/token"] > 1 and metrics["speed/decode_tok_s"] > 0
+    plain = yaml.safe_load(yaml.safe_dump(recorded))
+    plain["model"]["quantization"] = None
+    assert config_fingerprint(recorded) != config_fingerprint(plain)
