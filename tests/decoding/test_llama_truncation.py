@@ -387,9 +387,10 @@ def test_equals_llama_cpp_on_smollm2_logits(smollm2):
     # the same model and texts: row sums of 49k float32 logits move in their 7th digit with the thread count
     # (matmul blocking), so the fingerprint is compared to a relative 1e-5, not for equality
     np.testing.assert_allclose(fingerprint(logits), GOLDEN["smollm2_fingerprint"], rtol=1e-5, atol=2e-3)
-    # Chains that start with top-k run on the golden's own top logits (recomputed ones differ in their last
-    # bits with the thread count, which a low dynamic temperature magnifies past 1e-6); the rest of the row
-    # is ours, and the stored values must be ours to float32 noise.
+    # Chains that start with top-k or top-nσ run on the golden's own top logits (recomputed ones differ in their
+    # last bits with the thread count and the CPU's kernels, which a low dynamic temperature or a renormalisation
+    # over a few survivors magnifies past 1e-6: 1.7e-6 for top_n_sigma=0.5 on an AVX2-only machine); the rest of
+    # the row is ours, and the stored values must be ours to float32 noise.
     exact = logits.copy()
     for row, top in enumerate(GOLDEN["smollm2_top_logits"]):
         np.testing.assert_allclose(logits[row, top["ids"]], top["logits"], rtol=0, atol=1e-3)
@@ -397,7 +398,7 @@ def test_equals_llama_cpp_on_smollm2_logits(smollm2):
     cases = [c for c in GOLDEN["cases"] if c["source"] == "smollm2"]
     assert len(cases) > 100
     for case in cases:
-        compare_case(case, (exact if case["chain"][0][0] == "top_k" else logits)[case["row"]])
+        compare_case(case, (exact if case["chain"][0][0] in ("top_k", "top_n_sigma") else logits)[case["row"]])
     for steps in GOLDEN["xtc_steps"]:
         if steps["source"] == "smollm2":
             _xtc_steps_agree(steps, exact[steps["row"]])
