@@ -142,14 +142,14 @@ def quantize_model(model: torch.nn.Module, quantization: str | None, group_size:
     if not linears:
         raise ConfigError(f"{show(path + '.quantization', quantization)}: {name} has no torch.nn.Linear layer to "
                           f"quantize; use {path}.quantization=null", path + ".quantization")
-    with _quiet_torchao():  # imported late: torchao takes ~2 s to load
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    silence_torchao_import_noise()
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_  # imported late: torchao takes ~2 s to load
 
-        if quantization == "int8_weight_only":
-            config = Int8WeightOnlyConfig(set_inductor_config=False)  # no process-wide inductor settings
-        else:
-            config = _int4_config(linears, group_size, device.type, path)
-        quantize_(model, config)
+    if quantization == "int8_weight_only":
+        config = Int8WeightOnlyConfig(set_inductor_config=False)  # no process-wide inductor settings
+    else:
+        config = _int4_config(linears, group_size, device.type, path)
+    quantize_(model, config)
     left = [layer_name for layer_name, layer in linears if type(layer.weight.data) is torch.Tensor]
     if left:  # torchao skipped them (it logs, it does not raise)
         raise ConfigError(f"{show(path + '.quantization', quantization)}: torchao left {len(left)} layers of {name} "
@@ -208,16 +208,6 @@ def silence_torchao_import_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ImportNoise) for f in logger.filters):
             logger.addFilter(_ImportNoise())
-
-
-class _quiet_torchao:
-    """Quantizing through torchao without its import noise."""
-
-    def __enter__(self):
-        silence_torchao_import_noise()
-
-    def __exit__(self, *exc):
-        return None
 
 
 def stored_weight_bytes(model: torch.nn.Module) -> int:
