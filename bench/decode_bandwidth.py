@@ -24,6 +24,7 @@ difference is an error, in bfloat16 / float16 it is reported (compiled kernels r
     .venv/bin/python bench/decode_bandwidth.py --quick                  # 16 new tokens, 2 rounds: a smoke run
     .venv/bin/python bench/decode_bandwidth.py --dtype bfloat16 --quantization int4_weight_only
     .venv/bin/python bench/decode_bandwidth.py --variants float32,bfloat16,bfloat16+int8_weight_only,bfloat16+int4_weight_only
+    .venv/bin/python bench/decode_bandwidth.py --variants bfloat16 --autotune   # also compile="max-autotune"
 
 With `--variants`, one summary row per weight format instead: weights as stored (int8 / packed int4 with their
 scales; an input embedding that no longer shares the head's storage is left out, as a step reads one row of it),
@@ -54,6 +55,7 @@ ROWS = {  # label -> (runner kind, decoding.generate keywords)
     "decodelab static + compile": ("ours", dict(cache="static", compile=True)),
     "model.generate (dynamic)": ("theirs", {}),
 }
+AUTOTUNED = {"decodelab static + max-autotune": ("ours", dict(cache="static", compile="max-autotune"))}  # --autotune
 
 
 def copy_bandwidth(device: torch.device, mib: int, repeats: int = 7) -> float:
@@ -111,11 +113,12 @@ def decode_rates(model, batch, rows: dict, new_tokens: int, rounds: int) -> dict
                     sequences[label]) for label in rows}
 
 
-def warm_up_compiled(model, batch, new_tokens: int) -> float:
+def warm_up_compiled(model, batch, new_tokens: int, compile: bool | str = True, reset: bool = True) -> float:
     """Seconds of the first compiled call for this batch shape (dynamo reset first: compile from scratch)."""
-    torch._dynamo.reset()
+    if reset:
+        torch._dynamo.reset()
     start = time.perf_counter()
-    run_once(model, batch, "ours", dict(cache="static", compile=True), new_tokens)
+    run_once(model, batch, "ours", dict(cache="static", compile=compile), new_tokens)
     if batch.input_ids.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -149,8 +152,9 @@ def variant_table(args, console: Console, bandwidth: float) -> None:
     table = Table(title=f"batch-1 greedy decode by weight format, {args.model} on {args.device} (median of "
                         f"{args.rounds} alternating rounds; copy bandwidth {bandwidth / 1e9:.1f} GB/s)")
     table.add_column("variant", no_wrap=True)
-    for column in ("weights MB", "bound tok/s", "eager static tok/s", "compiled tok/s",
-                   "fraction of bound (eager / compiled)", "x first eager (eager / compiled)",
+    tuned = " / max-autotune" if args.autotune else ""
+    for column in ("weights MB", "bound tok/s", "eager static tok/s", f"compiled{tuned} tok/s",
+                   f"fraction of bound (eager / compiled{tuned})", f"x first eager (eager / compiled{tuned})",
                    "max |compiled - eager| logit", "same tokens", "warm-up s"):
         table.add_column(column, justify="right")
     first = None
@@ -160,17 +164,22 @@ def variant_table(args, console: Console, bandwidth: float) -> None:
         batch = tokenizer(PROMPTS[:1], return_tensors="pt").to(model.device)
         weights = parameter_bytes(model)
         bound = bandwidth / weights
-        warm = warm_up_compiled(model, batch, args.new_tokens)
-        rows = {label: ROWS[label] for label in ("decodelab static", "decodelab static + compile")}
-        rates = decode_rates(model, batch, rows, args.new_tokens, args.rounds)
-        eager, compiled = rates["decodelab static"], rates["decodelab static + compile"]
+        labels = ["decodelab static", "decodelab static + compile"]
+        warm = [warm_up_compiled(model, batch, args.new_tokens)]
+        if args.autotune:  # a second compiled graph beside the first (no reset: both stay warm)
+            labels.append("decodelab static + max-autotune")
+            warm.append(warm_up_compiled(model, batch, args.new_tokens, "max-autotune", reset=False))
+        rates = decode_rates(model, batch, {label: {**ROWS, **AUTOTUNED}[label] for label in labels}, args.new_tokens, args.rounds)
+        eager, compiled = rates[labels[0]], [rates[label] for label in labels[1:]]
         first = first or eager[0]
-        same = "yes" if torch.equal(eager[1], compiled[1]) else "no"
-        table.add_row(variant, f"{weights / 1e6:.0f}", f"{bound:.1f}", f"{eager[0]:.1f}", f"{compiled[0]:.1f}",
-                      f"{eager[0] / bound:.2f} / {compiled[0] / bound:.2f}",
-                      f"{eager[0] / first:.2f} / {compiled[0] / first:.2f}",
-                      f"{logit_gap(model, batch, 16):.2e}", same, f"{warm:.0f}")
-        console.print(f"done: {variant}: eager {eager[0]:.1f} tok/s, compiled {compiled[0]:.1f} tok/s")
+        same = "/".join("yes" if torch.equal(eager[1], c[1]) else "no" for c in compiled)
+        table.add_row(variant, f"{weights / 1e6:.0f}", f"{bound:.1f}", f"{eager[0]:.1f}",
+                      " / ".join(f"{c[0]:.1f}" for c in compiled),
+                      " / ".join(f"{r[0] / bound:.2f}" for r in (eager, *compiled)),
+                      " / ".join(f"{r[0] / first:.2f}" for r in (eager, *compiled)),
+                      f"{logit_gap(model, batch, 16):.2e}", same, " / ".join(f"{w:.0f}" for w in warm))
+        console.print(f"done: {variant}: eager {eager[0]:.1f} tok/s, compiled "
+                      + " / ".join(f"{c[0]:.1f}" for c in compiled) + " tok/s")
         del model
         torch._dynamo.reset()
     console.print(table)
@@ -184,6 +193,8 @@ def main() -> None:
     parser.add_argument("--quantization", choices=QUANTIZATIONS, help="weight-only quantization (torchao)")
     parser.add_argument("--variants", help="instead of the detailed tables: one row per dtype[+quantization], e.g. "
                         "float32,bfloat16,bfloat16+int8_weight_only,bfloat16+int4_weight_only")
+    parser.add_argument("--autotune", action="store_true",
+                        help="with --variants: also the compiled step with compile='max-autotune'")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     parser.add_argument("--copy-mib", type=int, default=1024, help="size of the copied tensor")

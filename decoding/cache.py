@@ -192,13 +192,13 @@ class SlotCache(Cache):
 class KVCache:
     """What the loop sees: a model-facing cache object (or None) and the operations a decoding loop needs."""
 
-    def __init__(self, setting: str, model: Any, max_cache_len: int, compile: bool = False):
+    def __init__(self, setting: str, model: Any, max_cache_len: int, compile: bool | str = False):
         if compile and setting != "static":
-            raise ValueError(f"compile=True needs cache='static' (fixed shapes), not cache={setting!r}")
+            raise ValueError(f"compile={compile!r} needs cache='static' (fixed shapes), not cache={setting!r}")
         if compile:
             max_cache_len = math.ceil(max_cache_len / COMPILED_CACHE_BUCKET) * COMPILED_CACHE_BUCKET
         self.setting = setting
-        self.compile = compile  # Forward runs single-token steps through decoding.compiled
+        self.compile = compile  # True / "max-autotune": Forward runs single-token steps through decoding.compiled
         self.max_cache_len = max_cache_len
         config = model.config.get_text_config(decoder=True)
         if setting == "none":

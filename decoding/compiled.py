@@ -20,7 +20,8 @@ What stays eager: the prefill (its length differs for every batch), the logits p
 loop's bookkeeping; for beam search (plain and diverse) also the choice of beams and the cache reorder between
 steps, which in fixed-shape mode copies the reordered slots back into the same buffers (decoding/cache.py), so
 the graph (and a CUDA graph's recorded addresses) stays valid. On CPU the graph is compiled with inductor's
-default mode; on CUDA with `mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static
+default mode and weight freezing
+(`compile="max-autotune"`: also its tuned GEMM templates); on CUDA with `mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static
 addresses, and each step's logits are copied out of the graph's memory pool before the next replay overwrites
 them).
 
@@ -40,7 +41,14 @@ from .cache import KVCache, SlotCache
 BACKEND = "inductor"  # torch.compile backend; tests may set "eager" / "aot_eager" to check the logic without codegen
 SUPPORTED_ATTENTION = ("sdpa", "eager")  # the implementations that take our prepared 4D mask
 
-_compiled: dict[tuple[str, str | None], Callable] = {}
+# Inductor on CPU: `freezing` lets it treat the weights as inference constants and lay them out for its kernels
+# (SmolLM2 bfloat16 batch-1 decode 32 -> 40 tok/s, int4 54 -> 82 on an AVX-512 CPU); `max_autotune` adds its
+# benchmarked C++ GEMM templates (bfloat16 40 -> 70 tok/s) for about 2.5x the compile time. Measured in the
+# README's speed section (bench/decode_bandwidth.py).
+CPU_OPTIONS = {"freezing": True}
+CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True}
+
+_compiled: dict[tuple[str, str | None, bool], Callable] = {}
 
 
 def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -69,12 +77,18 @@ def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_
     return out.logits[:, -1].float()  # (B, V)
 
 
-def compiled_decode_step(device_type: str) -> Callable:
-    """`decode_step` under torch.compile, one wrapper per (backend, mode) for the process."""
-    mode = "reduce-overhead" if device_type == "cuda" and BACKEND == "inductor" else None
-    key = (BACKEND, mode)
+def compiled_decode_step(device_type: str, autotune: bool = False) -> Callable:
+    """`decode_step` under torch.compile, one wrapper per (backend, mode, autotune) for the process.
+
+    CUDA: `reduce-overhead` (CUDA graphs), or `max-autotune` (CUDA graphs and tuned kernels). Elsewhere inductor's
+    default mode with CPU_OPTIONS (or CPU_AUTOTUNE_OPTIONS); torch.compile takes a mode or options, not both."""
+    inductor = BACKEND == "inductor"
+    mode = ("max-autotune" if autotune else "reduce-overhead") if device_type == "cuda" and inductor else None
+    options = (CPU_AUTOTUNE_OPTIONS if autotune else CPU_OPTIONS) if inductor and mode is None else None
+    key = (BACKEND, mode, autotune)
     if key not in _compiled:
-        _compiled[key] = torch.compile(decode_step, backend=BACKEND, mode=mode, fullgraph=True)
+        _compiled[key] = torch.compile(decode_step, backend=BACKEND, mode=mode,
+                                       options=dict(options) if options else None, fullgraph=True)
     return _compiled[key]
 
 
@@ -98,7 +112,7 @@ class CompiledDecodeStep:
         self.additive_dtype = model.dtype if attention == "eager" else None
         self.initialized = False
         self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
-        self.step = compiled_decode_step(model.device.type)
+        self.step = compiled_decode_step(model.device.type, autotune=kv.compile == "max-autotune")
         self.buffers: tuple[torch.Tensor, ...] | None = None
 
     def ready(self) -> bool:

@@ -150,7 +150,8 @@ def _validate_values(p: GenerationParams) -> None:
            "diversity_penalty", p.diversity_penalty, "use a finite number >= 0")
     _check(p.max_cache_len is None or (_is_int(p.max_cache_len) and p.max_cache_len >= 1), "max_cache_len",
            p.max_cache_len, "use a positive integer (the static cache's slots), or None for prompt + new tokens")
-    _check(isinstance(p.compile, bool), "compile", p.compile, "use true or false")
+    _check(isinstance(p.compile, bool) or p.compile == "max-autotune", "compile", p.compile,
+           "use false, true, or 'max-autotune' (inductor tunes its matmul kernels: longer compile, faster steps)")
     _check(isinstance(p.beam_prefill, str) and p.beam_prefill in BEAM_PREFILL_MODES, "beam_prefill", p.beam_prefill,
            "use 'per_beam' (the prompt prefilled once per beam, as generate does: token-identical to it) or "
            "'shared' (once per prompt, its cache copied to the beams: scores within float rounding of generate's)")
@@ -255,8 +256,8 @@ def _validate_combinations(p: GenerationParams) -> None:
         raise ValueError(f"max_cache_len={p.max_cache_len} is not allowed with cache={p.cache!r}: only the static "
                          "cache has a size; use cache='static', or max_cache_len=None")
     if p.compile and p.cache != "static":
-        raise ValueError(f"compile=True is not allowed with cache={p.cache!r}: the compiled decode step needs the "
-                         "fixed shapes of the static cache; use cache='static', or compile=False")
+        raise ValueError(f"compile={p.compile!r} is not allowed with cache={p.cache!r}: the compiled decode step "
+                         "needs the fixed shapes of the static cache; use cache='static', or compile=False")
     stateful = [name for name, on in (("xtc_probability", p.xtc_probability != 0), ("mirostat", p.mirostat != 0))
                 if on and p.do_sample]
     if stateful and (p.is_beam or p.is_speculative):

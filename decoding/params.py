@@ -165,7 +165,9 @@ class GenerationParams:
     # decodelab's own settings (not GenerationConfig fields)
     cache: str = "dynamic"
     max_cache_len: int | None = None
-    compile: bool = False  # torch.compile the single-token decode step (cache="static" only; decoding/compiled.py)
+    # torch.compile the single-token decode step (cache="static" only; decoding/compiled.py): False, True, or
+    # "max-autotune" (inductor benchmarks its own GEMM kernels at compile time: slower to compile, faster steps)
+    compile: Any = False
     # beam search's prefill: "per_beam" runs the prompt once per beam (B * num_beams rows, generate's way and
     # token-identical to it), "shared" once per prompt and copies its cache to the beams (decoding/beam.py)
     beam_prefill: str = "per_beam"

@@ -129,14 +129,14 @@ def _check_batch_size(batch_size: int) -> None:
 
 def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], decoding_params: dict[str, Any],
                            cache: str = "dynamic", max_cache_len: int | None = None, batch_size: int = 8,
-                           seed: int = 0, compile: bool = False, progress: bool = True) -> GenerationRun:
+                           seed: int = 0, compile: bool | str = False, progress: bool = True) -> GenerationRun:
     """Generate from every pair's `prompt_ids`; keep each sample beside its human continuation.
 
-    `compile=True` runs the decode step under torch.compile (needs cache="static").
+    `compile=True` (or "max-autotune") runs the decode step under torch.compile (needs cache="static").
     """
     _check_batch_size(batch_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    options = {"compile": True} if compile else {}
+    options = {"compile": compile} if compile else {}
     result = GenerationRun()
     starts = range(0, len(pairs), batch_size)
     for batch_index, start in enumerate(tqdm(starts, desc="generation", unit="batch", disable=not progress)):
@@ -153,7 +153,7 @@ def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], de
 def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dict],
                                  configs: Sequence[dict[str, Any]], cache: str = "dynamic",
                                  max_cache_len: int | None = None, batch_size: int = 8, seed: int = 0,
-                                 compile: bool = False, progress: bool = True) -> list[GenerationRun]:
+                                 compile: bool | str = False, progress: bool = True) -> list[GenerationRun]:
     """`generate_continuations` for several decoding configurations in one batch per prompt batch.
 
     The configurations may differ only in `decoding.processors.rows.ROW_PARAMETERS` (do_sample,
@@ -167,7 +167,7 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
     if not configs:
         raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    options = {"compile": True} if compile else {}
+    options = {"compile": compile} if compile else {}
     runs = [GenerationRun(sweep_configurations=len(configs)) for _ in configs]
     starts = range(0, len(pairs), batch_size)
     desc = f"batched generation ({len(configs)} configurations)"

@@ -107,7 +107,7 @@ def generation_options(cfg: DictConfig) -> dict[str, Any]:
     options = {"cache": cfg.cache.setting, "max_cache_len": cfg.cache.max_cache_len,
                "batch_size": cfg.prompts.batch_size, "seed": cfg.seed}
     if cfg.cache.get("compile"):  # passed only when asked for: torch.compile of the decode step
-        options["compile"] = True
+        options["compile"] = cfg.cache.compile  # true or "max-autotune"
     return options
 
 
@@ -323,7 +323,7 @@ def check_with_model(cfg: DictConfig, model: Any, second_models: dict[str, Any] 
     runner's first check has no model."""
     from decoding.speculative.checks import check_draft
 
-    options = {"compile": True} if cfg.cache.get("compile") else {}
+    options = {"compile": cfg.cache.compile} if cfg.cache.get("compile") else {}
     try:
         params = decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
                                          cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,

@@ -212,8 +212,10 @@ def check_cache(node: DictConfig) -> None:
     check_keys(node, "cache", group_keys("cache"))
     check_choice(node, "setting", CACHE_SETTINGS, path="cache")
     check_int(node, "max_cache_len", 1, none="null for prompt + max_new_tokens", path="cache")
-    if "compile" in node:  # compile=true without the static cache: decoding.resolve_params says so
-        check_bool(node, "compile", path="cache")
+    compile_value = node.get("compile", False)  # without the static cache: decoding.resolve_params says so
+    if not (isinstance(compile_value, bool) or compile_value == "max-autotune"):
+        raise ConfigError(f"{show('cache.compile', compile_value)} is not allowed: use true, false or max-autotune "
+                          "(inductor tunes its matmul kernels: a longer compile, faster steps)", "cache.compile")
 
 
 def check_logger(node: Any) -> None:
@@ -336,7 +338,7 @@ def check_decoding(cfg: DictConfig):
         if cfg.get(group) is not None:
             params[second.keyword] = ModelToLoad(group)
             name = f"{name or '?'} with {group}={cfg[group].name}"
-    compile_option = {"compile": True} if cfg.cache.get("compile") else {}
+    compile_option = {"compile": cfg.cache.compile} if cfg.cache.get("compile") else {}
     try:
         return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
                                        max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)

@@ -73,7 +73,9 @@ def graphs_and_recompiles() -> tuple[int, int]:
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(compile=True), r"compile=True is not allowed with cache='dynamic'.*use cache='static', or compile=False"),
     (dict(compile=True, cache="none"), r"compile=True is not allowed with cache='none'"),
-    (dict(compile="yes", cache="static"), r"compile='yes' is not allowed: use true or false"),
+    (dict(compile="yes", cache="static"), r"compile='yes' is not allowed: use false, true, or 'max-autotune'"),
+    (dict(compile=1, cache="static"), r"compile=1 is not allowed"),
+    (dict(compile="max-autotune"), r"compile='max-autotune' is not allowed with cache='dynamic'"),
 ])
 def test_bad_compile_settings_are_named(tiny_llama, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -83,6 +85,23 @@ def test_bad_compile_settings_are_named(tiny_llama, kwargs, pattern):
 def test_compile_is_off_by_default(tiny_llama):
     assert decoding.resolve_params(tiny_llama, 3, cache="static").compile is False
     assert decoding.resolve_params(tiny_llama, 3, cache="static", compile=True).compile is True
+    assert decoding.resolve_params(tiny_llama, 3, cache="static", compile="max-autotune").compile == "max-autotune"
+
+
+def test_inductor_options_per_device_and_autotune(monkeypatch):
+    """CPU: default mode with weight freezing (and max_autotune when asked); CUDA: a mode (CUDA graphs), as
+    torch.compile takes a mode or options, not both. The eager test backend gets neither."""
+    made = []
+    monkeypatch.setattr(compiled, "_compiled", {})
+    monkeypatch.setattr(compiled.torch, "compile", lambda fn, **kw: made.append(kw) or fn)
+    for device, autotune in (("cpu", False), ("cpu", True), ("cuda", False), ("cuda", True)):
+        compiled.compiled_decode_step(device, autotune)
+    assert [(kw["mode"], kw["options"]) for kw in made] == [
+        (None, {"freezing": True}), (None, {"freezing": True, "max_autotune": True}),
+        ("reduce-overhead", None), ("max-autotune", None)]
+    monkeypatch.setattr(compiled, "BACKEND", "eager")
+    compiled.compiled_decode_step("cpu")
+    assert (made[-1]["backend"], made[-1]["mode"], made[-1]["options"]) == ("eager", None, None)
 
 
 def test_compiled_cache_length_is_bucketed(tiny_llama):
@@ -253,6 +272,28 @@ def test_inductor_logits_float32(tiny_model, padded_batch, fresh_dynamo):
     assert torch.equal(eager[:, 0], compiled_logits[:, 0])  # the prefill stays eager
     assert (eager - compiled_logits).abs().max() < 1e-4
     assert torch.equal(eager.argmax(-1), compiled_logits.argmax(-1))
+
+
+def test_inductor_frozen_weights_are_each_models_own(tiny_llama, padded_batch, fresh_dynamo):
+    """Weight freezing must not bake one model's weights into the graph another model of the same shape runs:
+    a second tiny Llama with other weights, then the first again after its weights changed in place, each give
+    their own eager static logits."""
+    ids, mask = padded_batch
+    first, other = copy.deepcopy(tiny_llama), copy.deepcopy(tiny_llama)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.mul_(-1.5)
+    forced = decoding.generate(tiny_llama, ids, mask, max_new_tokens=6, cache="static", eos_token_id=[]).new_token_ids
+    gaps, eagers = [], []
+    for model in (first, other, first):
+        if gaps and model is first:
+            with torch.no_grad():
+                first.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+        eagers.append(stepwise_logits(model, ids, mask, forced, compile=False))
+        gaps.append((eagers[-1] - stepwise_logits(model, ids, mask, forced, compile=True)).abs().max().item())
+    assert max(gaps) < 1e-4, gaps  # the README's float32 tolerance for the compiled step
+    # and the check can fail: a graph that kept the first weights would be this far off
+    assert min((eagers[0] - e).abs().max().item() for e in eagers[1:]) > 0.1
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
