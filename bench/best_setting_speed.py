@@ -7,9 +7,12 @@ picks the fastest setting each offers, compile included:
 - theirs: the default dynamic cache, `cache_implementation="static"`, and that static cache with generate's own
   automatic compilation of the forward. generate compiles only on accelerators unless told otherwise, so on
   CPU it is handed a `CompileConfig` with its `_compile_all_devices` flag set (transformers' switch for
-  compiling on any device) and the same inductor options our compiled step uses there (weight freezing:
-  `decoding.compiled.CPU_OPTIONS`), so both compile alike; on CUDA its default `reduce-overhead` mode (CUDA
-  graphs) is kept, as ours uses.
+  compiling on any device) and the inductor options our compiled step uses there
+  (`decoding.compiled.CPU_OPTIONS`); on CUDA its default `reduce-overhead` mode (CUDA graphs) is kept, as ours
+  uses. One difference stays: our step also runs inside `torch._inductor.config.patch(freezing=True)`, which
+  dynamo must see to freeze the weights; generate's compile gets the option only, so its weights are not
+  frozen, and freezing them globally would also fold its StaticCache buffers, which it marks as static
+  addresses (ours are not marked on CPU for that reason), and lose the cache's writes.
 - with `--autotune`, also both with inductor's max-autotune (ours `compile="max-autotune"`; theirs the same
   options or mode in its CompileConfig).
 

@@ -171,8 +171,9 @@ class SlotCache(Cache):
     def use_fixed_shapes(self, write_index: torch.Tensor | None) -> None:
         """Fixed-shape mode for the compiled step (`write_index`: (q,) long slots), or back to filled-slots (None).
 
-        Marks the buffers as static addresses so CUDA graphs write them in place instead of copying them, and
-        zeroes the slots not written yet: the fixed-shape step attends them, masked, and a masked NaN (left by an
+        On CUDA, marks the buffers as static addresses so CUDA graphs write them in place instead of copying
+        them (not on CPU: there inductor freezes the weights, and would fold static-address inputs as constants
+        too, dropping the cache's writes). Zeroes the slots not written yet: the fixed-shape step attends them, masked, and a masked NaN (left by an
         uninitialised spare buffer swapped in by a reorder) would still poison the output (NaN * 0 is NaN).
         """
         for layer in self.layers:
@@ -180,8 +181,9 @@ class SlotCache(Cache):
             if write_index is not None and layer.is_initialized:
                 layer.keys[:, :, layer.filled:].zero_()
                 layer.values[:, :, layer.filled:].zero_()
-                torch._dynamo.mark_static_address(layer.keys)
-                torch._dynamo.mark_static_address(layer.values)
+                if layer.keys.device.type == "cuda":
+                    torch._dynamo.mark_static_address(layer.keys)
+                    torch._dynamo.mark_static_address(layer.values)
 
     def note_written(self, end: int) -> None:
         """The compiled step wrote slots below `end` (kept outside the graph: a Python int would recompile it)."""

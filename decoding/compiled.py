@@ -32,6 +32,9 @@ models and SmolLM2, and the logit difference is measured and bounded in the test
 
 from __future__ import annotations
 
+import contextlib
+import types
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -41,14 +44,18 @@ from .cache import KVCache, SlotCache
 BACKEND = "inductor"  # torch.compile backend; tests may set "eager" / "aot_eager" to check the logic without codegen
 SUPPORTED_ATTENTION = ("sdpa", "eager")  # the implementations that take our prepared 4D mask
 
-# Inductor on CPU: `freezing` lets it treat the weights as inference constants and lay them out for its kernels
-# (SmolLM2 bfloat16 batch-1 decode 32 -> 40 tok/s, int4 54 -> 82 on an AVX-512 CPU); `max_autotune` adds its
-# benchmarked C++ GEMM templates (bfloat16 40 -> 70 tok/s) for about 2.5x the compile time. Measured in the
-# README's speed section (bench/decode_bandwidth.py).
+# Inductor on CPU: `freezing` makes the weights inference constants that it lays out for its own kernels, which
+# its C++ GEMM templates need; `max_autotune` benchmarks those templates against oneDNN / MKL at compile time
+# (2-3x the compile time; SmolLM2 batch-1 decode 2.2x faster in float32, 1.8x in bfloat16 on an AVX-512 CPU:
+# the README's speed section, bench/decode_bandwidth.py). Dynamo reads `freezing` from the global config while
+# it traces (it then guards on each parameter), so the step runs inside `config.patch(freezing=True)`.
 CPU_OPTIONS = {"freezing": True}
 CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True}
 
 _compiled: dict[tuple[str, str | None, bool], Callable] = {}
+# model -> its parameters' version counters when a frozen graph last ran it: a frozen graph holds copies of the
+# weights, so a model changed in place since then must be compiled again
+_frozen_versions: "weakref.WeakKeyDictionary[Any, tuple[int, ...]]" = weakref.WeakKeyDictionary()
 
 
 def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -87,9 +94,27 @@ def compiled_decode_step(device_type: str, autotune: bool = False) -> Callable:
     options = (CPU_AUTOTUNE_OPTIONS if autotune else CPU_OPTIONS) if inductor and mode is None else None
     key = (BACKEND, mode, autotune)
     if key not in _compiled:
-        _compiled[key] = torch.compile(decode_step, backend=BACKEND, mode=mode,
+        # dynamo keeps compiled graphs on the code object, so each setting gets a copy of decode_step's own
+        # (else an autotuned wrapper would run the graph another setting compiled first)
+        name = "decode_step_" + "_".join(str(part) for part in key).replace("-", "_")
+        step = types.FunctionType(decode_step.__code__.replace(co_name=name, co_qualname=name), globals(), name)
+        _compiled[key] = torch.compile(step, backend=BACKEND, mode=mode,
                                        options=dict(options) if options else None, fullgraph=True)
     return _compiled[key]
+
+
+def freezes(device_type: str) -> bool:
+    """The compiled step on this device freezes the weights (inductor on CPU)."""
+    return BACKEND == "inductor" and device_type != "cuda"
+
+
+def forget_stale_frozen_graphs(model: Any) -> None:
+    """Drop every compiled graph when `model`'s weights changed in place since a frozen graph last ran it."""
+    versions = tuple(param._version for param in model.parameters())
+    if _frozen_versions.get(model, versions) != versions:
+        torch._dynamo.reset()
+        _frozen_versions.clear()
+    _frozen_versions[model] = versions
 
 
 class CompiledDecodeStep:
@@ -113,6 +138,9 @@ class CompiledDecodeStep:
         self.initialized = False
         self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
         self.step = compiled_decode_step(model.device.type, autotune=kv.compile == "max-autotune")
+        self.freeze = freezes(model.device.type)
+        if self.freeze:
+            forget_stale_frozen_graphs(model)
         self.buffers: tuple[torch.Tensor, ...] | None = None
 
     def ready(self) -> bool:
@@ -140,7 +168,8 @@ class CompiledDecodeStep:
         self.kv.before_forward(start)  # the int slot, for anything eager that asks the cache
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        logits = self.step(self.model, self.kv.model_cache, input_ids, position_ids, write_index, slot_mask,
-                           self.additive_dtype, self.extra)
+        with torch._inductor.config.patch(freezing=True) if self.freeze else contextlib.nullcontext():
+            logits = self.step(self.model, self.kv.model_cache, input_ids, position_ids, write_index, slot_mask,
+                               self.additive_dtype, self.extra)
         self.kv.model_cache.note_written(start + 1)
         return logits.clone() if self.cuda_graphs else logits  # a CUDA graph's output is overwritten by the next replay

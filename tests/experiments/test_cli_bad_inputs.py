@@ -123,6 +123,10 @@ CASES = [
     case("cache-length", ["cache=static", "cache.max_cache_len=0"], "cache.max_cache_len=0", cli=False),
     case("compile-without-static", ["cache=static_compiled", "cache.setting=dynamic"], "compile=True",
          "cache='dynamic'"),
+    case("compile-value", ["cache=static_compiled", "cache.compile=fast"], "cache.compile='fast'",
+         "max-autotune", cli=False),
+    case("autotune-without-static", ["cache=static_max_autotune", "cache.setting=dynamic"],
+         "compile='max-autotune'", "cache='dynamic'", cli=False),
     case("cache-unknown-option", ["cache=huge"], "cache/huge", hydra=True),
     # logger
     case("logger-mode", ["logger.mode=offlne"], "logger.mode='offlne'", "offline"),
