@@ -7,14 +7,15 @@ picks the fastest setting each offers, compile included:
 - theirs: the default dynamic cache, `cache_implementation="static"`, and that static cache with generate's own
   automatic compilation of the forward. generate compiles only on accelerators unless told otherwise, so on
   CPU it is handed a `CompileConfig` with its `_compile_all_devices` flag set (transformers' switch for
-  compiling on any device) and the inductor options our compiled step uses there
-  (`decoding.compiled.CPU_OPTIONS`); on CUDA its default `reduce-overhead` mode (CUDA graphs) is kept, as ours
-  uses. One difference stays: our step also runs inside `torch._inductor.config.patch(freezing=True)`, which
-  dynamo must see to freeze the weights; generate's compile gets the option only, so its weights are not
-  frozen, and freezing them globally would also fold its StaticCache buffers, which it marks as static
-  addresses (ours are not marked on CPU for that reason), and lose the cache's writes.
-- with `--autotune`, also both with inductor's max-autotune (ours `compile="max-autotune"`; theirs the same
-  options or mode in its CompileConfig).
+  compiling on any device) and inductor's default mode, as ours; on CUDA its default `reduce-overhead` mode
+  (CUDA graphs) is kept, as ours uses.
+- with `--autotune`, also both with inductor's max-autotune: ours `compile="max-autotune"`, theirs a
+  CompileConfig with the same options (`decoding.compiled.CPU_AUTOTUNE_OPTIONS`; on CUDA the mode). One
+  difference stays: our step also runs inside `torch._inductor.config.patch(freezing=True)`, which dynamo must
+  see to freeze the weights (the CPU GEMM templates take only constant weights); generate's compile gets the
+  option only, so its weights are not frozen, and freezing them globally would also fold its StaticCache
+  buffers, which it marks as static addresses (ours are not marked on CPU for that reason), and lose the
+  cache's writes.
 
 Cells: batch 1 and 8, greedy and top-p (0.9). Before a batch size, dynamo is reset and every compiled setting
 is warmed up once with the cell's own lengths (generate's static cache is sized prompt + new tokens, and a new
@@ -43,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 import decoding
-from decoding.compiled import CPU_AUTOTUNE_OPTIONS, CPU_OPTIONS
+from decoding.compiled import CPU_AUTOTUNE_OPTIONS
 from experiments.models import load_model
 
 MODES = {"greedy": dict(do_sample=False), "top_p": dict(do_sample=True, top_p=0.9, top_k=0)}
@@ -60,7 +61,7 @@ def our_settings(autotune: bool) -> dict[str, dict]:
 def compile_config(device_type: str, autotune: bool) -> CompileConfig:
     if device_type == "cuda":
         return CompileConfig(mode="max-autotune" if autotune else "reduce-overhead")
-    config = CompileConfig(mode=None, options=dict(CPU_AUTOTUNE_OPTIONS if autotune else CPU_OPTIONS))
+    config = CompileConfig(mode=None, options=dict(CPU_AUTOTUNE_OPTIONS) if autotune else None)
     config._compile_all_devices = True  # transformers' own switch to compile on CPU
     return config
 

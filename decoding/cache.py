@@ -173,8 +173,9 @@ class SlotCache(Cache):
 
         On CUDA, marks the buffers as static addresses so CUDA graphs write them in place instead of copying
         them (not on CPU: there inductor freezes the weights, and would fold static-address inputs as constants
-        too, dropping the cache's writes). Zeroes the slots not written yet: the fixed-shape step attends them, masked, and a masked NaN (left by an
-        uninitialised spare buffer swapped in by a reorder) would still poison the output (NaN * 0 is NaN).
+        too, dropping the cache's writes). Zeroes the slots not written yet: the fixed-shape step attends them,
+        masked, and a masked NaN (left by an uninitialised spare buffer swapped in by a reorder) would still
+        poison the output (NaN * 0 is NaN).
         """
         for layer in self.layers:
             layer.write_index = write_index

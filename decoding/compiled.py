@@ -20,10 +20,14 @@ What stays eager: the prefill (its length differs for every batch), the logits p
 loop's bookkeeping; for beam search (plain and diverse) also the choice of beams and the cache reorder between
 steps, which in fixed-shape mode copies the reordered slots back into the same buffers (decoding/cache.py), so
 the graph (and a CUDA graph's recorded addresses) stays valid. On CPU the graph is compiled with inductor's
-default mode and weight freezing
-(`compile="max-autotune"`: also its tuned GEMM templates); on CUDA with `mode="reduce-overhead"` (CUDA graphs: the cache buffers are marked as static
-addresses, and each step's logits are copied out of the graph's memory pool before the next replay overwrites
-them).
+default mode (`compile="max-autotune"`: with frozen weights and its tuned GEMM templates); on CUDA with
+`mode="reduce-overhead"` or `"max-autotune"` (CUDA graphs: the cache buffers are marked as static addresses,
+and each step's logits are copied out of the graph's memory pool before the next replay overwrites them).
+
+Frozen weights (max-autotune on CPU) are copies the graph holds, guarded by each parameter's identity: every
+model compiles its own graph, and under `fullgraph=True` dynamo fails hard past its recompile limit (8 per
+code object), so after MAX_FROZEN_MODELS models, or when a model changed in place since its last compiled
+call, every compiled graph is dropped first (`forget_stale_frozen_graphs`).
 
 Numerics: compiled kernels (fused RMSNorm, a masked attention over the whole buffer instead of the filled slots)
 do not promise the eager path's float bits. Greedy tokens are tested equal to the eager static path on the tiny
@@ -44,13 +48,13 @@ from .cache import KVCache, SlotCache
 BACKEND = "inductor"  # torch.compile backend; tests may set "eager" / "aot_eager" to check the logic without codegen
 SUPPORTED_ATTENTION = ("sdpa", "eager")  # the implementations that take our prepared 4D mask
 
-# Inductor on CPU: `freezing` makes the weights inference constants that it lays out for its own kernels, which
-# its C++ GEMM templates need; `max_autotune` benchmarks those templates against oneDNN / MKL at compile time
-# (2-3x the compile time; SmolLM2 batch-1 decode 2.2x faster in float32, 1.8x in bfloat16 on an AVX-512 CPU:
-# the README's speed section, bench/decode_bandwidth.py). Dynamo reads `freezing` from the global config while
-# it traces (it then guards on each parameter), so the step runs inside `config.patch(freezing=True)`.
-CPU_OPTIONS = {"freezing": True}
+# compile="max-autotune" on CPU: `max_autotune` benchmarks inductor's C++ GEMM templates against oneDNN / MKL at
+# compile time (2-3x the compile time; SmolLM2 batch-1 decode 2.2x faster in float32, 1.8x in bfloat16 on an
+# AVX-512 CPU: the README's speed section, bench/decode_bandwidth.py), and those templates take only constant
+# weights, hence `freezing`. Dynamo reads `freezing` from the global config while it traces (it then guards on
+# each parameter), so that step runs inside `config.patch(freezing=True)` as well. compile=True: no options.
 CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True}
+MAX_FROZEN_MODELS = 3  # models with frozen graphs at once (each may add graphs for 2 shapes before the limit)
 
 _compiled: dict[tuple[str, str | None, bool], Callable] = {}
 # model -> its parameters' version counters when a frozen graph last ran it: a frozen graph holds copies of the
@@ -88,10 +92,10 @@ def compiled_decode_step(device_type: str, autotune: bool = False) -> Callable:
     """`decode_step` under torch.compile, one wrapper per (backend, mode, autotune) for the process.
 
     CUDA: `reduce-overhead` (CUDA graphs), or `max-autotune` (CUDA graphs and tuned kernels). Elsewhere inductor's
-    default mode with CPU_OPTIONS (or CPU_AUTOTUNE_OPTIONS); torch.compile takes a mode or options, not both."""
+    default mode, with CPU_AUTOTUNE_OPTIONS for autotune; torch.compile takes a mode or options, not both."""
     inductor = BACKEND == "inductor"
     mode = ("max-autotune" if autotune else "reduce-overhead") if device_type == "cuda" and inductor else None
-    options = (CPU_AUTOTUNE_OPTIONS if autotune else CPU_OPTIONS) if inductor and mode is None else None
+    options = CPU_AUTOTUNE_OPTIONS if autotune and inductor and mode is None else None
     key = (BACKEND, mode, autotune)
     if key not in _compiled:
         # dynamo keeps compiled graphs on the code object, so each setting gets a copy of decode_step's own
@@ -103,17 +107,26 @@ def compiled_decode_step(device_type: str, autotune: bool = False) -> Callable:
     return _compiled[key]
 
 
-def freezes(device_type: str) -> bool:
-    """The compiled step on this device freezes the weights (inductor on CPU)."""
-    return BACKEND == "inductor" and device_type != "cuda"
+def freezes(device_type: str, autotune: bool) -> bool:
+    """The compiled step freezes the weights: max-autotune with inductor off CUDA."""
+    return autotune and BACKEND == "inductor" and device_type != "cuda"
+
+
+_frozen_models_since_reset = 0
 
 
 def forget_stale_frozen_graphs(model: Any) -> None:
-    """Drop every compiled graph when `model`'s weights changed in place since a frozen graph last ran it."""
+    """Drop every compiled graph when `model`'s weights changed in place since a frozen graph last ran it, or
+    when it would be the MAX_FROZEN_MODELS + 1-th model compiled with frozen weights since the last drop."""
+    global _frozen_models_since_reset
     versions = tuple(param._version for param in model.parameters())
-    if _frozen_versions.get(model, versions) != versions:
+    seen = _frozen_versions.get(model)
+    if (seen is not None and seen != versions) or (seen is None and _frozen_models_since_reset >= MAX_FROZEN_MODELS):
         torch._dynamo.reset()
         _frozen_versions.clear()
+        _frozen_models_since_reset = 0
+    if model not in _frozen_versions:
+        _frozen_models_since_reset += 1
     _frozen_versions[model] = versions
 
 
@@ -137,8 +150,9 @@ class CompiledDecodeStep:
         self.additive_dtype = model.dtype if attention == "eager" else None
         self.initialized = False
         self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
-        self.step = compiled_decode_step(model.device.type, autotune=kv.compile == "max-autotune")
-        self.freeze = freezes(model.device.type)
+        autotune = kv.compile == "max-autotune"
+        self.step = compiled_decode_step(model.device.type, autotune)
+        self.freeze = freezes(model.device.type, autotune)
         if self.freeze:
             forget_stale_frozen_graphs(model)
         self.buffers: tuple[torch.Tensor, ...] | None = None

@@ -89,7 +89,7 @@ def test_compile_is_off_by_default(tiny_llama):
 
 
 def test_inductor_options_per_device_and_autotune(monkeypatch):
-    """CPU: default mode with weight freezing (and max_autotune when asked); CUDA: a mode (CUDA graphs), as
+    """CPU: default mode (max-autotune: with weight freezing and tuned GEMMs); CUDA: a mode (CUDA graphs), as
     torch.compile takes a mode or options, not both. The eager test backend gets neither."""
     made = []
     monkeypatch.setattr(compiled, "_compiled", {})
@@ -97,7 +97,7 @@ def test_inductor_options_per_device_and_autotune(monkeypatch):
     for device, autotune in (("cpu", False), ("cpu", True), ("cuda", False), ("cuda", True)):
         compiled.compiled_decode_step(device, autotune)
     assert [(kw["mode"], kw["options"]) for kw in made] == [
-        (None, {"freezing": True}), (None, {"freezing": True, "max_autotune": True}),
+        (None, None), (None, {"freezing": True, "max_autotune": True}),
         ("reduce-overhead", None), ("max-autotune", None)]
     monkeypatch.setattr(compiled, "BACKEND", "eager")
     compiled.compiled_decode_step("cpu")
@@ -274,10 +274,36 @@ def test_inductor_logits_float32(tiny_model, padded_batch, fresh_dynamo):
     assert torch.equal(eager.argmax(-1), compiled_logits.argmax(-1))
 
 
+def test_frozen_graphs_are_dropped_for_a_changed_model_and_past_the_model_limit(tiny_llama, monkeypatch):
+    """The bookkeeping behind max-autotune's frozen weights: an in-place change, or one model more than
+    MAX_FROZEN_MODELS, drops every graph (dynamo would fail hard past its recompile limit under fullgraph)."""
+    resets = []
+    monkeypatch.setattr(compiled.torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(compiled, "_frozen_versions", compiled.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(compiled, "_frozen_models_since_reset", 0)
+    models = [copy.deepcopy(tiny_llama) for _ in range(compiled.MAX_FROZEN_MODELS + 1)]
+    for model in models[:-1] + models[:1]:  # each new model once, then the first again: nothing dropped
+        compiled.forget_stale_frozen_graphs(model)
+    assert not resets
+    with torch.no_grad():
+        models[0].lm_head.weight.add_(1.0)
+    compiled.forget_stale_frozen_graphs(models[0])
+    assert len(resets) == 1
+    for model in models[1:]:  # the first again counts 1; then MAX_FROZEN_MODELS - 1 more fit, the last does not
+        compiled.forget_stale_frozen_graphs(model)
+    assert len(resets) == 2 and compiled._frozen_models_since_reset == 1
+
+
+def test_compile_true_freezes_nothing_and_max_autotune_on_cpu_does():
+    assert not compiled.freezes("cpu", autotune=False)
+    assert compiled.freezes("cpu", autotune=True) and not compiled.freezes("cuda", autotune=True)
+
+
+@pytest.mark.slow
 def test_inductor_frozen_weights_are_each_models_own(tiny_llama, padded_batch, fresh_dynamo):
-    """Weight freezing must not bake one model's weights into the graph another model of the same shape runs:
-    a second tiny Llama with other weights, then the first again after its weights changed in place, each give
-    their own eager static logits."""
+    """Weight freezing (compile="max-autotune" on CPU) must not bake one model's weights into the graph another
+    model of the same shape runs: a second tiny Llama with other weights, then the first again after its
+    weights changed in place, each give their own eager static logits."""
     ids, mask = padded_batch
     first, other = copy.deepcopy(tiny_llama), copy.deepcopy(tiny_llama)
     with torch.no_grad():
@@ -290,7 +316,8 @@ def test_inductor_frozen_weights_are_each_models_own(tiny_llama, padded_batch, f
             with torch.no_grad():
                 first.model.layers[0].mlp.down_proj.weight.mul_(3.0)
         eagers.append(stepwise_logits(model, ids, mask, forced, compile=False))
-        gaps.append((eagers[-1] - stepwise_logits(model, ids, mask, forced, compile=True)).abs().max().item())
+        tuned = stepwise_logits(model, ids, mask, forced, compile="max-autotune")
+        gaps.append((eagers[-1] - tuned).abs().max().item())
     assert max(gaps) < 1e-4, gaps  # the README's float32 tolerance for the compiled step
     # and the check can fail: a graph that kept the first weights would be this far off
     assert min((eagers[0] - e).abs().max().item() for e in eagers[1:]) > 0.1
