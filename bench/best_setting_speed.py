@@ -19,7 +19,7 @@ picks the fastest setting each offers, compile included:
 
 Cells: batch 1 and 8, greedy and top-p (0.9). Before a batch size, dynamo is reset and every compiled setting
 is warmed up once with the cell's own lengths (generate's static cache is sized prompt + new tokens, and a new
-size recompiles its graph; its compile time printed); then `--repeats` rounds run the six settings alternately, each
+size recompiles its graph; its compile time printed); then `--repeats` rounds run every setting alternately, each
 call generating exactly `--new-tokens` tokens per row, timed whole (prefill included, as generate_speed).
 Tokens are compared with model.generate's default (dynamic) call under the same seed: greedy float32 must be
 identical in every setting (an error otherwise); a compiled top-p run may choose differently where its logits

@@ -169,7 +169,8 @@ def variant_table(args, console: Console, bandwidth: float) -> None:
         if args.autotune:  # a second compiled graph beside the first (no reset: both stay warm)
             labels.append("decodelab static + max-autotune")
             warm.append(warm_up_compiled(model, batch, args.new_tokens, "max-autotune", reset=False))
-        rates = decode_rates(model, batch, {label: {**ROWS, **AUTOTUNED}[label] for label in labels}, args.new_tokens, args.rounds)
+        rows = {**ROWS, **AUTOTUNED}
+        rates = decode_rates(model, batch, {label: rows[label] for label in labels}, args.new_tokens, args.rounds)
         eager, compiled = rates[labels[0]], [rates[label] for label in labels[1:]]
         first = first or eager[0]
         same = "/".join("yes" if torch.equal(eager[1], c[1]) else "no" for c in compiled)

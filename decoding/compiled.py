@@ -44,6 +44,7 @@ from typing import Any, Callable
 import torch
 
 from .cache import KVCache, SlotCache
+from .param_checks import COMPILE_AUTOTUNE
 
 BACKEND = "inductor"  # torch.compile backend; tests may set "eager" / "aot_eager" to check the logic without codegen
 SUPPORTED_ATTENTION = ("sdpa", "eager")  # the implementations that take our prepared 4D mask
@@ -150,7 +151,7 @@ class CompiledDecodeStep:
         self.additive_dtype = model.dtype if attention == "eager" else None
         self.initialized = False
         self.cuda_graphs = model.device.type == "cuda" and BACKEND == "inductor"
-        autotune = kv.compile == "max-autotune"
+        autotune = kv.compile == COMPILE_AUTOTUNE
         self.step = compiled_decode_step(model.device.type, autotune)
         self.freeze = freezes(model.device.type, autotune)
         if self.freeze:

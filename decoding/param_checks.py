@@ -33,6 +33,12 @@ if TYPE_CHECKING:
     from .params import GenerationParams
 
 BEAM_PREFILL_MODES = ("per_beam", "shared")  # decoding/beam.py's module docstring says what each does
+COMPILE_AUTOTUNE = "max-autotune"  # compile=: besides true / false, inductor's tuned kernels (decoding/compiled.py)
+
+
+def is_compile_setting(value: Any) -> bool:
+    """False, True or COMPILE_AUTOTUNE (not 0 / 1: a bool check, so YAML's 1 is refused as in every other flag)."""
+    return isinstance(value, bool) or value == COMPILE_AUTOTUNE
 
 
 def check_sampler_order(value: Any) -> None:
@@ -150,7 +156,7 @@ def _validate_values(p: GenerationParams) -> None:
            "diversity_penalty", p.diversity_penalty, "use a finite number >= 0")
     _check(p.max_cache_len is None or (_is_int(p.max_cache_len) and p.max_cache_len >= 1), "max_cache_len",
            p.max_cache_len, "use a positive integer (the static cache's slots), or None for prompt + new tokens")
-    _check(isinstance(p.compile, bool) or p.compile == "max-autotune", "compile", p.compile,
+    _check(is_compile_setting(p.compile), "compile", p.compile,
            "use false, true, or 'max-autotune' (inductor tunes its matmul kernels: longer compile, faster steps)")
     _check(isinstance(p.beam_prefill, str) and p.beam_prefill in BEAM_PREFILL_MODES, "beam_prefill", p.beam_prefill,
            "use 'per_beam' (the prompt prefilled once per beam, as generate does: token-identical to it) or "

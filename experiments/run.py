@@ -106,9 +106,7 @@ def generation_options(cfg: DictConfig) -> dict[str, Any]:
     """What `generate_continuations(_sweep)` takes besides the model, prompts and decoding parameters."""
     options = {"cache": cfg.cache.setting, "max_cache_len": cfg.cache.max_cache_len,
                "batch_size": cfg.prompts.batch_size, "seed": cfg.seed}
-    if cfg.cache.get("compile"):  # passed only when asked for: torch.compile of the decode step
-        options["compile"] = cfg.cache.compile  # true or "max-autotune"
-    return options
+    return {**options, **validate.compile_option(cfg)}
 
 
 def check_config(cfg: DictConfig) -> decoding.GenerationParams:
@@ -323,7 +321,7 @@ def check_with_model(cfg: DictConfig, model: Any, second_models: dict[str, Any] 
     runner's first check has no model."""
     from decoding.speculative.checks import check_draft
 
-    options = {"compile": cfg.cache.compile} if cfg.cache.get("compile") else {}
+    options = validate.compile_option(cfg)
     try:
         params = decoding.resolve_params(model, cfg.prompts.prompt_tokens, decoding.max_positions_of(model),
                                          cache=cfg.cache.setting, max_cache_len=cfg.cache.max_cache_len, **options,

@@ -212,10 +212,18 @@ def check_cache(node: DictConfig) -> None:
     check_keys(node, "cache", group_keys("cache"))
     check_choice(node, "setting", CACHE_SETTINGS, path="cache")
     check_int(node, "max_cache_len", 1, none="null for prompt + max_new_tokens", path="cache")
+    from decoding.param_checks import is_compile_setting
+
     compile_value = node.get("compile", False)  # without the static cache: decoding.resolve_params says so
-    if not (isinstance(compile_value, bool) or compile_value == "max-autotune"):
+    if not is_compile_setting(compile_value):
         raise ConfigError(f"{show('cache.compile', compile_value)} is not allowed: use true, false or max-autotune "
                           "(inductor tunes its matmul kernels: a longer compile, faster steps)", "cache.compile")
+
+
+def compile_option(cfg: DictConfig) -> dict[str, Any]:
+    """`{"compile": cache.compile}` when the config asks for the compiled step (true or max-autotune), else {}:
+    the keyword is passed only when asked for."""
+    return {"compile": cfg.cache.compile} if cfg.cache.get("compile") else {}
 
 
 def check_logger(node: Any) -> None:
@@ -338,10 +346,9 @@ def check_decoding(cfg: DictConfig):
         if cfg.get(group) is not None:
             params[second.keyword] = ModelToLoad(group)
             name = f"{name or '?'} with {group}={cfg[group].name}"
-    compile_option = {"compile": cfg.cache.compile} if cfg.cache.get("compile") else {}
     try:
         return decoding.resolve_params(None, cfg.prompts.prompt_tokens, None, cache=cfg.cache.setting,
-                                       max_cache_len=cfg.cache.max_cache_len, **compile_option, **params)
+                                       max_cache_len=cfg.cache.max_cache_len, **compile_option(cfg), **params)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"decoding={name or '?'}: {err}", "decoding") from None
 

@@ -179,3 +179,17 @@ def test_a_decoding_files_own_values_survive_composition(path, tmp_path):
         if isinstance(value, str) and value.startswith("${"):
             continue
         assert composed_value(cfg.decoding, key) == value, f"decoding.{'.'.join(key)}: the file sets {value!r}"
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ("cache=static_compiled", True), ("cache=static_max_autotune", "max-autotune"), ("cache=static", None)])
+def test_the_compile_setting_survives_cfg_job_and_reaches_generate(choice, expected, tmp_path):
+    """cache.compile as `--cfg job` shows it, and as the runner hands it to generation (absent when off)."""
+    from experiments.run import generation_options
+
+    result = run_cli(["--cfg", "job", choice], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = yaml.safe_load(result.stdout)["cache"]
+    assert shown["setting"] == "static" and shown.get("compile") == expected
+    options = generation_options(compose_config([choice], tmp_path / "run"))
+    assert options.get("compile") == expected and ("compile" in options) == bool(expected)
