@@ -71,6 +71,7 @@ TARGET_ROWS = [
     ("ours shared (static)", dict(cache="static", beam_prefill="shared")),
     ("ours shared + compile", dict(cache="static", beam_prefill="shared", compile=True)),
 ]
+AUTOTUNE_ROW = ("ours shared + max-autotune", dict(cache="static", beam_prefill="shared", compile="max-autotune"))
 
 
 def target_prompts(tokenizer, count: int, prompt_tokens: int = 32) -> list[list[int]]:
@@ -97,6 +98,7 @@ def compare_shared(ours, theirs) -> int:
 def run_target(model, tokenizer, args) -> None:
     """The issue's cell: generate against ours per_beam / shared / shared + compile, `repeats` alternating rounds."""
     count, new_tokens = (4, 8) if args.quick else (32, 64)
+    rows = TARGET_ROWS + [AUTOTUNE_ROW] if args.autotune else TARGET_ROWS
     prompts = target_prompts(tokenizer, count)
     batches = [torch.tensor(prompts[i:i + args.target_batch], device=model.device)
                for i in range(0, count, args.target_batch)]
@@ -105,7 +107,7 @@ def run_target(model, tokenizer, args) -> None:
           f"{args.target_batch} prompts per call ({len(batches)} calls), median of {args.repeats} alternating rounds")
     # The compiled step compiles once for the call's shapes (rows, cache bucket): a short call with the same
     # max_cache_len compiles it before the clock runs.
-    for _, ours in TARGET_ROWS:
+    for _, ours in rows:
         if ours.get("compile"):
             decoding.generate(model, batches[0], **dict(kwargs, max_new_tokens=2, min_new_tokens=2),
                               max_cache_len=batches[0].shape[1] + new_tokens, **ours)
@@ -114,12 +116,12 @@ def run_target(model, tokenizer, args) -> None:
         return model.generate(batch, attention_mask=torch.ones_like(batch), return_dict_in_generate=True,
                               output_scores=True, **kwargs)
 
-    times: list[list[float]] = [[] for _ in range(1 + len(TARGET_ROWS))]  # per round: the calls' total
-    differing = [0] * len(TARGET_ROWS)
+    times: list[list[float]] = [[] for _ in range(1 + len(rows))]  # per round: the calls' total
+    differing = [0] * len(rows)
     for _ in range(args.repeats):
         reference = [timed(lambda: theirs_call(batch)) for batch in batches]
         times[0].append(sum(t for _, t in reference))
-        for i, (label, ours) in enumerate(TARGET_ROWS, start=1):
+        for i, (label, ours) in enumerate(rows, start=1):
             total = 0.0
             for batch, (theirs, _) in zip(batches, reference):
                 out, t = timed(lambda: decoding.generate(model, batch, torch.ones_like(batch), **kwargs, **ours))
@@ -136,7 +138,7 @@ def run_target(model, tokenizer, args) -> None:
     print("| implementation | wall s | tok/s | ours / generate (wall time) | rows differing from generate |")
     print("| --- | ---: | ---: | ---: | ---: |")
     print(f"| generate (dynamic) | {theirs_s:.1f} | {tokens / theirs_s:.1f} | 1.00 | - |")
-    for (label, ours), seconds, diff in zip(TARGET_ROWS, times[1:], differing):
+    for (label, ours), seconds, diff in zip(rows, times[1:], differing):
         mine = statistics.median(seconds)
         rows = "0: identical" if ours["beam_prefill"] == "per_beam" else f"{diff} of {count * args.repeats}"
         print(f"| {label} | {mine:.1f} | {tokens / mine:.1f} | {mine / theirs_s:.2f} | {rows} |", flush=True)
@@ -157,6 +159,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 new tokens, 1 repeat (--target: 4 prompts x 8 tokens)")
     parser.add_argument("--target", action="store_true",
                         help="the issue's cell instead: 16 beams, 32 prompts x 64 new tokens (see above)")
+    parser.add_argument("--autotune", action="store_true",
+                        help="--target: also a row with compile='max-autotune' (frozen weights on CPU)")
     parser.add_argument("--target-batch", type=int, default=8, help="--target: prompts per generate call")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()

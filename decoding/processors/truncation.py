@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .base import NEG_INF, LogitsProcessor
+from .top_p_head import drop_low_mass_from_heads
 
 
 class TopK(LogitsProcessor):
@@ -41,7 +42,15 @@ class TopP(LogitsProcessor):
 
 def drop_low_mass(scores: torch.Tensor, drop_mass, min_tokens_to_keep: int) -> torch.Tensor:
     """Top-p's rule: drop the least likely tokens while their summed probability stays <= `drop_mass`
-    (1 - top_p: a float, or a (B, 1) tensor with one value per row)."""
+    (1 - top_p: a float, or a (B, 1) tensor with one value per row).
+
+    What `drop_low_mass_sorted` computes, taken from a top-k head of each row where that decides it
+    (top_p_head.py: 10x cheaper than sorting a 49k vocabulary), and from the sort elsewhere."""
+    return drop_low_mass_from_heads(scores, drop_mass, min_tokens_to_keep, drop_low_mass_sorted)
+
+
+def drop_low_mass_sorted(scores: torch.Tensor, drop_mass, min_tokens_to_keep: int) -> torch.Tensor:
+    """Top-p's rule as transformers' TopPLogitsWarper computes it: sort each row, cumulate its softmax."""
     sorted_logits, sorted_idx = torch.sort(scores, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # ascending: drop the low-mass head
     drop_sorted = cumulative <= drop_mass
