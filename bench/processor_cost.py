@@ -11,6 +11,8 @@ softmax handed to observe as the loop's sampler hands it).
 DRY is timed as the loop calls it: the history one token longer each call (its incremental cache), after a
 first call that computes from scratch; its 2048-token rows are compared with the 512-token forward (the longer
 forward would only lower the fraction).
+Top-p is timed twice: ours (the nucleus from a top-k head where that decides it, decoding/processors/top_p_head.py)
+and the sorted rule it equals (transformers' TopPLogitsWarper); its cost depends on the nucleus, printed.
 Target: each processor <= 2% of the forward. Medians over repeats; the machine's load is printed.
 """
 
@@ -28,11 +30,13 @@ from decoding.params import resolve_params
 from decoding.processors.draws import Draws
 from decoding.processors.dry_breakers import with_breakers
 from decoding.processors.order import build_processors
+from decoding.processors.truncation import drop_low_mass_sorted
 from experiments.models import load_model
 
 SETTINGS = {  # name: generate keywords (sampling, top_k off unless named)
     "top_k 50 (reference)": dict(top_k=50),
     "top_p 0.9 (reference)": dict(top_p=0.9),
+    "top_p 0.9 sorted (reference)": None,  # the sorted rule itself, beside our top-k-head top-p
     "min_p 0.05 (reference)": dict(min_p=0.05),
     "temperature 0.7 (reference)": dict(temperature=0.7),
     "top_n_sigma 1.0": dict(top_n_sigma=1.0),
@@ -79,7 +83,7 @@ def forward_ms(model, history: torch.Tensor, batch: int, repeats: int) -> float:
 def processor_ms(name, keywords, tokenizer, history, logits, batch, repeats) -> tuple[float, float | None]:
     """(steady ms per step, first call ms for DRY else None)."""
     T = history.numel()
-    p = resolve_params(None, T, max_new_tokens=1, do_sample=True, **{"top_k": 0, **keywords})
+    p = resolve_params(None, T, max_new_tokens=1, do_sample=True, **{"top_k": 0, **(keywords or {})})
     scores = logits[None].repeat(batch, 1)  # (B, V)
     ids = history[None].repeat(batch, 1)  # (B, T)
 
@@ -88,6 +92,9 @@ def processor_ms(name, keywords, tokenizer, history, logits, batch, repeats) -> 
         procs.bind(Draws.single(torch.Generator().manual_seed(0), batch))
         return procs
 
+    if keywords is None:  # the sorted top-p rule (transformers' TopPLogitsWarper), called directly
+        with torch.inference_mode():
+            return median_ms(lambda: drop_low_mass_sorted(scores, 1 - 0.9, 1), repeats), None
     with torch.inference_mode():
         if name.startswith("dry"):
             procs = fresh()
@@ -128,6 +135,8 @@ def main() -> None:
         logits = model(input_ids=long[None, -512:]).logits[0, -1].float()  # (V,) the next token's logits
     forwards = {b: forward_ms(model, long[-512:], b, args.repeats) for b in (1, 32)}
     print(f"decode forward, 512 cached tokens: batch 1 {forwards[1]:.1f} ms, batch 32 {forwards[32]:.1f} ms")
+    nucleus = int((drop_low_mass_sorted(logits[None], 1 - 0.9, 1) != float("-inf")).sum())
+    print(f"the logits' nucleus at top_p 0.9: {nucleus} tokens (top-p decides it from a top-k head where it can)")
     print(f"{'processor':28} {'batch':>5} {'hist':>5} {'ms/step':>8} {'fwd ms':>7} {'share':>7}  target <= 2%")
     over = []
     for name, keywords in SETTINGS.items():
