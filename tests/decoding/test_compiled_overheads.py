@@ -19,6 +19,7 @@ import decoding
 import decoding.compiled as compiled
 from decoding.cache import KVCache
 from decoding.loop import Forward, init_state
+from tests.decoding.test_compiled import eager_backend  # noqa: F401 (a fixture)
 
 
 class RecordingBackend:
@@ -86,14 +87,6 @@ class CountingStance:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(torch.compiler, "set_stance", stance)
-
-
-@pytest.fixture()
-def eager_backend(monkeypatch):
-    monkeypatch.setattr(compiled, "BACKEND", "eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def test_steps_after_the_first_skip_the_guards_and_keep_the_tokens(eager_backend, tiny_llama, padded_batch,
