@@ -18,6 +18,7 @@ float64; the sorted rule accumulates its cumsum in float64 on CPU too). A row is
 - no tie straddles the boundary: the sorted rule keeps one of two equal tokens there by the sort's order
   (common with bfloat16 logits), which a head cannot know.
 
+On CPU only: on CUDA the sort is cheap and the heads' bookkeeping would sync the device each step.
 Other rows try the next head size, then the sorted rule itself, so every row's kept set is the sorted rule's.
 A head is not tried where it cannot hold the nucleus: k times the top probability, or the previous head's mass
 plus its remaining tokens at that head's last probability, or a one-pass count above a threshold
@@ -50,12 +51,17 @@ def drop_low_mass_from_heads(scores: torch.Tensor, drop_mass, min_tokens_to_keep
     batch, vocab = scores.shape
     per_row = isinstance(drop_mass, torch.Tensor) and drop_mass.numel() > 1
     mass = torch.as_tensor(drop_mass, dtype=torch.float32, device=scores.device).reshape(-1, 1).expand(batch, 1)
-    heads = [k for k in HEAD_SIZES if 4 * k <= vocab and k > min_tokens_to_keep]
+    # On CUDA a sort of the vocabulary is cheap and each head's bookkeeping would sync the device: sort there.
+    heads = [k for k in HEAD_SIZES if 4 * k <= vocab and k > min_tokens_to_keep] if scores.device.type == "cpu" \
+        else []
+    if not heads:
+        return sorted_rule(scores, drop_mass, min_tokens_to_keep)
     out = scores.clone()
     todo = (mass[:, 0] >= 0).nonzero().flatten()  # (R,) undecided rows; a negative mass drops nothing
-    probs = torch.softmax(scores.index_select(0, todo), dim=-1) if heads else None  # (R, V), rows of `todo`
+    probs = torch.softmax(scores.index_select(0, todo), dim=-1)  # (R, V), rows of `todo`
     # A head of k holds at most k times the top probability: rows short of the nucleus skip the top-k
-    bound = probs.amax(dim=-1, keepdim=True).double() * torch.tensor([heads], dtype=torch.float64) if heads else None
+    sizes = torch.tensor([heads], dtype=torch.float64, device=scores.device)  # (1, H)
+    bound = probs.amax(dim=-1, keepdim=True).double() * sizes  # (R, H)
     for h, k in enumerate(heads):
         needed = 1 - mass.index_select(0, todo).double() + MARGIN  # (R, 1) the nucleus's mass, with margin
         tried = (bound[:, h:h + 1] > needed).squeeze(1)
@@ -71,8 +77,7 @@ def drop_low_mass_from_heads(scores: torch.Tensor, drop_mass, min_tokens_to_keep
                 out.index_copy_(0, rows, scores.index_select(0, rows).masked_fill(drop, float("-inf")))
             # the larger heads hold at most this one's mass plus their other tokens at its last probability
             head = values.double()
-            sizes = torch.tensor([heads], dtype=torch.float64) - k  # (1, H)
-            bound[tried] = torch.minimum(bound[tried], head.sum(dim=-1, keepdim=True) + sizes * head[:, -1:])
+            bound[tried] = torch.minimum(bound[tried], head.sum(dim=-1, keepdim=True) + (sizes - k) * head[:, -1:])
             left = torch.ones_like(tried)
             left[tried] = ~decided
             todo, probs, bound = todo[left], probs[left], bound[left]
