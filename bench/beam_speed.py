@@ -140,8 +140,8 @@ def run_target(model, tokenizer, args) -> None:
     print(f"| generate (dynamic) | {theirs_s:.1f} | {tokens / theirs_s:.1f} | 1.00 | - |")
     for (label, ours), seconds, diff in zip(rows, times[1:], differing):
         mine = statistics.median(seconds)
-        rows = "0: identical" if ours["beam_prefill"] == "per_beam" else f"{diff} of {count * args.repeats}"
-        print(f"| {label} | {mine:.1f} | {tokens / mine:.1f} | {mine / theirs_s:.2f} | {rows} |", flush=True)
+        differ = "0: identical" if ours["beam_prefill"] == "per_beam" else f"{diff} of {count * args.repeats}"
+        print(f"| {label} | {mine:.1f} | {tokens / mine:.1f} | {mine / theirs_s:.2f} | {differ} |", flush=True)
     print("# per_beam: sequences identical to generate's, scores within 1e-5; shared: scores within 1e-4 wherever "
           "the tokens agree, differing rows counted over all rounds")
 

@@ -82,9 +82,12 @@ def forward_ms(model, history: torch.Tensor, batch: int, repeats: int) -> float:
 
 def processor_ms(name, keywords, tokenizer, history, logits, batch, repeats) -> tuple[float, float | None]:
     """(steady ms per step, first call ms for DRY else None)."""
-    T = history.numel()
-    p = resolve_params(None, T, max_new_tokens=1, do_sample=True, **{"top_k": 0, **(keywords or {})})
     scores = logits[None].repeat(batch, 1)  # (B, V)
+    if keywords is None:  # the sorted top-p rule (transformers' TopPLogitsWarper), called directly
+        with torch.inference_mode():
+            return median_ms(lambda: drop_low_mass_sorted(scores, 1 - 0.9, 1), repeats), None
+    T = history.numel()
+    p = resolve_params(None, T, max_new_tokens=1, do_sample=True, **{"top_k": 0, **keywords})
     ids = history[None].repeat(batch, 1)  # (B, T)
 
     def fresh():
@@ -92,9 +95,6 @@ def processor_ms(name, keywords, tokenizer, history, logits, batch, repeats) -> 
         procs.bind(Draws.single(torch.Generator().manual_seed(0), batch))
         return procs
 
-    if keywords is None:  # the sorted top-p rule (transformers' TopPLogitsWarper), called directly
-        with torch.inference_mode():
-            return median_ms(lambda: drop_low_mass_sorted(scores, 1 - 0.9, 1), repeats), None
     with torch.inference_mode():
         if name.startswith("dry"):
             procs = fresh()

@@ -27,6 +27,7 @@ import statistics
 import torch
 
 from bench.timing import timed
+from decoding.loop import BatchSampler, check_finite, chosen_logprob
 from decoding.params import resolve_params
 from decoding.processors import ProcessorList
 from decoding.processors.order import build_processors
@@ -51,22 +52,20 @@ def post_forward(processors, do_sample: bool):
             tokens = (torch.softmax(scores, dim=-1) / q).argmax(dim=-1)
         else:
             tokens = scores.argmax(dim=-1)
-        logprob = scores.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)
-        return tokens, logprob, nan
+        return tokens, chosen_logprob(scores, tokens), nan
 
     return step
 
 
 def eager_step(processors, do_sample: bool, generator: torch.Generator):
+    """The loop's own pieces (decoding/loop.py), in its order."""
+    sampler = BatchSampler(do_sample, generator)
+
     def step(logits, ids):
-        if torch.isnan(logits).any():
-            raise FloatingPointError("NaN logits")
+        check_finite(logits, 0)
         scores = processors(ids, logits)
-        if do_sample:
-            tokens = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
-        else:
-            tokens = scores.argmax(dim=-1)
-        return tokens, scores.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)
+        tokens = sampler(scores)
+        return tokens, chosen_logprob(scores, tokens)
 
     return step
 
@@ -144,18 +143,17 @@ def main() -> None:
         for name, keywords in SETTINGS.items():
             p = resolve_params(None, 64, max_new_tokens=1, **keywords)
             processors = build_processors(p, 0)
-            ways = {}
+            ms = {}
             for way, make in (("eager", eager_step), ("compiled", compiled_step)):
                 step = make(processors, p.do_sample, torch.Generator().manual_seed(0))
-                ms = median_ms(lambda: step(logits, ids), args.repeats)
-                ways[way] = (ms, step)
+                ms[way] = median_ms(lambda: step(logits, ids), args.repeats)
             # the same generator state on both sides: the same draws, so the same tokens
             tokens = [make(processors, p.do_sample, torch.Generator().manual_seed(7))(logits, ids)[0]
                       for make in (eager_step, compiled_step)]
             equal = torch.equal(*tokens)
             if not equal:
                 raise AssertionError(f"{name} batch {batch}: compiled tokens {tokens[1]} != eager {tokens[0]}")
-            (eager_ms, _), (compiled_ms, _) = ways["eager"], ways["compiled"]
+            eager_ms, compiled_ms = ms["eager"], ms["compiled"]
             rows.append(f"| {batch} | {name} | {eager_ms:.3f} | {compiled_ms:.3f} | {compiled_ms / eager_ms:.2f} | "
                         f"{equal} |")
         torch._dynamo.reset()

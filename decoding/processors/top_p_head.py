@@ -49,13 +49,13 @@ def drop_low_mass_from_heads(scores: torch.Tensor, drop_mass, min_tokens_to_keep
         drop_mass: 1 - top_p, a float or a (B, 1) tensor (< 0 on rows that drop nothing).
     """
     batch, vocab = scores.shape
-    per_row = isinstance(drop_mass, torch.Tensor) and drop_mass.numel() > 1
-    mass = torch.as_tensor(drop_mass, dtype=torch.float32, device=scores.device).reshape(-1, 1).expand(batch, 1)
     # On CUDA a sort of the vocabulary is cheap and each head's bookkeeping would sync the device: sort there.
     heads = [k for k in HEAD_SIZES if 4 * k <= vocab and k > min_tokens_to_keep] if scores.device.type == "cpu" \
         else []
     if not heads:
         return sorted_rule(scores, drop_mass, min_tokens_to_keep)
+    # (B, 1) float32: the sorted rule compares its float32 sums with a float drop mass in float32 too
+    mass = torch.as_tensor(drop_mass, dtype=torch.float32, device=scores.device).reshape(-1, 1).expand(batch, 1)
     out = scores.clone()
     todo = (mass[:, 0] >= 0).nonzero().flatten()  # (R,) undecided rows; a negative mass drops nothing
     probs = torch.softmax(scores.index_select(0, todo), dim=-1)  # (R, V), rows of `todo`
@@ -82,7 +82,7 @@ def drop_low_mass_from_heads(scores: torch.Tensor, drop_mass, min_tokens_to_keep
             left[tried] = ~decided
             todo, probs, bound = todo[left], probs[left], bound[left]
     if todo.numel():
-        out.index_copy_(0, todo, sorted_rule(scores.index_select(0, todo), _rows_of(drop_mass, mass, todo, per_row),
+        out.index_copy_(0, todo, sorted_rule(scores.index_select(0, todo), mass.index_select(0, todo),
                                              min_tokens_to_keep))
     return out
 
@@ -95,11 +95,6 @@ def counted_bound(probs: torch.Tensor, needed: torch.Tensor, k: int) -> torch.Te
     count = above.sum(dim=-1, keepdim=True)
     mass = torch.where(above, probs, 0).sum(dim=-1, keepdim=True, dtype=torch.float64)
     return torch.where(count <= k, mass + (k - count) * tau.double(), mass)
-
-
-def _rows_of(drop_mass, mass: torch.Tensor, rows: torch.Tensor, per_row: bool):
-    """The drop mass of `rows` as the sorted rule takes it: the caller's float, or those rows of the tensor."""
-    return mass.index_select(0, rows) if per_row else drop_mass
 
 
 def decide_from_head(probs: torch.Tensor, mass: torch.Tensor, k: int, min_tokens_to_keep: int
