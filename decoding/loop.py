@@ -54,13 +54,19 @@ class Forward:
         params = inspect.signature(model.forward).parameters
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self.compiled = None  # compile=True: single-token steps run the fixed-shape compiled step
+        # the compiled step's (B,) logsumexp and () any-NaN of the logits it just returned, computed inside its
+        # graph; None after an eager forward (the loop computes them itself)
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
         if kv.compile:
             self.compiled = CompiledDecodeStep(model, kv, self.extra)
 
     def __call__(self, state: DecodeState, start: int, end: int) -> torch.Tensor:
         from_embeds = state.prompt_embeds is not None and (start == 0 or not self.kv.enabled)
+        self.stats = None
         if self.compiled is not None and end - start == 1 and self.compiled.ready() and not from_embeds:
-            return self.compiled(state, start)
+            logits, *stats = self.compiled(state, start)
+            self.stats = tuple(stats)
+            return logits
         # On the tokens' device: a model split over devices may return logits from its last one (accelerate's
         # hooks move them back; a tensor-parallel or hand-placed model need not), and the processors index them
         # with the tokens. The copy is made anyway, so one device costs nothing more.
@@ -97,18 +103,32 @@ class Forward:
         return torch.cat([prompt, new.to(prompt.dtype)], dim=1)
 
 
-def chosen_logprob(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """(B,) log softmax(scores)[token] without materialising the (B, V) log-softmax."""
-    return scores.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(scores, dim=-1)
+def chosen_logprob(scores: torch.Tensor, tokens: torch.Tensor, logsumexp: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """(B,) log softmax(scores)[token] without materialising the (B, V) log-softmax; `logsumexp` (B,) of `scores`
+    when already known (the compiled step's)."""
+    logsumexp = torch.logsumexp(scores, dim=-1) if logsumexp is None else logsumexp
+    return scores.gather(1, tokens[:, None]).squeeze(1) - logsumexp
 
 
-def check_finite(logits: torch.Tensor, step: int) -> None:
-    if torch.isnan(logits).any():
-        rows = torch.isnan(logits).any(dim=-1).nonzero().flatten().tolist()
-        raise FloatingPointError(
-            f"the model produced NaN logits at generation step {step} for rows {rows}; refusing to pick a token. "
-            "Check the weights and dtype (float16 overflow?), or run in float32"
-        )
+def check_finite(logits: torch.Tensor, step: int, has_nan: torch.Tensor | None = None) -> None:
+    """Raise before a token is chosen from NaN logits; `has_nan` () bool, when already known (the compiled step's)."""
+    if has_nan is not None:
+        if bool(has_nan):
+            _raise_nan(logits, step)
+        return
+    # NaN anywhere makes the sum NaN, so a NaN-free sum clears the row in one vectorised pass (about 6 us for
+    # (1, 49152) on CPU, isnan().any() 45 us); a NaN sum without NaN logits (inf - inf) goes to the exact check
+    if torch.isnan(logits.sum()) and torch.isnan(logits).any():
+        _raise_nan(logits, step)
+
+
+def _raise_nan(logits: torch.Tensor, step: int) -> None:
+    rows = torch.isnan(logits).any(dim=-1).nonzero().flatten().tolist()
+    raise FloatingPointError(
+        f"the model produced NaN logits at generation step {step} for rows {rows}; refusing to pick a token. "
+        "Check the weights and dtype (float16 overflow?), or run in float32"
+    )
 
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]  # processed scores (B, V) -> next tokens (B,)
@@ -147,8 +167,9 @@ def decode_one_token(forward: Forward, state: DecodeState, processors: Processor
     return choose_tokens(state, logits, processors, sampler, step)
 
 
-def choose_tokens(state: DecodeState, logits: torch.Tensor, processors: ProcessorList, sampler: Sampler, step: int):
-    check_finite(logits, step)
+def choose_tokens(state: DecodeState, logits: torch.Tensor, processors: ProcessorList, sampler: Sampler, step: int,
+                  has_nan: torch.Tensor | None = None):
+    check_finite(logits, step, has_nan)
     scores = processors(state.visible_tokens(), logits)
     return sampler(scores), logits, scores
 
@@ -221,9 +242,11 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
     step = 0
     for step in range(n_max):
         logits = forward(state, start, state.length)
+        logsumexp, has_nan = getattr(forward, "stats", None) or (None, None)  # a custom forward has none
         if step == 0 and prefix_rows is not None:
             state, logits = copy_prefix(state, kv, logits, prefix_rows)
-        next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step)
+            logsumexp = has_nan = None  # of the distinct prompts' rows
+        next_tokens, logits, scores = choose_tokens(state, logits, processors, sampler, step, has_nan)
         if stateful:  # the sampler's own softmax where it drew from one (the same bits observe would compute)
             processors.observe(next_tokens, scores, getattr(sampler, "probs", None))
         if getattr(sampler, "probs", None) is not None:
@@ -234,7 +257,7 @@ def decode_n_tokens(model: Any, state: DecodeState, kv: KVCache, params: Generat
         if streamer is not None:
             streamer.put(next_tokens.cpu())  # (1,)
         slot = state.append(next_tokens)
-        raw = chosen_logprob(logits, next_tokens).masked_fill(~unfinished, 0)
+        raw = chosen_logprob(logits, next_tokens, logsumexp).masked_fill(~unfinished, 0)
         logprobs_raw[:, step] = raw
         # Without processors the processed distribution is the raw one: skip a second pass over (B, V).
         logprobs[:, step] = raw if scores is logits else chosen_logprob(scores, next_tokens).masked_fill(~unfinished, 0)

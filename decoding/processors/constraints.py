@@ -25,7 +25,7 @@ class MinLength(LogitsProcessor):
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] >= self.min_length:
             return scores
-        return torch.where(_vocab_mask(self.eos_token_id, scores), NEG_INF, scores)
+        return _forbid(self.eos_token_id, scores)
 
 
 class MinNewTokens(LogitsProcessor):
@@ -39,16 +39,21 @@ class MinNewTokens(LogitsProcessor):
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] - self.prompt_length >= self.min_new_tokens:
             return scores
-        return torch.where(_vocab_mask(self.eos_token_id, scores), NEG_INF, scores)
+        return _forbid(self.eos_token_id, scores)
 
 
-def _vocab_mask(token_ids: Sequence[int], scores) -> "torch.Tensor":
-    """(V,) bool: True at the given ids; ids outside the vocabulary match nothing (as torch.isin).
+def _forbid(token_ids: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+    """A copy of `scores` (B, V) with -inf at the given ids; ids outside the vocabulary match nothing.
 
-    An EOS id past the scores' vocabulary is no error for transformers' MinLength / MinNewTokens either.
+    An EOS id past the scores' vocabulary is no error for transformers' MinLength / MinNewTokens either. Why not
+    `torch.where(torch.isin(arange(V), ids), -inf, scores)`, what transformers computes: the same values, but
+    isin over the vocabulary costs about 0.2 ms a step on CPU (49152 tokens), a clone and index_fill_ 6 us.
     """
-    vocab = torch.arange(scores.shape[-1], device=scores.device)
-    return torch.isin(vocab, torch.tensor(list(token_ids), dtype=torch.long, device=scores.device))
+    inside = [i for i in token_ids if 0 <= i < scores.shape[-1]]
+    out = scores.clone()
+    if inside:
+        out.index_fill_(-1, torch.tensor(inside, dtype=torch.long, device=scores.device), NEG_INF)
+    return out
 
 
 class SuppressTokens(LogitsProcessor):
@@ -58,7 +63,7 @@ class SuppressTokens(LogitsProcessor):
         self.suppress_tokens = tuple(suppress_tokens)
 
     def __call__(self, input_ids, scores):
-        return torch.where(_vocab_mask(self.suppress_tokens, scores), NEG_INF, scores)
+        return _forbid(self.suppress_tokens, scores)
 
 
 class SuppressTokensAtBegin(LogitsProcessor):
@@ -74,7 +79,7 @@ class SuppressTokensAtBegin(LogitsProcessor):
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] != self.begin_index:
             return scores
-        return torch.where(_vocab_mask(self.begin_suppress_tokens, scores), NEG_INF, scores)
+        return _forbid(self.begin_suppress_tokens, scores)
 
 
 class ForcedBOS(LogitsProcessor):
