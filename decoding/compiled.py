@@ -71,8 +71,11 @@ SKIP_STEADY_GUARDS = True  # `steady_key` below
 # compile time (2-3x the compile time; SmolLM2 batch-1 decode 2.2x faster in float32, 1.8x in bfloat16 on an
 # AVX-512 CPU: the README's speed section, bench/decode_bandwidth.py), and those templates take only constant
 # weights, hence `freezing`. Dynamo reads `freezing` from the global config while it traces (it then guards on
-# each parameter), so that step runs inside `config.patch(freezing=True)` as well. compile=True: no options.
-CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True}
+# each parameter), so that step runs inside `inductor_freezing()` as well. `cpp_wrapper`: the graph's wrapper,
+# which calls its ~300 kernels a step, is C++ instead of Python (about 0.5 ms of Python a step before: SmolLM2
+# bfloat16 batch 1, graph 10.5 ms against 12.4 ms, medians of 6 alternating processes; more compile time).
+# compile=True: no options.
+CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True, "cpp_wrapper": True}
 MAX_FROZEN_MODELS = 3  # models with frozen graphs at once (each may add graphs for 2 shapes before the limit)
 
 _compiled: dict[tuple[str, str | None, bool], Callable] = {}
