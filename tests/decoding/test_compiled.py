@@ -89,7 +89,7 @@ def test_compile_is_off_by_default(tiny_llama):
 
 
 def test_inductor_options_per_device_and_autotune(monkeypatch):
-    """CPU: default mode (max-autotune: with weight freezing and tuned GEMMs); CUDA: a mode (CUDA graphs), as
+    """CPU: default mode (max-autotune: with weight freezing, tuned GEMMs and the C++ wrapper); CUDA: a mode (CUDA graphs), as
     torch.compile takes a mode or options, not both. The eager test backend gets neither."""
     made = []
     monkeypatch.setattr(compiled, "_compiled", {})
@@ -97,7 +97,7 @@ def test_inductor_options_per_device_and_autotune(monkeypatch):
     for device, autotune in (("cpu", False), ("cpu", True), ("cuda", False), ("cuda", True)):
         compiled.compiled_decode_step(device, autotune)
     assert [(kw["mode"], kw["options"]) for kw in made] == [
-        (None, None), (None, {"freezing": True, "max_autotune": True}),
+        (None, None), (None, {"freezing": True, "max_autotune": True, "cpp_wrapper": True}),
         ("reduce-overhead", None), ("max-autotune", None)]
     monkeypatch.setattr(compiled, "BACKEND", "eager")
     compiled.compiled_decode_step("cpu")
