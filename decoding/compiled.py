@@ -22,7 +22,7 @@ steps, which in fixed-shape mode copies the reordered slots back into the same b
 the graph (and a CUDA graph's recorded addresses) stays valid. On CPU the graph is compiled with inductor's
 default mode (`compile="max-autotune"`: with frozen weights and its tuned GEMM templates); on CUDA with
 `mode="reduce-overhead"` or `"max-autotune"` (CUDA graphs: the cache buffers are marked as static addresses,
-and each step's logits are copied out of the graph's memory pool before the next replay overwrites them).
+and each step's outputs are copied out of the graph's memory pool before the next replay overwrites them).
 
 Frozen weights (max-autotune on CPU) are copies the graph holds, guarded by each parameter's identity: every
 model compiles its own graph, and under `fullgraph=True` dynamo fails hard past its recompile limit (8 per
