@@ -351,3 +351,18 @@ def test_smollm2_compiled_greedy_equals_eager_static(smollm2, fresh_dynamo):
     assert torch.equal(out.sequences, eager.sequences)
     assert torch.allclose(out.token_logprobs_raw, eager.token_logprobs_raw, atol=1e-4)
     assert graphs_and_recompiles() == (1, 0)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_nan_logits_of_a_decode_step_raise(tiny_llama, eager_backend, compile):
+    """NaN logits in a single-token step: eager the loop finds them, compiled the step's in-graph flag does."""
+    prompt = torch.tensor([[5, 6, 7]])
+    first = decoding.generate(tiny_llama, prompt, max_new_tokens=1, eos_token_id=[]).sequences[0, -1].item()
+    assert first not in prompt  # the embedding of the first new token turns NaN: step 1's logits, not the prefill's
+    hook = tiny_llama.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: torch.where((args[0] == first)[..., None], float("nan"), out))
+    try:
+        with pytest.raises(FloatingPointError, match="NaN logits at generation step 1 for rows \\[0\\]"):
+            decoding.generate(tiny_llama, prompt, max_new_tokens=4, cache="static", compile=compile, eos_token_id=[])
+    finally:
+        hook.remove()

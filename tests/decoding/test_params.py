@@ -75,3 +75,19 @@ def test_transformers_cache_names_map_to_ours(tiny_llama):
     assert torch.equal(a.sequences, b.sequences) and torch.equal(b.sequences, c.sequences)
     with pytest.raises(ValueError, match="contradicts"):
         decoding.generate(tiny_llama, PROMPT, cache="static", use_cache=False)
+
+
+def test_nan_check_sums_first_but_stays_exact():
+    """check_finite clears logits by their sum; a NaN sum from +inf and -inf without a NaN is no error."""
+    from decoding.loop import check_finite
+
+    logits = torch.zeros(2, 10)
+    logits[0, 1], logits[1, 2] = float("inf"), float("-inf")
+    logits[1, 3] = float("inf")  # row 1 sums to NaN (inf - inf) but holds no NaN
+    check_finite(logits, 4)
+    logits[1, 7] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"step 4 for rows \[1\]"):
+        check_finite(logits, 4)
+    check_finite(logits, 4, has_nan=torch.tensor(False))  # the compiled step's own flag decides when given
+    with pytest.raises(FloatingPointError, match=r"step 4 for rows \[1\]"):
+        check_finite(logits, 4, has_nan=torch.tensor(True))

@@ -150,3 +150,18 @@ def test_builder_order_comes_from_the_params():
 def test_greedy_builds_no_warpers():
     p = resolve_params(_Model(), 4, max_new_tokens=5)
     assert list(P.build_processors(p, 4)) == []
+
+
+@pytest.mark.parametrize("ids", [(2,), (0, 49), (-1, 3, 50, 77), (-5, 50), ()])
+def test_token_bans_equal_the_vocabulary_mask_they_replace(ids):
+    """min_length / min_new_tokens / suppress_tokens write -inf with index_fill_ on a copy (fast); the values
+    are those of transformers' where(isin(arange(V), ids), -inf, scores), ids outside [0, V) matching nothing."""
+    from decoding.processors.constraints import _forbid
+
+    scores = torch.randn(3, 50)
+    scores[1, 4] = float("nan")  # passed through untouched, as by where
+    expected = torch.where(torch.isin(torch.arange(50), torch.tensor(ids, dtype=torch.long)), -math.inf, scores)
+    out = _forbid(ids, scores)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert torch.equal(out.nan_to_num(0.0), expected.nan_to_num(0.0))
+    assert out.data_ptr() != scores.data_ptr() and scores[0].isfinite().all()  # the input is not written
