@@ -72,8 +72,8 @@ SKIP_STEADY_GUARDS = True  # `steady_key` below
 # AVX-512 CPU: the README's speed section, bench/decode_bandwidth.py), and those templates take only constant
 # weights, hence `freezing`. Dynamo reads `freezing` from the global config while it traces (it then guards on
 # each parameter), so that step runs inside `inductor_freezing()` as well. `cpp_wrapper`: the graph's wrapper,
-# which calls its ~300 kernels a step, is C++ instead of Python (about 0.5 ms of Python a step before: SmolLM2
-# bfloat16 batch 1: the compiled call 10.4 ms a step against 12.4, medians of 6 readings; more compile time).
+# which calls its ~300 kernels a step, is C++ instead of Python (SmolLM2 bfloat16 batch 1: the compiled call
+# 10.4 ms a step against 12.4, medians of 6 readings; more compile time).
 # compile=True: no options.
 CPU_AUTOTUNE_OPTIONS = {"freezing": True, "max_autotune": True, "cpp_wrapper": True}
 MAX_FROZEN_MODELS = 3  # models with frozen graphs at once (each may add graphs for 2 shapes before the limit)
@@ -101,7 +101,7 @@ def decode_step(model: Any, cache: SlotCache, input_ids: torch.Tensor, position_
         (B, V) float32 logits of this step, their (B,) logsumexp and () whether any is NaN: the loop needs both
         (the chosen token's log-probability, the NaN check), and in the graph they are one fused pass over the
         logits while they are in cache; eagerly, after the step's weights went through the caches, the two cost
-        about 0.3 ms a step on CPU (bfloat16 SmolLM2 batch 1: 3% of the step).
+        about 0.3 ms a step on CPU in a line profile (bfloat16 SmolLM2 batch 1: 3% of the step).
     """
     slots = torch.arange(slot_mask.shape[1], device=slot_mask.device)
     visible = (slot_mask & (slots <= write_index))[:, None, None, :]  # (B, 1, 1, L)

@@ -89,8 +89,8 @@ def test_compile_is_off_by_default(tiny_llama):
 
 
 def test_inductor_options_per_device_and_autotune(monkeypatch):
-    """CPU: default mode (max-autotune: with weight freezing, tuned GEMMs and the C++ wrapper); CUDA: a mode (CUDA graphs), as
-    torch.compile takes a mode or options, not both. The eager test backend gets neither."""
+    """CPU: default mode (max-autotune: with weight freezing, tuned GEMMs and the C++ wrapper); CUDA: a mode
+    (CUDA graphs), as torch.compile takes a mode or options, not both. The eager test backend gets neither."""
     made = []
     monkeypatch.setattr(compiled, "_compiled", {})
     monkeypatch.setattr(compiled.torch, "compile", lambda fn, **kw: made.append(kw) or fn)
