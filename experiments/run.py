@@ -153,8 +153,9 @@ def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str
 
 def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scorer, scorer_tokenizer,
                     prefix: str, with_references: bool) -> dict[str, Any]:
-    """`prefix/<metric>` floats (with `prefix/<metric>/ci95_low|high`, a bootstrap over texts, where meaningful),
-    plus `meta/not_measurable` and `meta/caveats` ({`prefix/<metric>`: text}), `meta/bootstrap_generation` and,
+    """`prefix/<metric>` floats (with `prefix/<metric>/ci95_low|high`, a 95% interval over texts), plus
+    `meta/not_measurable`, `meta/caveats`, `meta/interval_methods` (how each interval was made) and
+    `meta/no_interval` (why a value has none) ({`prefix/<metric>`: text}), `meta/bootstrap_generation` and,
     when MAUVE ran, `meta/mauve_features` (its features model, as the run names it)."""
     from experiments.metrics import intervals, score_generations
     from experiments.models import TINY_KINDS
@@ -185,8 +186,12 @@ def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scor
     for key, (low, high) in scores.intervals.items():
         out[f"{prefix}/{key}/ci95_low"], out[f"{prefix}/{key}/ci95_high"] = low, high
     out["meta/bootstrap_generation"] = {"resamples": intervals.DEFAULT_RESAMPLES, "seed": cfg.seed,
-                                        "unit": "texts (prompts x return sequences)", "interval": "percentile 95%"}
-    out["meta/no_interval"] = {f"{prefix}/{k}": why for k, why in intervals.NO_INTERVAL.items() if k in metrics}
+                                        "unit": "texts (prompts x return sequences)",
+                                        "interval": "95%, each metric's method in meta/interval_methods"}
+    out["meta/interval_methods"] = {f"{prefix}/{k}": how for k, how in intervals.INTERVAL_METHODS.items()
+                                    if k in scores.intervals}
+    no_interval = {**{k: why for k, why in intervals.NO_INTERVAL.items() if k in metrics}, **scores.no_interval}
+    out["meta/no_interval"] = {f"{prefix}/{k}": why for k, why in no_interval.items()}
     if "mauve" in metrics:
         out["meta/mauve_features"] = features + (" (random weights)" if random_weights else "")
     return out
@@ -257,7 +262,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     unique = {(pair["doc_id"], pair["start"]): pair for pair in pairs}.values()  # one human row per prompt
     human = quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
                             tokenizer, scorer, scorer_tokenizer, "human", False)
-    for key in ("meta/not_measurable", "meta/caveats", "meta/no_interval"):  # dicts: merged, not replaced
+    for key in ("meta/not_measurable", "meta/caveats", "meta/no_interval", "meta/interval_methods"):  # merged
         human[key] = {**metrics[key], **human[key]}
     metrics.update(human)
     watermark = cfg.decoding.get("watermarking_config")

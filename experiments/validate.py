@@ -96,8 +96,9 @@ def check_sections(cfg: DictConfig) -> None:
         check_keys(cfg[section], section, set(root_sections()[section]))
     p = cfg.prompts
     check_int(p, "num_prompts", 1, none="null for every pair", path="prompts")
-    for key in ("prompt_tokens", "continuation_tokens", "pairs_per_document", "batch_size"):
+    for key in ("prompt_tokens", "continuation_tokens", "batch_size"):
         check_int(p, key, 1, path="prompts")
+    check_int(p, "pairs_per_document", 1, none="null to spread num_prompts evenly over the documents", path="prompts")
     from experiments.data import PROMPT_MODES
 
     check_choice(p, "mode", PROMPT_MODES, path="prompts")
@@ -193,6 +194,7 @@ def check_dataset(node: DictConfig) -> None:
         if validation > test:
             raise ConfigError(f"dataset.validation_from_year={validation} > dataset.test_from_year={test}: the "
                               "validation years must come before the test years", "dataset.validation_from_year")
+        check_sotu_years(node, validation, test)
     if source == "files":
         path = check_string(node, "path", path="dataset")
         fmt = check_choice(node, "format", tuple(FILE_FORMATS), path="dataset", none=True)
@@ -204,6 +206,22 @@ def check_dataset(node: DictConfig) -> None:
                 format_of(files, path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(str(err), "dataset.path") from None
+
+
+def check_sotu_years(node: DictConfig, validation: int, test: int) -> None:
+    """`dataset.first_year` / `last_year` (inclusive, null: no bound) in order and leaving at least one speech."""
+    from experiments.data import sotu_years
+
+    first, last = (check_int(node, key, 1, none="null for no bound", path="dataset")
+                   for key in ("first_year", "last_year"))
+    if first is not None and last is not None and first > last:
+        raise ConfigError(f"dataset.first_year={first} > dataset.last_year={last}: the first year of the range must "
+                          "not come after its last", "dataset.first_year")
+    if (first is not None or last is not None) and not sotu_years(node.split, validation, test, first, last):
+        raise ConfigError(f"dataset.first_year={first}, dataset.last_year={last} select no speech of split="
+                          f"{node.split!r} (test is {test} on, validation {validation}-{test - 1}, train before "
+                          f"{validation}; the corpus holds 1790-2026): use split=all for years across splits",
+                          "dataset.first_year")
 
 
 def check_cache(node: DictConfig) -> None:

@@ -34,7 +34,12 @@ score on 16 samples looks as solid as one on 5000. `GenerationScores` carries, b
 reason for each NaN (`not_measurable`) and what a reader must know before trusting a number (`caveats`),
 so the runner can record both in metrics.json and the report can show them. `compute_generation_metrics`
 is the numbers alone, for callers that want just those. `GenerationScores.intervals` holds each metric's 95%
-bootstrap interval over texts where one is meaningful (`intervals.py` says which and why not the others).
+interval over texts (prompts): a percentile bootstrap for the sums over texts (`intervals.py`), and for the
+set-level metrics, which a resample with repeated texts would bias, a delete-one jackknife (distinct-n, Zipf),
+a bootstrap of the Self-BLEU hypotheses with the reference pool fixed, and a bootstrap of MAUVE over prompts on
+a fixed quantization (`set_intervals.py`); `intervals.INTERVAL_METHODS` names each method. Only counts
+(`mauve_samples`, `intervals.NO_INTERVAL`) have none, and `GenerationScores.no_interval` says why a value of
+this call has none (e.g. fewer than 3 texts for the jackknife).
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from typing import Any
 
 # Modules, not their functions: `from .self_bleu import self_bleu` would rebind `experiments.metrics.self_bleu`
 # from the module to the function, and `import experiments.metrics.self_bleu as m` would then return the function.
-from experiments.metrics import diversity, intervals, mauve_score, reference, repetition, self_bleu, tokens, zipf
+from experiments.metrics import (diversity, intervals, mauve_score, reference, repetition, self_bleu, set_intervals,
+                                 tokens, zipf)
 
 __all__ = ["GenerationScores", "compute_generation_metrics", "score_generations"]
 
@@ -65,6 +71,7 @@ class GenerationScores:
     not_measurable: dict[str, str] = field(default_factory=dict)  # key -> why its value is NaN, for every NaN
     caveats: dict[str, str] = field(default_factory=dict)  # key -> what to know before trusting its value
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (ci95_low, ci95_high)
+    no_interval: dict[str, str] = field(default_factory=dict)  # key -> why its (measurable) value has no interval
 
 
 def compute_generation_metrics(*args: Any, **kwargs: Any) -> dict[str, float]:
@@ -107,7 +114,8 @@ def score_generations(
         feature_batch_size: batch size when featurizing for MAUVE.
         features_name: how the run names `features_model` (for MAUVE's caveat); None: "the features model".
         features_random: whether `features_model` has random weights (MAUVE then gets a caveat).
-        bootstrap_resamples: resamples of the 95% intervals over texts (seeded by `seed`); 0: no intervals.
+        bootstrap_resamples: resamples of the bootstrap intervals over texts (seeded by `seed`); 0: no intervals,
+            the jackknife ones included.
     """
     if isinstance(texts, str) or not texts:
         raise ValueError(f"texts must be a non-empty list of generated strings, got {texts!r:.80}")
@@ -124,8 +132,10 @@ def score_generations(
 
     metrics = diversity.diversity_metrics(token_lists)
     scores = GenerationScores(values=metrics)
+    bleu_scores = None  # each sampled text's Self-BLEU, which its interval resamples
     if len(token_lists) >= 2:
-        metrics["self_bleu4"] = self_bleu.self_bleu(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
+        bleu_scores = self_bleu.self_bleu_scores(token_lists, max_n=4, sample_size=self_bleu_sample_size, seed=seed)
+        metrics["self_bleu4"] = sum(bleu_scores) / len(bleu_scores)  # = self_bleu.self_bleu
     else:
         metrics["self_bleu4"] = math.nan
         scores.not_measurable["self_bleu4"] = SELF_BLEU_ONE_TEXT
@@ -148,8 +158,13 @@ def score_generations(
                 seed=seed,
                 num_buckets=mauve_num_buckets,
                 batch_size=feature_batch_size,
+                resamples=bootstrap_resamples,
             )
             metrics["mauve"], metrics["mauve_samples"] = result.score, float(result.samples)
+            if result.interval is not None:
+                scores.intervals["mauve"] = result.interval
+            elif result.no_interval:
+                scores.no_interval["mauve"] = result.no_interval
             if result.not_measurable:
                 scores.not_measurable["mauve"] = result.not_measurable
             else:
@@ -158,6 +173,11 @@ def score_generations(
                 if caveat:
                     scores.caveats["mauve"] = caveat
     scores.values = {key: float(value) for key, value in metrics.items()}
-    scores.intervals = intervals.generation_intervals(token_lists, texts, references, resamples=bootstrap_resamples,
-                                                      seed=seed)
+    scores.intervals.update(intervals.generation_intervals(token_lists, texts, references,
+                                                           resamples=bootstrap_resamples, seed=seed))
+    found, missing = set_intervals.count_metric_intervals(token_lists, scores.values, bleu_scores,
+                                                          zipf_top_n=zipf_top_n, resamples=bootstrap_resamples,
+                                                          seed=seed)
+    scores.intervals.update(found)
+    scores.no_interval.update(missing)
     return scores

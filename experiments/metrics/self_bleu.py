@@ -17,6 +17,9 @@ size. Like Texygen (which takes the first `sample_size` texts, 500 there) we sco
 `sample_size` generations (default 100), drawn here with `random.Random(seed)` so it does not depend on the
 order of the list. With fewer generations than `sample_size` all are used; such a value is not comparable
 with full-size ones.
+
+`self_bleu_scores` gives the sample's per-text scores (`self_bleu` is their mean), which the 95% interval
+resamples with the reference pool fixed (`set_intervals.py`).
 """
 
 from __future__ import annotations
@@ -80,6 +83,16 @@ def sample_indices(size: int, sample_size: int, seed: int) -> list[int]:
 
 def self_bleu(token_lists: Sequence[Tokens], *, max_n: int = 4, sample_size: int = 100, seed: int = 0) -> float:
     """Mean BLEU-`max_n` of each sampled generation against the other sampled generations, in [0, 1]."""
+    scores = self_bleu_scores(token_lists, max_n=max_n, sample_size=sample_size, seed=seed)
+    return sum(scores) / len(scores)
+
+
+def self_bleu_scores(token_lists: Sequence[Tokens], *, max_n: int = 4, sample_size: int = 100,
+                     seed: int = 0) -> list[float]:
+    """BLEU-`max_n` of each sampled generation against the other sampled generations, in sample order (S).
+
+    Their mean is `self_bleu`; kept apart so the interval (`set_intervals.self_bleu_interval`) can resample the
+    hypotheses while each score keeps its full reference pool."""
     check_token_lists(token_lists)
     if len(token_lists) < 2:
         raise ValueError(f"self_bleu needs at least two generations, got {len(token_lists)}")
@@ -114,4 +127,4 @@ def self_bleu(token_lists: Sequence[Tokens], *, max_n: int = 4, sample_size: int
             totals.append(sum(per_text[i].values()))
         ref_len = _closest_length(lengths[:i] + lengths[i + 1 :], len(tokens))
         scores.append(_bleu_from_counts(matches, totals, len(tokens), ref_len))
-    return sum(scores) / len(scores)
+    return scores

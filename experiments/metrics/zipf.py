@@ -29,14 +29,26 @@ DEFAULT_TOP_N = 5000  # degen's --N
 def zipf_coefficient(token_lists: Sequence[Tokens], *, top_n: int = DEFAULT_TOP_N) -> float:
     """Negative slope of the least-squares fit of log count on log rank over the `top_n` most frequent tokens."""
     check_token_lists(token_lists)
-    if top_n < 2:
-        raise ValueError(f"top_n={top_n} must be at least 2: a slope needs two ranks")
+    _check_top_n(top_n)
     counts = Counter()
     for tokens in token_lists:
         counts.update(tokens)
-    frequencies = np.array(sorted(counts.values(), reverse=True)[:top_n], dtype=np.float64)
+    return zipf_from_counts(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)), top_n=top_n)
+
+
+def zipf_from_counts(counts: np.ndarray, *, top_n: int = DEFAULT_TOP_N) -> float:
+    """The Zipf fit of `zipf_coefficient` from token counts (V,), in any order; zero counts (absent tokens) are
+    ignored. One fit for the point estimate and its jackknife (`set_intervals.py`), so the two cannot drift."""
+    _check_top_n(top_n)
+    counts = np.asarray(counts, dtype=np.float64)  # (V,)
+    frequencies = np.sort(counts[counts > 0])[::-1][:top_n]  # (k,) decreasing; only the values enter the fit
     if len(frequencies) < 2:
         return float("nan")
     ranks = np.arange(1, len(frequencies) + 1, dtype=np.float64)
     slope, _intercept = np.polyfit(np.log(ranks), np.log(frequencies), 1)
     return float(-slope)
+
+
+def _check_top_n(top_n: int) -> None:
+    if top_n < 2:
+        raise ValueError(f"top_n={top_n} must be at least 2: a slope needs two ranks")

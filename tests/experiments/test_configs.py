@@ -76,7 +76,10 @@ def test_launchers_compose(launcher, tmp_path):
 def test_holtzman_experiment_sweeps_the_papers_methods(tmp_path):
     cfg = compose_config(["experiment=holtzman_table1"], tmp_path / "run")
     methods = cfg.hydra.sweeper.params["decoding"].split(",")
-    assert methods == ["greedy", "beam16", "sample", "temperature", "top_k", "top_k640", "top_k40_t07", "top_p"]
+    assert methods == ["greedy", "beam16", "sample", "temperature", "top_k", "top_k640", "top_k40_t07", "top_p",
+                       "min_p", "typical", "eta", "top_n_sigma", "contrastive_search", "dola", "mbr"]
+    assert cfg.hydra.sweeper.params["dataset"] == "sotu_seen,sotu"  # seen and held-out speeches side by side
+    assert (cfg.prompts.prompt_tokens, cfg.prompts.continuation_tokens, cfg.prompts.mode) == (40, 128, "paragraph")
     for method in methods:
         decoding = compose_config(["experiment=holtzman_table1", f"decoding={method}"], tmp_path / "r").decoding
         assert decoding.name == method
@@ -134,7 +137,7 @@ def test_a_study_files_own_values_survive_composition(path, tmp_path):
 
 def test_the_command_line_still_beats_a_study_file(tmp_path):
     cfg = compose_config(["experiment=holtzman_table1", "name=mine", "prompts.num_prompts=3"], tmp_path / "run")
-    assert cfg.name == "mine" and cfg.prompts.num_prompts == 3 and cfg.prompts.continuation_tokens == 96
+    assert cfg.name == "mine" and cfg.prompts.num_prompts == 3 and cfg.prompts.continuation_tokens == 128
 
 
 def test_the_root_config_still_beats_the_group_defaults(tmp_path):

@@ -42,6 +42,39 @@ def test_sotu_year_splits_partition_the_corpus():
     assert sorted(custom["year"]) == [2024, 2026]
 
 
+def test_sotu_years_narrow_a_split_to_the_speeches_the_model_may_have_seen():
+    seen = load_documents("sotu", "all", first_year=2000, last_year=2023)
+    assert len(seen) == 20 and min(seen["year"]) == 2000 and max(seen["year"]) == 2023  # 2001, 2009, 2017, 2021: none
+    assert seen["year"] == sorted(seen["year"])
+    assert load_documents("sotu", "all", first_year=2025)["year"] == load_documents("sotu", "test")["year"] == [2026]
+    assert load_documents("sotu", "train", first_year=2010)["year"] == [y for y in seen["year"] if 2010 <= y < 2016]
+    assert data.sotu_years("all", first_year=2000, last_year=2023) == seen["year"]
+    with pytest.raises(ValueError, match="first_year=2000 must be <= last_year=1999"):
+        load_documents("sotu", "all", first_year=2000, last_year=1999)
+    with pytest.raises(ValueError, match=r"no speech in sotu split='test' with first_year=2000, last_year=2023"):
+        load_documents("sotu", "test", first_year=2000, last_year=2023)
+
+
+def test_unset_pairs_per_document_spreads_the_prompts_evenly(tokenizer):
+    docs = load_documents("sotu", "all", first_year=2019, last_year=2023)  # 2019, 2020, 2022, 2023
+    spread = make_prompt_pairs(docs, tokenizer, prompt_tokens=40, continuation_tokens=128, mode="paragraph",
+                               pairs_per_document=None, seed=0, max_pairs=10)
+    per_year = {y: spread["year"].count(y) for y in docs["year"]}
+    assert len(spread) == 10 and sorted(per_year.values()) == [2, 2, 3, 3]  # one per speech per round
+    # Each speech's pairs are the first of its own seeded draw: the same as asking for that many per document.
+    for year, count in per_year.items():
+        alone = make_prompt_pairs(docs.filter(lambda r: r["year"] == year), tokenizer, prompt_tokens=40,
+                                  continuation_tokens=128, mode="paragraph", pairs_per_document=count, seed=0)
+        assert alone["start"] == [r["start"] for r in spread if r["year"] == year]
+    # One speech gives all the non-overlapping pairs it holds, fewer than asked for.
+    [only] = load_documents("sotu", "test")["year"]
+    held_out = make_prompt_pairs(load_documents("sotu", "test"), tokenizer, prompt_tokens=40, continuation_tokens=128,
+                                 mode="paragraph", pairs_per_document=None, seed=0, max_pairs=200)
+    starts = held_out["start"]
+    assert only == 2026 and 40 < len(held_out) < 200 and starts == sorted(starts)
+    assert all(b - a >= 168 for a, b in zip(starts, starts[1:]))
+
+
 def test_unknown_source_and_split_are_clear_errors():
     with pytest.raises(ValueError, match="source='nope' is not known"):
         load_documents("nope")

@@ -33,6 +33,7 @@ REFERENCES = [
     "rain fell all night", "we built it", "nothing here", "stars over the hills",
 ]
 WITH_INTERVAL = ("rep_2", "rep_3", "rep_4", "diversity", "repetition_pct", "mean_length", "bleu", "chrf", "rougeL")
+SET_LEVEL = ("distinct_1", "distinct_2", "distinct_3", "distinct_4", "zipf", "self_bleu4")  # set_intervals.py
 
 
 def scores(**kwargs):
@@ -55,8 +56,8 @@ def test_intervals_equal_a_hand_bootstrap_of_the_metrics_own_functions():
     got = scores(bootstrap_resamples=resamples, seed=seed).intervals
     picks = np.random.default_rng(seed).integers(0, len(TEXTS), size=(resamples, len(TEXTS)))
     resampled = [hand_metrics([TEXTS[i] for i in row], [REFERENCES[i] for i in row]) for row in picks]
-    assert set(got) == set(WITH_INTERVAL)
-    for key in WITH_INTERVAL:
+    assert set(got) == set(WITH_INTERVAL) | set(SET_LEVEL)
+    for key in WITH_INTERVAL:  # the set-level ones are not a plain bootstrap: tests/experiments/test_set_intervals.py
         values = np.array([r[key] for r in resampled])
         expected = np.percentile(values[~np.isnan(values)], [2.5, 97.5])
         assert got[key] == pytest.approx(tuple(expected), rel=1e-9, abs=1e-9), key
@@ -82,11 +83,17 @@ def test_seeded_identical_across_calls_and_a_new_seed_draws_new_resamples():
     assert first["mean_length"] != other["mean_length"]
 
 
-def test_set_level_metrics_and_mauve_get_no_interval_but_a_reason():
+def test_set_level_metrics_get_an_interval_and_a_named_method_and_only_counts_go_without():
     result = scores()
-    for key in ("distinct_1", "distinct_4", "self_bleu4", "zipf"):
-        assert key in result.values and key not in result.intervals and "biased" in intervals.NO_INTERVAL[key]
-    assert "costly" in intervals.NO_INTERVAL["mauve"]
+    for key in SET_LEVEL:
+        assert key in result.values and key in result.intervals
+    assert intervals.INTERVAL_METHODS["distinct_2"] == intervals.INTERVAL_METHODS["zipf"] == intervals.JACKKNIFE
+    assert "reference pool fixed" in intervals.INTERVAL_METHODS["self_bleu4"]
+    assert "quantization fixed" in intervals.INTERVAL_METHODS["mauve"]
+    assert set(intervals.INTERVAL_METHODS) >= set(WITH_INTERVAL) | set(SET_LEVEL) | {"ppl", "mauve"}
+    assert set(intervals.NO_INTERVAL) == {"mauve_samples"}  # a count: nothing to estimate
+    assert not set(intervals.NO_INTERVAL) & set(intervals.INTERVAL_METHODS)
+    assert result.no_interval == {}
     assert scores(bootstrap_resamples=0).intervals == {}
 
 
@@ -122,11 +129,14 @@ def test_the_run_writes_intervals_for_gen_and_human_with_the_bootstrap_recorded(
             value = stored[f"{prefix}/{key}"]
             if value is not None and low is not None:
                 assert low <= value <= high, (prefix, key)
-        assert f"{prefix}/distinct_2/ci95_low" not in stored and f"{prefix}/self_bleu4" in stored
-        assert f"{prefix}/self_bleu4" in stored["meta/no_interval"] and f"{prefix}/zipf/ci95_low" not in stored
-    for key in ("bleu", "chrf", "rougeL"):
+        for key in ("distinct_2", "zipf", "self_bleu4", "ppl", "rep_2"):  # 4 texts: enough for the jackknife
+            assert f"{prefix}/{key}/ci95_low" in stored, (prefix, key)
+            assert stored["meta/interval_methods"][f"{prefix}/{key}"] == intervals.INTERVAL_METHODS[key]
+    for key in ("bleu", "chrf", "rougeL", "mauve"):
         assert f"gen/{key}/ci95_low" in stored and f"human/{key}/ci95_low" not in stored
-    assert "gen/mauve" in stored["meta/no_interval"] and "gen/mauve/ci95_low" not in stored
+    low, high = stored["gen/mauve/ci95_low"], stored["gen/mauve/ci95_high"]
+    assert 0 <= low <= stored["gen/mauve"] <= high <= 1 and "gen/mauve" in stored["meta/interval_methods"]
+    assert stored["meta/no_interval"] == {"gen/mauve_samples": intervals.NO_INTERVAL["mauve_samples"]}
     assert stored["meta/bootstrap_generation"]["resamples"] == intervals.DEFAULT_RESAMPLES
     assert stored["meta/bootstrap_generation"]["seed"] == 0
 
@@ -137,6 +147,7 @@ def test_the_interval_keys_are_documented_in_the_readme(tiny_run):
     from tests.experiments.test_run import documented_key_patterns
 
     patterns = documented_key_patterns()
-    new = [k for k in tiny_run if "/ci95_" in k] + ["meta/bootstrap_generation", "meta/no_interval"]
+    new = [k for k in tiny_run if "/ci95_" in k] + ["meta/bootstrap_generation", "meta/no_interval",
+                                                    "meta/interval_methods"]
     assert any(k.startswith("gen/") for k in new) and any(k.startswith("human/") for k in new)
     assert [k for k in new if not any(fnmatchcase(k, p) for p in patterns)] == []
