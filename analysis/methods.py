@@ -145,12 +145,29 @@ def extras(dec: dict[str, Any]) -> list[str]:
     order = dec.get("sampler_order", DEFAULT_SAMPLER_ORDER)
     if order != DEFAULT_SAMPLER_ORDER:  # a name, or a list as the tidy table's JSON text
         out.append(f"{order} order")
+    proposer = speculative_proposer(dec)
+    if proposer:
+        out.append(proposer)
     if dec.get("guidance_scale") not in (None, 1, 1.0):
         out.append(f"CFG scale={_num(dec['guidance_scale'])}")
     watermark = watermark_of(dec)
     if watermark is not None:
         out.append(f"watermark \u03b4={_num(watermark['bias'])}, \u03b3={_num(watermark['greenlist_ratio'])}")
     return out
+
+
+def speculative_proposer(dec: dict[str, Any]) -> str | None:
+    """How a speculative run proposed tokens (exact: the text is the method's own, only the speed changes)."""
+    tokens = dec.get("num_assistant_tokens")
+    per_step = f", {_num(tokens)} per step" if tokens not in (None, 0) else ""
+    if dec.get("prompt_lookup_num_tokens") not in (None, 0):
+        return (f"prompt lookup ({_num(dec['prompt_lookup_num_tokens'])} tokens, "
+                f"n-gram {_num(dec.get('max_matching_ngram_size', 2))})")
+    if dec.get("draft_layers") not in (None, 0):
+        return f"self-speculative (first {_num(dec['draft_layers'])} layers{per_step})"
+    if tokens not in (None, 0):  # a draft model's proposals (the model itself is the `draft.*` settings)
+        return f"draft model{per_step}"
+    return None
 
 
 def watermark_of(dec: dict[str, Any]) -> dict[str, Any] | None:

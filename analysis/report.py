@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from analysis import plots as figures
+from analysis import speed_plots as speed_figures
 from analysis.html import Section, render_page
 from analysis.outputs import remove_leftovers, replacing, write_text
 from analysis.provenance import provenance
@@ -66,8 +67,10 @@ def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],
     speed.tables += [t for t in [speed_table(frame)] if t]
     found = swept(frame, SPEED_PARAMS)
     speed.plots += [p for p in (figures.speed_curves(frame, param, c, out_dir) for param, c in found.items()) if p]
+    speed.plots += [p for p in (speed_figures.speed_by_run(frame, out_dir),
+                                speed_figures.speculative_acceptance(frame, out_dir)) if p]
     if speed.tables and not speed.plots:
-        speed.intro = "No speed curve: no two runs differ in just the batch size, the beam width or the cache setting."
+        speed.intro = "No speed figure: fewer than two runs generated alone."
     if speed.tables or speed.plots:
         sections.append(speed)
 

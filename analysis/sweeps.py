@@ -85,7 +85,15 @@ def varying(settings: pd.DataFrame, columns: list[str] | None = None) -> list[st
 
 
 def describe(row: pd.Series, keys: list[str]) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in keys)
+    """"key=value, ..." of the settings that are set (a missing value, or a loader's `_target_`, says nothing);
+    whole numbers without ".0"."""
+    shown = []
+    for key in keys:
+        value = row[key]
+        if is_missing(value) or key.endswith("._target_"):
+            continue
+        shown.append(f"{key}={int(value) if isinstance(value, float) and value.is_integer() else value}")
+    return ", ".join(shown)
 
 
 def run_labels(frame: pd.DataFrame) -> pd.Series:
@@ -95,8 +103,9 @@ def run_labels(frame: pd.DataFrame) -> pd.Series:
     labels = {}
     for key, row in frame.iterrows():
         label = method_label(decoding_of(row))
-        if others:
-            label += f" [{describe(settings.loc[key], others)}]"
+        extra = describe(settings.loc[key], others) if others else ""
+        if extra:
+            label += f" [{extra}]"
         labels[key] = label
     series = pd.Series(labels)
     duplicated = series.duplicated(keep=False)

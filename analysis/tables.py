@@ -233,6 +233,8 @@ SPEED_METRICS = (("speed/prefill_tok_s", "Prefill tok/s"), ("speed/decode_tok_s"
                  ("speed/tok_s", "tok/s (end to end)"), ("speed/ttft_s", "Time to first token, s"),
                  ("mem/peak_rss_mb", "Peak RSS of the process, MB"))
 SPEED_SETTINGS = (("cache.setting", "Cache"), ("prompts.batch_size", "Batch size"), ("decoding.num_beams", "Beams"))
+SPECULATIVE_METRICS = (("speed/acceptance_rate", "Acceptance rate"),
+                       ("speed/tokens_per_target_forward", "Tokens per target forward"))
 SHARING_COLUMN = "Generated"
 
 
@@ -259,10 +261,15 @@ def speed_table(frame: pd.DataFrame) -> Table | None:
                   "RSS is the peak resident memory of the process the run ran in: the jobs of one batched or basic "
                   "sweep share one process, so each shows the sweep's peak up to its end, not its own.",
                   ["Method", *(t for _, t in present), SHARING_COLUMN, *(t for _, t in SPEED_METRICS)])
+    speculative = [(m, t) for m, t in SPECULATIVE_METRICS if has_values(frame, m)]  # runs with a proposer
+    if speculative:
+        table.columns += [t for _, t in speculative]
+        table.caption += (" Acceptance rate: proposed tokens the target kept over those proposed; tokens per target "
+                          "forward: new tokens per row pass of the target, prefill included (speculative runs only).")
     for key in method_order(frame):
         cells = [Cell(settings.loc[key, k]) for k, _ in present]
         cells.append(sharing_cell(frame, key))
-        cells += [metric_cell(frame, key, m) for m, _ in SPEED_METRICS]
+        cells += [metric_cell(frame, key, m) for m, _ in (*SPEED_METRICS, *speculative)]
         table.rows.append(Row(labels[key], cells))
     return table
 

@@ -65,10 +65,18 @@ def load_task_jobs(root: Path) -> list[TaskJob]:
         if not run.config.get("task", {}).get("lm_eval"):
             continue
         metrics = json.loads(metrics_path.read_text())
-        jobs.append(TaskJob(folder, str(run.config.get("decoding", {}).get("name", "?")), run.config, metrics))
+        jobs.append(TaskJob(folder, method_name(run.config.get("decoding", {})), run.config, metrics))
     if not jobs:
         raise FileNotFoundError(f"no finished task=lm_eval job under {root}")
     return jobs
+
+
+def method_name(decoding: dict[str, Any]) -> str:
+    """A job's method: its decoding config's name, and its sampler order unless transformers' (the default):
+    top-p applied in llama.cpp's order (temperature last) is another method than top-p in transformers'."""
+    name = str(decoding.get("name", "?"))
+    order = decoding.get("sampler_order", "transformers")
+    return name if order == "transformers" else f"{name} ({order} order)"
 
 
 def swept_parameter(jobs: list[TaskJob]) -> str | None:

@@ -3,7 +3,8 @@
 Each batch of prompts is left-padded and handed to `decoding.generate` with a `torch.Generator` seeded
 from (run seed, batch index), so a run's samples depend only on its config and seed, not on what ran
 before it in the process. Timings are the loop's own: prefill (prompt forward + first token) and decode
-(every later step), with CUDA synchronised at both ends.
+(every later step), with CUDA synchronised at both ends. `prompts.warmup_batches` first batches run once
+untimed before (compilation and autotuning then stay out of tokens/s; experiment=speed warms up one).
 
 `generate_continuations_sweep` does the same for several decoding configurations at once, through
 `decoding.generate_sweep`: one batch, one prefill of each prompt, each configuration with the generator its
@@ -127,16 +128,32 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"prompts.batch_size={batch_size} is not allowed: use an integer >= 1")
 
 
+def warm_up(batches: int, pairs: Sequence[dict], batch_size: int, pad_id: int, model: Any, run_batch) -> None:
+    """Run the first `batches` prompt batches once, untimed and thrown away, before the timed run: compilation,
+    autotuning and first-touch allocation then land here, not in the run's tokens/s. `run_batch(ids, mask,
+    generator)` generates one batch; its generator is not any timed batch's, so the samples stay the same."""
+    if batches < 0:
+        raise ValueError(f"prompts.warmup_batches={batches} is not allowed: use an integer >= 0")
+    for start in list(range(0, len(pairs), batch_size))[:batches]:
+        ids, mask = left_pad([p["prompt_ids"] for p in pairs[start:start + batch_size]], pad_id, model.device)
+        run_batch(ids, mask, torch.Generator(device=model.device).manual_seed(0))
+
+
 def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], decoding_params: dict[str, Any],
                            cache: str = "dynamic", max_cache_len: int | None = None, batch_size: int = 8,
-                           seed: int = 0, compile: bool | str = False, progress: bool = True) -> GenerationRun:
+                           seed: int = 0, compile: bool | str = False, progress: bool = True,
+                           warmup_batches: int = 0) -> GenerationRun:
     """Generate from every pair's `prompt_ids`; keep each sample beside its human continuation.
 
     `compile=True` (or "max-autotune") runs the decode step under torch.compile (needs cache="static").
+    `warmup_batches` runs that many first batches once untimed before the timed run (`warm_up`).
     """
     _check_batch_size(batch_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     options = {"compile": compile} if compile else {}
+    warm_up(warmup_batches, pairs, batch_size, pad_id, model, lambda ids, mask, generator: decoding.generate(
+        model, ids, mask, generator=generator, tokenizer=tokenizer, cache=cache, max_cache_len=max_cache_len,
+        **options, **decoding_params))
     result = GenerationRun()
     starts = range(0, len(pairs), batch_size)
     for batch_index, start in enumerate(tqdm(starts, desc="generation", unit="batch", disable=not progress)):
@@ -153,7 +170,8 @@ def generate_continuations(model: Any, tokenizer: Any, pairs: Sequence[dict], de
 def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dict],
                                  configs: Sequence[dict[str, Any]], cache: str = "dynamic",
                                  max_cache_len: int | None = None, batch_size: int = 8, seed: int = 0,
-                                 compile: bool | str = False, progress: bool = True) -> list[GenerationRun]:
+                                 compile: bool | str = False, progress: bool = True,
+                                 warmup_batches: int = 0) -> list[GenerationRun]:
     """`generate_continuations` for several decoding configurations in one batch per prompt batch.
 
     The configurations may differ only in `decoding.processors.rows.ROW_PARAMETERS` (do_sample,
@@ -168,6 +186,9 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
         raise ValueError("configs=[] is not allowed: give at least one decoding configuration")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     options = {"compile": compile} if compile else {}
+    warm_up(warmup_batches, pairs, batch_size, pad_id, model, lambda ids, mask, generator: decoding.generate_sweep(
+        model, ids, mask, configs=[dict(c) for c in configs], generators=[generator] * len(configs),
+        tokenizer=tokenizer, cache=cache, max_cache_len=max_cache_len, **options))
     runs = [GenerationRun(sweep_configurations=len(configs)) for _ in configs]
     starts = range(0, len(pairs), batch_size)
     desc = f"batched generation ({len(configs)} configurations)"

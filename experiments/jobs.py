@@ -46,6 +46,7 @@ NOT_IN_FINGERPRINT = ("paths", "logger", "hydra", "resume", "name", "optimized_m
 # the value a run without them used. That value is left out of the fingerprint: configs written before a setting
 # was recorded keep their fingerprints, so their folders still resume.
 RECORDED_DEFAULTS: dict[str, dict[str, Any]] = {"decoding": {"sampler_order": "transformers"},
+                                                 "prompts": {"warmup_batches": 0},
                                                  "model": {"device_map": None, "tp_plan": None, "offload_folder": None,
                                                            "quantization": None, "quantization_group_size": None}}
 

@@ -105,7 +105,8 @@ def decoding_params(cfg: DictConfig) -> dict[str, Any]:
 def generation_options(cfg: DictConfig) -> dict[str, Any]:
     """What `generate_continuations(_sweep)` takes besides the model, prompts and decoding parameters."""
     options = {"cache": cfg.cache.setting, "max_cache_len": cfg.cache.max_cache_len,
-               "batch_size": cfg.prompts.batch_size, "seed": cfg.seed}
+               "batch_size": cfg.prompts.batch_size, "seed": cfg.seed,
+               "warmup_batches": cfg.prompts.get("warmup_batches", 0)}
     return {**options, **validate.compile_option(cfg)}
 
 

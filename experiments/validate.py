@@ -99,6 +99,7 @@ def check_sections(cfg: DictConfig) -> None:
     for key in ("prompt_tokens", "continuation_tokens", "batch_size"):
         check_int(p, key, 1, path="prompts")
     check_int(p, "pairs_per_document", 1, none="null to spread num_prompts evenly over the documents", path="prompts")
+    check_int(p, "warmup_batches", 0, path="prompts")
     from experiments.data import PROMPT_MODES
 
     check_choice(p, "mode", PROMPT_MODES, path="prompts")

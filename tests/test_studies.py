@@ -23,7 +23,13 @@ TINY = {
     "holtzman_table1": ["model=tiny_llama", "prompts.num_prompts=3", "prompts.prompt_tokens=8",
                         "prompts.continuation_tokens=8", "dataset.limit=2", "perplexity.max_length=128"],
     "minp_tasks": ["model=tiny_llama", "eval.limit=2", "eval.bootstrap_resamples=50"],
+    "minp_vs_top_p": ["model=tiny_llama", "eval.limit=2", "eval.bootstrap_resamples=50", "prompts.num_prompts=3",
+                      "prompts.prompt_tokens=8", "prompts.continuation_tokens=8"],
+    # Every case but self-speculation, whose 8 draft layers the 2-layer tiny model lacks: run after with 1.
+    "speed": ["model=tiny_llama", "prompts.num_prompts=2", "prompts.prompt_tokens=8", "prompts.continuation_tokens=8",
+              "dataset.limit=1"],
 }
+SPEED_CASES = [path.stem for path in (Path(CONF_DIR) / "speed_case").glob("*.yaml")]
 
 
 def test_every_study_has_a_tiny_run():
@@ -75,3 +81,42 @@ def test_holtzman_table1_runs_both_sides_resumes_and_reports_every_interval(tmp_
     assert len(cells) == 2 * (16 * 5 - 1)
     without = [c for c in cells if "[" not in c["text"] and "not measurable" not in c["text"]]
     assert without == [], without[:3]
+
+
+def test_minp_tasks_runs_and_reports_its_task_curves(tmp_path):
+    sweep = run_study("minp_tasks", tmp_path)
+    assert len(finished_jobs(sweep)) == 12  # three methods x four temperatures
+    page = parse_page(report(sweep, tmp_path / "report"))
+    assert mismatches(page) == []
+    assert {"task_sotu_last_word_curve.png", "task_arithmetic_add_curve.png"} <= set(page.images)
+
+
+def test_minp_vs_top_p_runs_tasks_and_continuations_in_both_sampler_orders(tmp_path):
+    sweep = run_study("minp_vs_top_p", tmp_path)
+    jobs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(jobs) == 2 * 2 * 2 * 6  # task x sampler order x method x temperature
+    assert sum("gen/mauve" in m for m in jobs) == sum("task/arithmetic_add/exact_match" in m for m in jobs) == 24
+    index = report(sweep, tmp_path / "report")
+    page = parse_page(index)
+    assert mismatches(page) == []
+    assert "quality_vs_decoding_temperature.png" in page.images and "task_sotu_last_word_curve.png" in page.images
+    methods = [row[0] for row in page.tables["task-arithmetic_add"][1:]]  # the equal-budget table
+    assert sorted(methods) == ["min_p", "min_p (llama.cpp order)", "top_p", "top_p (llama.cpp order)"]
+    from analysis.task_report import equal_budget, load_task_jobs
+
+    assert equal_budget(load_task_jobs(sweep), "arithmetic_add", "exact_match")["budget"] == 6  # six temperatures
+
+
+def test_speed_runs_every_case_alone_and_draws_its_figures(tmp_path):
+    cases = [case for case in SPEED_CASES if case != "speculative_self"]
+    sweep = run_study("speed", tmp_path, f"speed_case={','.join(sorted(cases))}")
+    run_study("speed", tmp_path, "speed_case=speculative_self", "decoding.draft_layers=1")
+    jobs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(jobs) == len(SPEED_CASES) == 23
+    assert {m["speed/sweep_configurations"] for m in jobs} == {1.0}  # every job generated alone
+    speculative = [m for m in jobs if m.get("speed/acceptance_rate") is not None]
+    assert len(speculative) >= 2 and all(m["speed/tokens_per_target_forward"] >= 1 for m in speculative)
+    page = parse_page(report(sweep, tmp_path / "report"))
+    assert mismatches(page) == []
+    assert {"speed_by_run.png", "speculative_acceptance.png"} <= set(page.images)
+    assert "Acceptance rate" in page.tables["speed"][0]

@@ -25,6 +25,19 @@ from tests.analysis.conftest import HUMAN, config_for, metrics_for, write_job
     ({"do_sample": False, "guidance_scale": 1.0}, "Greedy"),  # scale 1 is no guidance
     ({"do_sample": True, "top_k": 0, "watermarking_config": {"bias": 4.0}}, "Pure sampling, watermark \u03b4=4, \u03b3=0.25"),
     ({"do_sample": True, "top_k": 0, "watermarking_config.greenlist_ratio": 0.5}, "Pure sampling, watermark \u03b4=2, \u03b3=0.5"),
+    # the search strategies read as themselves, not as the greedy or sampling settings under them
+    ({"do_sample": False, "penalty_alpha": 0.6, "top_k": 4}, "Contrastive search, \u03b1=0.6, k=4"),
+    ({"do_sample": False, "penalty_alpha": 0.6, "top_k": 1}, "Greedy"),  # k=1: no candidates to rank, greedy
+    ({"do_sample": False, "dola_layers": "high", "repetition_penalty": 1.2}, "DoLa, layers=high, repetition penalty=1.2"),
+    ({"do_sample": True, "top_k": 0, "top_p": 0.9, "dola_layers": [0, 2]}, "DoLa, layers=[0, 2], Nucleus, p=0.9"),
+    ({"do_sample": True, "top_k": 0, "epsilon_cutoff": 0.02, "mbr_candidates": 8, "mbr_utility": "chrf"},
+     "MBR, n=8, chrF, candidates: Epsilon, \u03b5=0.02"),
+    # speculative decoding is exact: the method's own label, and its proposer
+    ({"do_sample": False, "prompt_lookup_num_tokens": 5, "max_matching_ngram_size": 2},
+     "Greedy, prompt lookup (5 tokens, n-gram 2)"),
+    ({"do_sample": False, "draft_layers": 8, "num_assistant_tokens": 4},
+     "Greedy, self-speculative (first 8 layers, 4 per step)"),
+    ({"do_sample": False, "num_assistant_tokens": 4}, "Greedy, draft model, 4 per step"),
 ])
 def test_method_label_reads_the_parameters_not_the_config_name(decoding, label):
     assert method_label({"name": "whatever", **decoding}) == label
@@ -100,3 +113,46 @@ def test_a_watermark_bias_sweep_is_one_curve_and_a_guidance_sweep_another(tmp_pa
     assert bias_curve.values == [1.0, 2.0, 4.0]
     (scale_curve,) = found["decoding.guidance_scale"]
     assert scale_curve.values == [1.5, 3.0] and scale_curve.fixed == "Greedy"
+
+
+def test_holtzman_tables_give_each_set_of_prompts_its_own_table1(tmp_path):
+    from analysis.tables import holtzman_tables
+
+    for split, seen in (("all", True), ("test", False)):
+        for name, decoding in (("greedy", {"do_sample": False}), ("top_p", {"do_sample": True, "top_k": 0, "top_p": 0.95})):
+            config = config_for({"name": name, **decoding})
+            config["dataset"].update(split=split, first_year=2000 if seen else None, last_year=2023 if seen else None)
+            human = {k: v * (2 if seen else 1) for k, v in HUMAN.items()}
+            write_job(tmp_path / f"{split}-{name}", config, metrics_for(3.0 if seen else 2.0, human=human))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    tables = holtzman_tables(frame)
+    titles = {t.title for t in tables}  # the context in the config's key order (config.yaml sorts them)
+    assert titles == {"Table 1, prompts from first_year=2000, last_year=2023, split=all (32 prompts)",
+                      "Table 1, prompts from split=test (32 prompts)"}
+    for table in tables:
+        assert [row.label for row in table.rows] == ["Human", "Greedy", "Nucleus, p=0.95"]  # no dataset suffix
+        seen = "2000" in table.title
+        assert table.rows[1].cells[0].value == (3.0 if seen else 2.0)  # each table holds its own side's runs
+        assert table.rows[0].cells[0].value == HUMAN["human/ppl"] * (2 if seen else 1)
+
+
+def test_the_speed_figure_compares_each_run_with_the_plain_greedy_run_most_runs_share(tmp_path):
+    from analysis.speed_plots import baseline, labels_against, speed_by_run
+
+    runs = {"greedy": ({"do_sample": False}, {}, 100.0), "top_p": ({"do_sample": True, "top_k": 0, "top_p": 0.9}, {}, 80.0),
+            "lookup": ({"do_sample": False, "prompt_lookup_num_tokens": 5}, {}, 150.0),
+            "bf16": ({"do_sample": False}, {"dtype": "bfloat16"}, 200.0)}
+    for name, (decoding, model, rate) in runs.items():
+        config = config_for({"name": name, **decoding})
+        config["model"].update(model)
+        write_job(tmp_path / name, config, {**metrics_for(2.0, tok_s=rate), "speed/sweep_configurations": 1.0})
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    keys = list(frame.index)
+    base = baseline(frame, keys)
+    assert frame.loc[base, "decoding.name"] == "greedy"  # float32, as three of the four runs: not the bfloat16 one
+    labels = labels_against(frame, keys, base)
+    assert sorted(labels.values()) == ["Greedy", "Greedy [bfloat16]", "Greedy, prompt lookup (5 tokens, n-gram 2)",
+                                       "Nucleus, p=0.9"]
+    (tmp_path / "out").mkdir()
+    plot = speed_by_run(frame, tmp_path / "out")
+    assert plot.file == "speed_by_run.png" and (tmp_path / "out" / plot.file).stat().st_size > 0
