@@ -6,8 +6,9 @@
   ratio is the one number here that no run wrote: it divides two runs' `speed/decode_tok_s`, both shown.
 - `speculative_acceptance`: acceptance rate and new tokens per target forward of each speculative run.
 
-Runs that shared a batched generation (`speed/sweep_configurations` > 1) are left out: their speed is a share
-of a batch, not their own (README, "Speed numbers of a batched job"). Fewer than two runs: no figure.
+Runs that shared a batched generation (`speed/sweep_configurations` > 1), or did not record it, are left out:
+their speed is a share of a batch, not their own (README, "Speed numbers of a batched job"). Fewer than two
+runs left: no figure.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def alone(frame: pd.DataFrame) -> list[str]:
     for key in method_order(frame):
         shared = frame.loc[key].get("speed/sweep_configurations")
         rate = frame.loc[key].get("speed/decode_tok_s")
-        if pd.notna(rate) and (pd.isna(shared) or int(shared) == 1):
+        if pd.notna(rate) and pd.notna(shared) and int(shared) == 1:  # unrecorded: not known to be its own
             keys.append(key)
     return keys
 

@@ -134,6 +134,13 @@ def test_holtzman_tables_give_each_set_of_prompts_its_own_table1(tmp_path):
         seen = "2000" in table.title
         assert table.rows[1].cells[0].value == (3.0 if seen else 2.0)  # each table holds its own side's runs
         assert table.rows[0].cells[0].value == HUMAN["human/ppl"] * (2 if seen else 1)
+    from analysis.side_by_side import table1_side_by_side
+
+    (tmp_path / "out").mkdir()
+    plot = table1_side_by_side(frame, tmp_path / "out")
+    assert plot.file == "table1_side_by_side.png" and (tmp_path / "out" / plot.file).stat().st_size > 0
+    one_side = frame[frame["dataset.split"] == "test"]
+    assert table1_side_by_side(one_side, tmp_path / "out") is None  # one set of prompts: Table 1 says it all
 
 
 def test_the_speed_figure_compares_each_run_with_the_plain_greedy_run_most_runs_share(tmp_path):
