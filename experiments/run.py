@@ -198,6 +198,26 @@ def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scor
     return out
 
 
+def human_metrics(cfg: DictConfig, unique: list[dict], tokenizer, scorer, scorer_tokenizer) -> dict[str, Any]:
+    """`human/*` quality metrics of the human continuations, cached on disk across the jobs of a sweep: they depend
+    on the texts, the scorer and the metric settings, not on decoding (every method of a study scores the same
+    human rows; the scorer's forward over them is most of the cost). Read back exactly: JSON keeps a float's repr,
+    and a NaN (written as null) comes back as NaN."""
+    texts, prompts = [u["continuation"] for u in unique], [u["prompt"] for u in unique]
+    scorer_node = cfg.scorer if cfg.scorer is not None else cfg.model
+    key_data = {"texts": texts, "prompts": prompts, "seed": cfg.seed,
+                **OmegaConf.to_container(OmegaConf.create({"scorer": scorer_node, "metrics": cfg.metrics}),
+                                         resolve=True)}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+    cache_file = Path(cfg.paths.output_root) / "cache" / f"human-{key}.json"
+    cached = read_json_or_move_aside(cache_file, "human metrics cache")  # broken: moved aside, redone
+    if cached is not None:
+        return {k: (math.nan if v is None and not k.startswith("meta/") else v) for k, v in cached.items()}
+    human = quality_metrics(cfg, texts, None, prompts, tokenizer, scorer, scorer_tokenizer, "human", False)
+    write_json(cache_file, human)
+    return human
+
+
 def prompt_pairs(cfg: DictConfig, documents, tokenizer) -> list[dict]:
     from experiments.data import make_prompt_pairs
 
@@ -261,8 +281,7 @@ def generation_metrics(cfg: DictConfig, model, tokenizer, documents, out_dir: Pa
     prompts = [s["prompt"] for s in gen.samples]
     metrics = quality_metrics(cfg, texts, humans, prompts, tokenizer, scorer, scorer_tokenizer, "gen", True)
     unique = {(pair["doc_id"], pair["start"]): pair for pair in pairs}.values()  # one human row per prompt
-    human = quality_metrics(cfg, [u["continuation"] for u in unique], None, [u["prompt"] for u in unique],
-                            tokenizer, scorer, scorer_tokenizer, "human", False)
+    human = human_metrics(cfg, list(unique), tokenizer, scorer, scorer_tokenizer)
     for key in ("meta/not_measurable", "meta/caveats", "meta/no_interval", "meta/interval_methods"):  # merged
         human[key] = {**metrics[key], **human[key]}
     metrics.update(human)
