@@ -36,6 +36,7 @@ from analysis.html import Section, render_page
 from analysis.outputs import remove_leftovers, replacing, write_text
 from analysis.provenance import provenance
 from analysis.runs import SOURCES, load_runs, runs_frame
+from analysis.paper_claims import claims_table
 from analysis.side_by_side import table1_side_by_side
 from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, swept
 from analysis.tables import (Cell, Row, Table, all_metrics_table, holtzman_tables, perplexity_table,
@@ -47,7 +48,8 @@ from experiments.faults import failpoint
 def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],
                    paths: list[str] | None = None) -> list[Section]:
     sections = [Section("methods", "Decoding methods against human text",
-                        tables=[*holtzman_tables(frame), sampler_order_table(frame)],
+                        tables=[*holtzman_tables(frame), *[t for t in [claims_table(frame)] if t],
+                                sampler_order_table(frame)],
                         plots=[p for p in [table1_side_by_side(frame, out_dir)] if p])]
 
     ppl = Section("perplexity", "Perplexity versus generation")
