@@ -188,7 +188,11 @@ class BatchedLauncher(BasicLauncher):
         return self._launch_units(jobs, groups)
 
     def _groups(self, jobs: list[Job]) -> list[Group]:
-        pending = [job for job in jobs if not job.finished]
+        from experiments.generation import load_shared
+
+        # A job whose folder holds its part of an earlier shared generation (a sweep that died) reuses that.
+        pending = [job for job in jobs if not job.finished
+                   and load_shared(Path(str(job.config.hydra.runtime.output_dir)), job.fingerprint) is None]
         indices = group_jobs([job.config for job in pending], self.max_configurations)
         return [Group([pending[i] for i in members]) for members in indices]
 
@@ -327,7 +331,7 @@ class BatchedLauncher(BasicLauncher):
         (a model bug) fails each job on its own, with its own error.txt. Unexpected errors are logged with
         their traceback.
         """
-        from experiments.generation import generate_continuations_sweep, stash_precomputed
+        from experiments.generation import GenerationRun, generate_continuations_sweep, save_shared, stash_precomputed
         from experiments.lm_eval_batched import evaluate_shared, shares_evaluation
         from experiments.run import (EXPECTED_ERRORS, decoding_params, generation_options, load_inputs,
                                      prompt_pairs, quiet_third_party_loggers)
@@ -362,5 +366,7 @@ class BatchedLauncher(BasicLauncher):
                 HydraConfig.instance().set_config(previous)
         for job, run in zip(members, runs):
             stash_precomputed(job.fingerprint, run)
+            if isinstance(run, GenerationRun):  # a generation (not a shared lm-eval evaluation): also on disk
+                save_shared(Path(str(job.config.hydra.runtime.output_dir)), job.fingerprint, run)
         return locks
 

@@ -11,12 +11,16 @@ untimed before (compilation and autotuning then stay out of tokens/s; experiment
 run alone would get, so each returned `GenerationRun` holds exactly the samples `generate_continuations`
 gives for that configuration. Its speed numbers are shares of the shared batch (see `GenerationRun`).
 The batched sweep launcher (experiments/batched_sweep.py) runs it ahead of a sweep's jobs and leaves each
-job's result here (`stash_precomputed`), where the job's `run` finds it instead of generating.
+job's result here (`stash_precomputed`), where the job's `run` finds it instead of generating, and in the job's
+folder (`save_shared`, until the job has finished), so that a rerun after a crash finds it there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -24,6 +28,8 @@ from tqdm.auto import tqdm
 
 import decoding
 from experiments.faults import failpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -206,6 +212,38 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
         failpoint("shared_generation")
         failpoint("generation")
     return runs
+
+
+# A shared generation also goes to disk, one file in each job's folder, until that job has finished: a sweep
+# killed after a long shared batch (or a job of it) then reuses the batch on rerun instead of generating again.
+SHARED_FILE = "shared_generation.json"
+
+
+def save_shared(folder: Path, fingerprint: str, run: GenerationRun) -> None:
+    """`run` (one job's part of a shared generation) into `folder`, written whole or not at all."""
+    from experiments.logging import write_atomic
+
+    write_atomic(folder / SHARED_FILE, json.dumps({"fingerprint": fingerprint, "run": asdict(run)}))
+
+
+def load_shared(folder: Path, fingerprint: str) -> GenerationRun | None:
+    """The job's saved part of a shared generation, if `folder` holds one for this config; else None (a file of
+    another config, or one that cannot be read, is ignored: the job then generates as it would alone)."""
+    try:
+        data = json.loads((folder / SHARED_FILE).read_text(encoding="utf-8"))
+        if data.get("fingerprint") != fingerprint:
+            return None
+        return GenerationRun(**data["run"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # a broken or foreign file
+        log.warning(f"{folder / SHARED_FILE} is not a shared generation of this job ({err}); generating instead")
+        return None
+
+
+def drop_shared(folder: Path) -> None:
+    """The job finished: its samples are in samples.jsonl, the saved shared part is no longer needed."""
+    (folder / SHARED_FILE).unlink(missing_ok=True)
 
 
 # Generation done ahead of a sweep's jobs by the batched launcher, keyed by each job's config fingerprint

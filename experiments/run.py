@@ -46,7 +46,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import decoding
-from experiments.generation import GenerationRun, precomputed_run
+from experiments.generation import GenerationRun, drop_shared, load_shared, precomputed_run
 from experiments.faults import failpoint
 from experiments.jobs import (NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside,
                              with_recorded_defaults)
@@ -380,8 +380,8 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
         merge_metrics(metrics, perplexity_metrics(cfg, model, tokenizer, documents))
     if cfg.task.generate:
         log.info("generation and its metrics")
-        gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir,
-                                                  precomputed_run(job_fingerprint), second_models)
+        shared = precomputed_run(job_fingerprint) or load_shared(out_dir, job_fingerprint)  # in memory, or saved
+        gen_metrics, samples = generation_metrics(cfg, model, tokenizer, documents, out_dir, shared, second_models)
         merge_metrics(metrics, gen_metrics)
     if cfg.task.get("lm_eval"):
         from experiments.lm_eval_run import lm_eval_metrics
@@ -395,6 +395,7 @@ def compute_job(cfg: DictConfig, out_dir: Path, job_fingerprint: str) -> dict[st
     log_to_logger(cfg, metrics, samples)
     failpoint("metrics_writing")  # samples, config and W&B written; metrics.json not yet
     write_metrics(out_dir / "metrics.json", {**metrics, "meta/fingerprint": job_fingerprint})
+    drop_shared(out_dir)
     print_summary(cfg, metrics)
     log.info(f"{out_dir}: finished; metrics.json written")
     return {**metrics, "meta/fingerprint": job_fingerprint}  # as a resumed run returns it

@@ -134,7 +134,7 @@ def reference(root) -> dict[str, Path]:
 
 
 # (fail point, jobs finished when it kills). Counts put the kill in different jobs: metrics_writing:3 in
-# #2, whose samples came from the shared generation that the rerun cannot share any more (#0 is done).
+# #2, whose part of the shared generation the rerun reads back from #2's folder (#0 is done).
 KILLS = [("shared_generation", 0), ("between_jobs:2", 2), ("wandb_writing:2", 1), ("metrics_writing:3", 2)]
 
 
@@ -154,6 +154,24 @@ def test_sigkill_at_a_fail_point_then_a_rerun_loses_nothing_and_redoes_nothing(r
     assert_like_reference(after, reference)
     assert {key: stamps(after)[key] for key in before} == stamps_before  # finished jobs were not computed again
     assert not list((root / "outputs" / "multirun" / name).rglob("error.txt"))
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_the_shared_generation_a_killed_sweep_left_in_its_job_folders(root, reference):
+    """Killed after the shared generation and job #0 (between_jobs:2), the sweep left #2's part of the shared
+    batch on disk; the rerun takes it from there, generates nothing, and #2 still reads as batched."""
+    name = "kill_after_shared"
+    died = sweep(root, name, failpoint="between_jobs:2")
+    assert died.returncode == -signal.SIGKILL
+    saved = list((root / "outputs" / "multirun" / name).glob("*/shared_generation.json"))
+    assert len(saved) == 1  # #0 finished (its file dropped), #2 did not
+    rerun = sweep(root, name)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "batched generation for jobs" not in rerun.stdout + rerun.stderr  # nothing generated again
+    after = jobs(root, name)
+    assert_like_reference(after, reference)
+    assert [metrics(after[key])["speed/sweep_configurations"] for key in generating(after)] == [2, 2]
+    assert not list((root / "outputs" / "multirun" / name).glob("*/shared_generation.json"))  # dropped when done
 
 
 @pytest.mark.slow
