@@ -49,8 +49,8 @@ FAMILY_RANK = {"Greedy": 0, "Beam search": 1, "Beam sampling": 2, "Pure sampling
                "Top-k": 5, "Nucleus": 6, "Contrastive search": 8, "DoLa": 9, "MBR": 10}  # other truncations: 7
 
 
-def _num(value: Any) -> str:
-    """0.95 -> "0.95", 40.0 -> "40"."""
+def number_text(value: Any) -> str:
+    """0.95 -> "0.95", 40.0 -> "40" (a setting as a label shows it; tidy tables hold whole numbers as floats)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -75,10 +75,10 @@ MBR_UTILITIES = {"chrf": "chrF", "bleu": "BLEU", "embedding": "embedding similar
 def search_family(dec: dict[str, Any]) -> tuple[str, list[str]] | None:
     """Contrastive search, DoLa and MBR, which read as greedy or sampling by their other settings."""
     if dec.get("penalty_alpha") not in (None, 0, 0.0) and int(dec.get("top_k") or 0) > 1 and not dec.get("do_sample"):
-        return "Contrastive search", [f"\u03b1={_num(dec['penalty_alpha'])}", f"k={_num(dec['top_k'])}"]
+        return "Contrastive search", [f"\u03b1={number_text(dec['penalty_alpha'])}", f"k={number_text(dec['top_k'])}"]
     if dec.get("dola_layers") is not None:
         layers = dec["dola_layers"]
-        shown = [f"layers={layers if isinstance(layers, str) else _num(layers)}"]
+        shown = [f"layers={layers if isinstance(layers, str) else number_text(layers)}"]
         if dec.get("do_sample"):  # DoLa's contrasted logits, then sampled
             sampler, params = family_and_params({**dec, "dola_layers": None})
             shown.append(", ".join([sampler, *params]))
@@ -86,7 +86,7 @@ def search_family(dec: dict[str, Any]) -> tuple[str, list[str]] | None:
     if dec.get("mbr_candidates") not in (None, 0):
         sampler, params = family_and_params({**dec, "mbr_candidates": None})
         utility = str(dec.get("mbr_utility", "chrf"))
-        return "MBR", [f"n={_num(dec['mbr_candidates'])}", MBR_UTILITIES.get(utility, utility),
+        return "MBR", [f"n={number_text(dec['mbr_candidates'])}", MBR_UTILITIES.get(utility, utility),
                        f"candidates: {', '.join([sampler, *params])}"]
     return None
 
@@ -103,20 +103,20 @@ def family_and_params(dec: dict[str, Any]) -> tuple[str, list[str]]:
         value = effective_top_k(dec) if key == "top_k" else dec.get(key)
         if value is not None and value not in NO_EFFECT[key]:
             families.append(family)
-            params.append(shown.format(_num(value)))
+            params.append(shown.format(number_text(value)))
     if dec.get("xtc_probability") not in (None, 0, 0.0) and dec.get("xtc_threshold", 0.1) <= XTC_MAX_USEFUL_THRESHOLD:
         families.append("XTC")
-        params.append(f"xtc={_num(dec['xtc_probability'])}@{_num(dec.get('xtc_threshold', 0.1))}")
+        params.append(f"xtc={number_text(dec['xtc_probability'])}@{number_text(dec.get('xtc_threshold', 0.1))}")
     if dec.get("mirostat") in MIROSTAT_FAMILIES:
         families.append(MIROSTAT_FAMILIES[dec["mirostat"]])
-        params.append(f"\u03c4={_num(dec.get('mirostat_tau', 5.0))}, \u03b7={_num(dec.get('mirostat_eta', 0.1))}")
+        params.append(f"\u03c4={number_text(dec.get('mirostat_tau', 5.0))}, \u03b7={number_text(dec.get('mirostat_eta', 0.1))}")
     temperature = dec.get("temperature", 1.0)
     if temperature not in (1.0, None):
-        params.append(f"t={_num(temperature)}")
+        params.append(f"t={number_text(temperature)}")
     if dec.get("dynatemp_range") not in (None, 0, 0.0):  # llama.cpp's entropy-based temperature, t +- range
         exponent = dec.get("dynatemp_exponent", 1.0)
-        params.append(f"dynatemp \u00b1{_num(dec['dynatemp_range'])}"
-                      + (f" exp {_num(exponent)}" if exponent not in (1, 1.0, None) else ""))
+        params.append(f"dynatemp \u00b1{number_text(dec['dynatemp_range'])}"
+                      + (f" exp {number_text(exponent)}" if exponent not in (1, 1.0, None) else ""))
     if beams > 1:
         return "Beam sampling", [f"b={beams}", *params]
     if not families:
@@ -128,15 +128,15 @@ def extras(dec: dict[str, Any]) -> list[str]:
     """Settings outside the method proper that still change the text."""
     out = []
     if dec.get("repetition_penalty") not in (None, 1.0):
-        out.append(f"repetition penalty={_num(dec['repetition_penalty'])}")
+        out.append(f"repetition penalty={number_text(dec['repetition_penalty'])}")
     if dec.get("no_repeat_ngram_size") not in (None, 0):
-        out.append(f"no-repeat n={_num(dec['no_repeat_ngram_size'])}")
+        out.append(f"no-repeat n={number_text(dec['no_repeat_ngram_size'])}")
     if dec.get("dry_multiplier") not in (None, 0, 0.0) and dec.get("dry_penalty_last_n", -1) != 0:
-        out.append(f"DRY \u00d7{_num(dec['dry_multiplier'])}, base {_num(dec.get('dry_base', 1.75))}, "
-                   f"allowed {_num(dec.get('dry_allowed_length', 2))}")
+        out.append(f"DRY \u00d7{number_text(dec['dry_multiplier'])}, base {number_text(dec.get('dry_base', 1.75))}, "
+                   f"allowed {number_text(dec.get('dry_allowed_length', 2))}")
     for key, shown in (("presence_penalty", "presence"), ("frequency_penalty", "frequency")):
         if dec.get(key) not in (None, 0, 0.0):
-            out.append(f"{shown} penalty={_num(dec[key])}")
+            out.append(f"{shown} penalty={number_text(dec[key])}")
     biased = [k for k in dec if k.startswith("logit_bias.")] or list(dec.get("logit_bias") or ())
     if biased:  # a tidy table flattens the {id: bias} mapping to `logit_bias.<id>` keys
         out.append(f"logit bias on {len(biased)} ids")
@@ -149,22 +149,22 @@ def extras(dec: dict[str, Any]) -> list[str]:
     if proposer:
         out.append(proposer)
     if dec.get("guidance_scale") not in (None, 1, 1.0):
-        out.append(f"CFG scale={_num(dec['guidance_scale'])}")
+        out.append(f"CFG scale={number_text(dec['guidance_scale'])}")
     watermark = watermark_of(dec)
     if watermark is not None:
-        out.append(f"watermark \u03b4={_num(watermark['bias'])}, \u03b3={_num(watermark['greenlist_ratio'])}")
+        out.append(f"watermark \u03b4={number_text(watermark['bias'])}, \u03b3={number_text(watermark['greenlist_ratio'])}")
     return out
 
 
 def speculative_proposer(dec: dict[str, Any]) -> str | None:
     """How a speculative run proposed tokens (exact: the text is the method's own, only the speed changes)."""
     tokens = dec.get("num_assistant_tokens")
-    per_step = f", {_num(tokens)} per step" if tokens not in (None, 0) else ""
+    per_step = f", {number_text(tokens)} per step" if tokens not in (None, 0) else ""
     if dec.get("prompt_lookup_num_tokens") not in (None, 0):
-        return (f"prompt lookup ({_num(dec['prompt_lookup_num_tokens'])} tokens, "
-                f"n-gram {_num(dec.get('max_matching_ngram_size', 2))})")
+        return (f"prompt lookup ({number_text(dec['prompt_lookup_num_tokens'])} tokens, "
+                f"n-gram {number_text(dec.get('max_matching_ngram_size', 2))})")
     if dec.get("draft_layers") not in (None, 0):
-        return f"self-speculative (first {_num(dec['draft_layers'])} layers{per_step})"
+        return f"self-speculative (first {number_text(dec['draft_layers'])} layers{per_step})"
     if tokens not in (None, 0):  # a draft model's proposals (the model itself is the `draft.*` settings)
         return f"draft model{per_step}"
     return None

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.methods import decoding_of, method_label  # noqa: E402
+from analysis.methods import decoding_of, method_label, number_text  # noqa: E402
 from analysis.plots import Plot, _save, _values  # noqa: E402
 from analysis.runs import has_values, is_missing  # noqa: E402
 from analysis.sweeps import describe, effective_settings, method_order  # noqa: E402
@@ -86,7 +86,7 @@ def short_settings(row: pd.Series, columns: list[str]) -> str:
         if f"{prefix}quantization" in value:
             group = value.get(f"{prefix}quantization_group_size")
             own.append(str(value[f"{prefix}quantization"]).removesuffix("_weight_only")
-                       + (f" g{int(group)}" if group is not None else ""))
+                       + (f" g{number_text(group)}" if group is not None else ""))
         if own:
             parts.append(("draft: " if prefix == "draft." else "") + " ".join(own))
     if "cache.setting" in value:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.methods import decoding_of, method_label, method_sort_key
+from analysis.methods import decoding_of, method_label, method_sort_key, number_text
 from analysis.runs import is_missing
 from experiments.jobs import RECORDED_DEFAULTS
 
@@ -92,7 +92,7 @@ def describe(row: pd.Series, keys: list[str]) -> str:
         value = row[key]
         if is_missing(value) or key.endswith("._target_"):
             continue
-        shown.append(f"{key}={int(value) if isinstance(value, float) and value.is_integer() else value}")
+        shown.append(f"{key}={number_text(value)}")
     return ", ".join(shown)
 
 

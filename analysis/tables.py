@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.methods import number_text
 from analysis.runs import has_values, is_missing, metric_columns
 from analysis.sweeps import context_columns, effective_settings, human_groups, method_order, run_labels
 
@@ -166,13 +167,9 @@ def context_text(frame: pd.DataFrame, key: str, groups: list[tuple[str, list[str
     """What sets run `key`'s prompts apart from the other groups': "dataset=sotu_seen: split=all, first_year=2000,
     last_year=2023" (unset settings left out, whole numbers without ".0")."""
     columns = [c for c in context_columns(frame) if frame.loc[[k[0] for _, k in groups], c].map(str).nunique() > 1]
-    shown = [f"{c.removeprefix('dataset.')}={format_setting(frame.loc[key, c])}" for c in columns
+    shown = [f"{c.removeprefix('dataset.')}={number_text(frame.loc[key, c])}" for c in columns
              if not is_missing(frame.loc[key, c])]
     return ", ".join(shown) or "the same prompts"
-
-
-def format_setting(value) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def holtzman_tables(frame: pd.DataFrame) -> list[Table]:

