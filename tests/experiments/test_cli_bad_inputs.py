@@ -117,6 +117,7 @@ CASES = [
          "dataset.first_year=2000", "select no speech", "split=all", cli=False),
     case("pairs-per-document", ["prompts.pairs_per_document=0"], "prompts.pairs_per_document=0", "null to spread",
          cli=False),
+    case("warmup-batches", ["prompts.warmup_batches=-1"], "prompts.warmup_batches=-1", "integer >= 0", cli=False),
     case("sotu-source", [*SOTU, "dataset.source=web"], "dataset.source='web'", "files"),
     case("dataset-unknown-key", [*SOTU, "+dataset.langauge=en"], "dataset.langauge='en'"),
     case("hub-without-name", ["dataset=hub"], "dataset.name"),
