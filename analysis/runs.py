@@ -24,7 +24,8 @@ Values a run could not measure are `null` in metrics.json (JSON has no NaN) with
 `meta/not_measurable`; they load as NaN, the reasons and the run's `meta/caveats` ride along on the `Run`
 (and in the frame's `attrs`) so the tables can say "not measurable (n=1)" and mark a caveated number.
 
-The table (`runs_frame`) has one row per run, indexed by the run's key (its folder, or its W&B path):
+The table (`runs_frame`) has one row per run, indexed by the run's key (its folder as reached from the path
+the report was given, or its W&B path; see `paths_as_given`):
 config keys flattened with dots (`decoding.top_p`, `cache.setting`), metric keys as the runner wrote
 them with slashes (`gen/ppl`, `human/zipf`), and the columns `run`, `source`, `path`.
 """
@@ -53,7 +54,7 @@ WANDB_PREFIX = "wandb:"
 class Run:
     """One finished job: where it came from, its resolved config (nested) and its metrics (flat)."""
 
-    key: str  # unique: the job folder, the offline W&B folder, or entity/project/id
+    key: str  # unique: the job folder or offline W&B folder as reached from the path given, or entity/project/id
     source: str  # "disk" | "wandb-offline" | "wandb-api"
     config: dict[str, Any]
     metrics: dict[str, float]
@@ -150,14 +151,14 @@ def load_disk_run(job: Path) -> Run:
         raise UntrustedJob(f"{config_path} (fingerprint {actual}) does not match the meta/fingerprint {recorded} "
                            f"recorded in {job / 'metrics.json'}: config.yaml was changed after the run; rerun the "
                            "job to get numbers for this config, or restore the config it ran with")
-    return recorded_run(str(job.resolve()), "disk", config, metrics, recorded_versions(job / "wandb"))
+    return recorded_run(str(job), "disk", config, metrics, recorded_versions(job / "wandb"))
 
 
 def load_offline_wandb_run(folder: Path) -> Run:
     from experiments.logging import read_offline_run
 
     logged = read_offline_run(folder)
-    return recorded_run(str(folder.resolve()), "wandb-offline", logged["config"], logged["summary"],
+    return recorded_run(str(folder), "wandb-offline", logged["config"], logged["summary"],
                         recorded_versions(folder))
 
 
@@ -229,7 +230,37 @@ def load_folder(root: Path, source: str = "auto") -> RunSet:
     for job in jobs:
         if job not in finished and not any(job in Path(r.key).parents for r in found.runs):
             found.skipped.append((str(job), _why_unfinished(job)))
+    for run in found.runs:
+        run.config = paths_as_given(run.config, root)
     return found
+
+
+def paths_as_given(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    """`config` with each absolute path at or under the working folder written relative to it, when the
+    runs were named by a relative `root`.
+
+    Why: a job records its folders absolutely (`paths.root_dir`, `paths.output_dir`, `logger.dir`), so a
+    report of `outputs/multirun/x` would print the machine's directories. Named relatively, the report made
+    in the project root says `.`, `outputs` and `outputs/multirun/x/<job>`, and can be checked in; the run
+    keys are the folders as reached from `root` (`load_disk_run`), so they agree. Runs named absolutely keep
+    their absolute paths: the page names runs the way its caller did.
+    """
+    if root.is_absolute():
+        return config
+    here = str(Path.cwd().resolve())
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rename(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rename(v) for v in value]
+        if isinstance(value, str) and value == here:
+            return "."
+        if isinstance(value, str) and value.startswith(here + "/"):
+            return value[len(here) + 1:]
+        return value
+
+    return rename(config)
 
 
 # ---------------------------------------------------------------------------------------------- W&B API
@@ -282,7 +313,9 @@ def load_runs(paths: Iterable[str | Path], source: str = "auto") -> RunSet:
         part = load_wandb_api(str(path)) if str(path).startswith(WANDB_PREFIX) else load_folder(Path(path), source)
         found.runs += part.runs
         found.skipped += part.skipped
-    unique: dict[str, Run] = {run.key: run for run in found.runs}  # the same folder given twice
+    unique: dict[str, Run] = {}  # the same folder given twice, or spelled two ways, is one run
+    for run in found.runs:
+        unique.setdefault(run.key if run.source == "wandb-api" else str(Path(run.key).resolve()), run)
     found.runs = list(unique.values())
     if not found.runs:
         shown = ", ".join(map(str, paths))

@@ -88,3 +88,23 @@ def test_cli_writes_the_report_and_fails_clearly_on_a_bad_path(tiny_sweep, tmp_p
     bad = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "missing"), "--out",
                           str(tmp_path / "r2")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_report_of_a_relative_path_names_no_folder_of_the_machine(tiny_sweep, tmp_path, monkeypatch):
+    """Made in the project root from `outputs/multirun/<name>`, the page and runs.csv can be checked in: the jobs'
+    absolute folders (`paths.output_dir`, `logger.dir`, the run keys) are spelled from the argument instead."""
+    import pandas as pd
+
+    project = tiny_sweep.parents[2]  # <project>/outputs/multirun/tiny
+    monkeypatch.chdir(project)
+    index = build_report(["outputs/multirun/tiny"], tmp_path / "portable")
+    machine = str(project.resolve().parent)
+    for path in (index, index.parent / "runs.csv"):
+        assert machine not in path.read_text(), path.name
+    page = parse_page(index)
+    assert mismatches(page) == []  # the relative keys still lead to each job's metrics.json
+    jobs = sorted(f"outputs/multirun/tiny/{p.parent.name}" for p in tiny_sweep.glob("*/metrics.json"))
+    assert sorted({c["data-run"] for c in page.cells if c["table"] == "table1"}) == jobs
+    frame = pd.read_csv(index.parent / "runs.csv")
+    assert sorted(frame["paths.output_dir"]) == jobs and sorted(frame["logger.dir"]) == jobs
+    assert "runs from outputs/multirun/tiny;" in index.read_text()
