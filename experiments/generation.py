@@ -182,7 +182,8 @@ def generate_continuations_sweep(model: Any, tokenizer: Any, pairs: Sequence[dic
 
     The configurations may differ only in `decoding.processors.rows.ROW_PARAMETERS` (do_sample,
     temperature, top_k, top_p, min_p, top_h, guidance_scale, watermarking_config, top_n_sigma, xtc_*, dry_*
-    but the breakers, mirostat*, dynatemp_*, presence / frequency penalties); otherwise
+    but the breakers, mirostat*, dynatemp_*, presence / frequency penalties, typical_p, epsilon_cutoff,
+    eta_cutoff); otherwise
     `decoding.generate_sweep` raises ValueError. Returns one
     GenerationRun per configuration, in order; run c's samples equal
     `generate_continuations(..., configs[c], ...)`'s, its timings are its shares of the shared batches.

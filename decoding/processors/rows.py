@@ -9,7 +9,8 @@ in the same dtype (float32 scalars and float32 (R, 1) tensors round identically)
 A row whose configuration does not use a processor gets a neutral value that changes nothing exactly
 (temperature 1, no top-k threshold, a top-p threshold below every cumulative mass, min-p 0), or, for
 processors without such a value (top-h, guidance: its log-softmax changes the scores), is left out by a
-row mask.
+row mask. Typical, epsilon and eta sampling run each configuration's own processor on its own block of rows
+(`EachOnItsRows`): one call per configuration that uses them, exact by construction.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h"
                   # llama.cpp's and vLLM's samplers: their classes build their own per-row versions (`for_rows`)
                   "top_n_sigma", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base",
                   "dry_allowed_length", "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta",
-                  "dynatemp_range", "dynatemp_exponent", "presence_penalty", "frequency_penalty")
+                  "dynatemp_range", "dynatemp_exponent", "presence_penalty", "frequency_penalty",
+                  # truncations without a per-row formula here: each configuration's own on its own rows
+                  "typical_p", "epsilon_cutoff", "eta_cutoff")
+# Of those, the ones whose configurations each run their own processor on their own block of rows (`EachOnItsRows`).
+OWN_ROWS_PARAMETERS = ("typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 class RowTemperature(LogitsProcessor):
@@ -95,6 +100,24 @@ class OnRows(LogitsProcessor):
         return torch.where(self.rows[:, None], self.processor(input_ids, scores), scores)
 
 
+class EachOnItsRows(LogitsProcessor):
+    """Configuration c's own processor on its block of rows [c * n, (c + 1) * n); rows of configurations
+    without one unchanged.
+
+    Why blocks, not a per-row formula: the block is the batch the configuration has alone (same rows, same
+    shape), so each row gets its lone run's scores bit for bit whatever the processor computes; the cost is
+    one call per configuration that uses it, on its rows only."""
+
+    def __init__(self, built: Sequence[LogitsProcessor | None], rows_per_config: int):
+        self.parts = [(c * rows_per_config, (c + 1) * rows_per_config, p) for c, p in enumerate(built) if p is not None]
+
+    def __call__(self, input_ids, scores):
+        out = scores.clone()
+        for start, stop, processor in self.parts:
+            out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
+        return out
+
+
 def _per_row(values: Sequence, rows_per_config: int, dtype: torch.dtype, device) -> torch.Tensor:
     """(C,) values, one per configuration -> (C * rows_per_config,) one per row."""
     return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(rows_per_config)
@@ -125,6 +148,8 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
     if name == "top_h":
         rows = _per_row([isinstance(p, TopH) for p in built], rows_per_config, torch.bool, device)
         return RowTopH(col([p.top_h if isinstance(p, TopH) else 1.0 for p in built]), rows)
+    if name in OWN_ROWS_PARAMETERS:
+        return EachOnItsRows(built, rows_per_config)
     if name == "watermarking_config":  # each configuration's own greenlists (or none) on its rows
         return RowWatermark(built, rows_per_config)
     if name == "guidance_scale":  # unconditional rows for the guided rows only

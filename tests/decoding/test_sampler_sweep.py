@@ -93,3 +93,27 @@ def test_configurations_differing_in_a_non_row_parameter_are_refused(tiny_llama,
     with pytest.raises(ValueError, match=r"configs\[1\] has repetition_penalty=1.3 but configs\[0\] has "
                                          r"repetition_penalty=1.0"):
         generate_sweep(tiny_llama, ids, mask, configs=configs, generators=[seeded(0), seeded(1)], **SHARED)
+
+
+# Truncations each configuration runs on its own block of rows (`rows.EachOnItsRows`), beside row-parameter ones.
+OWN_ROWS = [dict(typical_p=0.9), dict(typical_p=0.5, temperature=0.8), dict(eta_cutoff=0.002),
+            dict(epsilon_cutoff=0.001, top_p=0.9), dict(typical_p=0.7, eta_cutoff=0.001), dict(min_p=0.05)]
+
+
+@pytest.mark.parametrize("sampler_order", ["transformers", "llama.cpp"])
+def test_typical_epsilon_and_eta_configurations_share_a_batch_and_equal_each_alone(tiny_llama, repeating_batch,
+                                                                                 sampler_order):
+    ids, mask = repeating_batch
+    seeds = SEEDS[: len(OWN_ROWS)]
+    runs = [alone(tiny_llama, repeating_batch, c, s, sampler_order=sampler_order) for c, s in zip(OWN_ROWS, seeds)]
+    results = generate_sweep(tiny_llama, ids, mask, configs=OWN_ROWS, generators=[seeded(s) for s in seeds],
+                             sampler_order=sampler_order, **SHARED)
+    for config, run, result in zip(OWN_ROWS, runs, results):
+        assert torch.equal(result.sequences, run.sequences), config
+        assert result.finish_reasons == run.finish_reasons, config
+        torch.testing.assert_close(result.token_logprobs, run.token_logprobs, rtol=1e-5, atol=1e-5)
+    # not the equality of truncations that keep everything: each run differs from plain sampling with its seed
+    for config, seed, run in zip(OWN_ROWS, seeds, runs):
+        plain = alone(tiny_llama, repeating_batch, {}, seed, sampler_order=sampler_order)
+        differs = not torch.equal(run.sequences, plain.sequences)
+        assert differs or (run.token_logprobs - plain.token_logprobs).abs().max() > 1e-5, config

@@ -30,8 +30,10 @@ def test_sampling_parameters_share_one_group(configs):
 
 
 def test_methods_that_differ_only_in_row_parameters_share_a_group(configs):
-    # Holtzman et al.'s table: everything but beam search fits one batch (decoding.name differs too).
-    methods = ["greedy", "sample", "temperature", "top_k", "top_k640", "top_k40_t07", "top_p", "min_p", "beam16"]
+    # Holtzman et al.'s table and study 1's samplers: everything but beam search fits one batch (decoding.name
+    # differs too); typical and eta run on their own rows of it (decoding.processors.rows.EachOnItsRows).
+    methods = ["greedy", "sample", "temperature", "top_k", "top_k640", "top_k40_t07", "top_p", "min_p", "typical",
+               "eta", "top_n_sigma", "beam16"]
     cfgs = configs(*[[f"decoding={m}"] for m in methods])
     assert group_jobs(cfgs) == [list(range(len(methods) - 1))]
 
@@ -42,9 +44,9 @@ def test_other_changes_split_the_groups(configs):
                    [*TOP_P, "decoding.top_p=0.5", "prompts.continuation_tokens=8"],
                    [*TOP_P, "decoding.top_p=0.9", "prompts.continuation_tokens=8"],
                    [*TOP_P, "decoding.top_p=0.9", "seed=1"],  # its own generator stream and prompts: alone
-                   ["decoding=typical"],  # typical_p is not a per-row parameter: alone
-                   ["decoding=epsilon"])
-    assert group_jobs(cfgs) == [[0, 1], [2, 3]]
+                   ["decoding=typical"],  # typical and epsilon: per-row parameters, so with the tiny runs'
+                   ["decoding=epsilon"])  # continuation_tokens (8) they join the top-p jobs at 8
+    assert group_jobs(cfgs) == [[0, 1], [2, 3, 5, 6]]
 
 
 @pytest.mark.parametrize("odd_one", [
