@@ -165,7 +165,12 @@ def load_offline_wandb_run(folder: Path) -> Run:
 def recorded_run(key: str, source: str, config: dict, values: dict[str, Any], versions: dict[str, str]) -> Run:
     """A Run from what a job recorded (metrics.json or a W&B summary): its metrics and its `meta/` notes."""
     features = values.get("meta/mauve_features")
-    return Run(key=key, source=source, config=config or {}, metrics=numeric_metrics(values), versions=versions,
+    from experiments.jobs import with_recorded_defaults
+
+    # A config written before a setting was recorded shows the value its run used (prompts.warmup_batches=0),
+    # so it is grouped with newer runs of the same experiment instead of looking like another one.
+    return Run(key=key, source=source, config=with_recorded_defaults(config or {}), metrics=numeric_metrics(values),
+               versions=versions,
                not_measurable=text_notes(values, "meta/not_measurable"), caveats=text_notes(values, "meta/caveats"),
                mauve_features=features if isinstance(features, str) else None)
 

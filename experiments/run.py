@@ -51,7 +51,7 @@ from experiments.faults import failpoint
 from experiments.jobs import (NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside,
                              with_recorded_defaults)
 from experiments.job_lock import check_wait, wait_for_lock
-from experiments import validate
+from experiments import mauve_cache, validate
 from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
 
 log = logging.getLogger("experiments.run")  # not __name__: that is "__main__" under `python -m experiments.run`
@@ -165,12 +165,15 @@ def quality_metrics(cfg: DictConfig, texts, references, prompts, tokenizer, scor
     features_node = cfg.scorer if cfg.scorer is not None else cfg.model  # the scorer gives MAUVE's features
     features = str(features_node.get("name") or features_node.get("_target_"))
     random_weights = features in TINY_KINDS
+    mauve_on = with_references and cfg.metrics.mauve
+    p_features = mauve_cache.reference_features(cfg, list(references), scorer, scorer_tokenizer) if (
+        mauve_on and scorer is not None) else None  # the same human side in every job of a sweep: cached
     scores = score_generations(
         list(texts), list(references) if with_references else None, tokenizer,
-        features_model=scorer if (with_references and cfg.metrics.mauve) else None,
+        features_model=scorer if mauve_on else None,
         features_tokenizer=scorer_tokenizer, seed=cfg.seed, tokenization=cfg.metrics.tokenization,
         self_bleu_sample_size=cfg.metrics.self_bleu_sample_size, features_name=features,
-        features_random=random_weights)
+        features_random=random_weights, mauve_reference_features=p_features)
     metrics = dict(scores.values)
     try:
         report = generation_perplexity(scorer, scorer_tokenizer, list(prompts), list(texts))

@@ -91,10 +91,11 @@ def score_generations(
     self_bleu_sample_size: int = 100,
     zipf_top_n: int = zipf.DEFAULT_TOP_N,
     mauve_num_buckets: int | str = "auto",
-    feature_batch_size: int = 16,
+    feature_batch_size: int = mauve_score.FEATURE_BATCH_SIZE,
     features_name: str | None = None,
     features_random: bool = False,
     bootstrap_resamples: int = intervals.DEFAULT_RESAMPLES,
+    mauve_reference_features: Any = None,
 ) -> GenerationScores:
     """All generation-quality metrics of `texts` (and against `references`, paired by position), with the
     reason for each NaN and the caveats of MAUVE.
@@ -116,6 +117,8 @@ def score_generations(
         features_random: whether `features_model` has random weights (MAUVE then gets a caveat).
         bootstrap_resamples: resamples of the bootstrap intervals over texts (seeded by `seed`); 0: no intervals,
             the jackknife ones included.
+        mauve_reference_features: MAUVE's features of `references` computed earlier
+            (`mauve_score.reference_features`, same batch size), or None to compute them here.
     """
     if isinstance(texts, str) or not texts:
         raise ValueError(f"texts must be a non-empty list of generated strings, got {texts!r:.80}")
@@ -159,6 +162,7 @@ def score_generations(
                 num_buckets=mauve_num_buckets,
                 batch_size=feature_batch_size,
                 resamples=bootstrap_resamples,
+                reference_features=mauve_reference_features,
             )
             metrics["mauve"], metrics["mauve_samples"] = result.score, float(result.samples)
             if result.interval is not None:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 MAX_TEXT_LENGTH = 1024  # mauve's max_text_length default
+FEATURE_BATCH_SIZE = 16  # texts per featurizing forward; part of what a cached feature matrix is keyed on
 # The mauve-text README, "Best Practices for MAUVE", 2. Number of generations: "each distribution must contain
 # at least a few thousand samples (we use 5000 each). MAUVE with a smaller number of samples is biased towards
 # optimism (...) and exhibits a larger standard deviation between runs." We warn below 1000 per side, the
@@ -101,6 +102,15 @@ def _kept_token_ids(texts: Sequence[str], tokenizer: Any, max_text_length: int) 
         raise ValueError(f"max_text_length={max_text_length} must be a positive integer")
     ids = [tokens[:max_text_length] for tokens in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     return [(i, tokens) for i, tokens in enumerate(ids) if tokens]
+
+
+def reference_features(references: Sequence[str], model: Any, tokenizer: Any, *,
+                       batch_size: int = FEATURE_BATCH_SIZE,
+                       max_text_length: int = MAX_TEXT_LENGTH) -> np.ndarray | None:
+    """The features `measure_mauve` computes for `references` (P), to compute once and pass back as its
+    `reference_features`: (N kept, H) float32, or None when every reference is empty."""
+    kept = _kept_token_ids(references, tokenizer, max_text_length)
+    return _features_of([ids for _, ids in kept], model, tokenizer, batch_size) if kept else None
 
 
 @torch.inference_mode()
@@ -220,10 +230,13 @@ def measure_mauve(
     batch_size: int = 16,
     max_text_length: int = MAX_TEXT_LENGTH,
     resamples: int = 0,
+    reference_features: np.ndarray | None = None,
 ) -> MauveResult:
     """`mauve_score` with its sample size; NaN with the reason (not an error) when one side has only empty texts,
     so a run whose generations all stopped at once still reports its other metrics. `resamples` > 0 adds the
-    95% interval over prompts (`mauve_interval`; texts[i] and references[i] are prompt i), seeded by `seed`."""
+    95% interval over prompts (`mauve_interval`; texts[i] and references[i] are prompt i), seeded by `seed`.
+    `reference_features`: `reference_features(references, ...)` computed earlier with the same settings (the
+    human side of a sweep is the same for every job), used instead of featurizing the references again."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
     if resamples < 0:
@@ -236,7 +249,11 @@ def measure_mauve(
     if not q_kept or not p_kept:
         side = "generated" if not q_kept else "human"
         return MauveResult(math.nan, 0, f"every {side} text empty")
-    p = _features_of([ids for _, ids in p_kept], model, tokenizer, batch_size)
+    if reference_features is not None and len(reference_features) != len(p_kept):
+        raise ValueError(f"reference_features has {len(reference_features)} rows but {len(p_kept)} of the "
+                         f"{len(references)} references are non-empty: pass reference_features(references, ...)")
+    p = reference_features if reference_features is not None else _features_of([ids for _, ids in p_kept], model,
+                                                                                tokenizer, batch_size)
     q = _features_of([ids for _, ids in q_kept], model, tokenizer, batch_size)
     result = _compute_mauve(p, q, seed=seed, num_buckets=num_buckets)
     interval, why_not = None, ""

@@ -76,3 +76,19 @@ def test_a_null_the_run_wrote_is_kept_apart_from_a_metric_it_never_wrote(tmp_pat
 
 def test_flatten_nests_with_dots_and_keeps_lists_comparable():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": None, "e": "[1, 2]"}
+
+
+def test_a_config_older_than_a_recorded_setting_is_grouped_with_newer_runs(tmp_path):
+    """A job composed before `prompts.warmup_batches` was recorded ran with its default (0): it shows that value
+    and shares the newer jobs' Table 1 instead of getting a "Human" row of its own."""
+    from analysis.sweeps import human_groups
+
+    old = config_for({"name": "greedy", "do_sample": False}, name="study")
+    new = config_for({"name": "top_p", "do_sample": True, "top_k": 0, "top_p": 0.95}, name="study")
+    new["prompts"]["warmup_batches"] = 0
+    assert "warmup_batches" not in old["prompts"]
+    write_job(tmp_path / "runs" / "old", old, metrics_for(1.5))
+    write_job(tmp_path / "runs" / "new", new, metrics_for(20.0))
+    frame = runs_frame(load_runs([tmp_path / "runs"]).runs)
+    assert list(frame["prompts.warmup_batches"]) == [0, 0]
+    assert [label for label, _ in human_groups(frame)] == ["Human"]

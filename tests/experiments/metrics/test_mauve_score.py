@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from experiments.metrics.mauve_score import (MIN_SAMPLES, auto_num_buckets, last_token_features, mauve_caveat,
-                                             mauve_from_features, mauve_score, measure_mauve)
+                                             mauve_from_features, mauve_score, measure_mauve, reference_features)
 
 
 @pytest.mark.parametrize("kind", ["tiny_llama", "tiny_gpt2"])
@@ -88,6 +88,19 @@ def test_measure_mauve_reports_the_samples_it_rests_on(tiny_llama_with_tokenizer
     assert result.score == mauve_score(generated, human, model, tokenizer, seed=4)
     empty_humans = measure_mauve(generated, ["", ""], model, tokenizer)
     assert empty_humans.samples == 0 and empty_humans.not_measurable == "every human text empty"
+
+
+def test_reference_features_computed_once_give_the_same_mauve_and_interval(tiny_llama_with_tokenizer):
+    model, tokenizer = tiny_llama_with_tokenizer
+    human = [f"Day {i}: the river rose." for i in range(5)] + [""]  # an empty reference is dropped on both routes
+    generated = [f"Day {i}: the the the the." for i in range(6)]
+    p = reference_features(human, model, tokenizer)
+    assert p.shape[0] == 5 and reference_features(["", ""], model, tokenizer) is None
+    given = measure_mauve(generated, human, model, tokenizer, seed=4, resamples=50, reference_features=p)
+    computed = measure_mauve(generated, human, model, tokenizer, seed=4, resamples=50)
+    assert (given.score, given.samples, given.interval) == (computed.score, computed.samples, computed.interval)
+    with pytest.raises(ValueError, match="reference_features has 4 rows but 5 of the 6 references are non-empty"):
+        measure_mauve(generated, human, model, tokenizer, reference_features=p[:4])
 
 
 def test_mauve_caveat_below_the_minimum_or_on_random_features_only(caplog):
