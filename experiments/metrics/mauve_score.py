@@ -78,7 +78,7 @@ def last_token_features(
     model: Any,
     tokenizer: Any,
     *,
-    batch_size: int = 16,
+    batch_size: int = FEATURE_BATCH_SIZE,
     max_text_length: int = MAX_TEXT_LENGTH,
 ) -> np.ndarray:
     """Final-layer hidden state at the last token of each non-empty text: float32 array (N, hidden size)."""
@@ -210,7 +210,7 @@ def mauve_score(
     *,
     seed: int = 0,
     num_buckets: int | str = "auto",
-    batch_size: int = 16,
+    batch_size: int = FEATURE_BATCH_SIZE,
     max_text_length: int = MAX_TEXT_LENGTH,
 ) -> float:
     """MAUVE between human `references` (P) and generated `texts` (Q), featurized by `model`. In (0, 1]."""
@@ -227,7 +227,7 @@ def measure_mauve(
     *,
     seed: int = 0,
     num_buckets: int | str = "auto",
-    batch_size: int = 16,
+    batch_size: int = FEATURE_BATCH_SIZE,
     max_text_length: int = MAX_TEXT_LENGTH,
     resamples: int = 0,
     reference_features: np.ndarray | None = None,
