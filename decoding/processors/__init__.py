@@ -50,7 +50,8 @@ from .penalties import (EncoderNoRepeatNGram, EncoderRepetitionPenalty, Exponent
 from .temperature import Temperature
 from .truncation import (EpsilonCutoff, EtaCutoff, MinP, TopH, TopK, TopP, Typical, drop_below_min_p,
                          drop_low_mass)
-from .watermark import RowWatermark, Watermark, WatermarkSettings
+from .rows import EachOnItsRows, RowWatermark
+from .watermark import Watermark, WatermarkSettings
 
 __all__ = [
     "NEG_INF", "LogitsProcessor", "ProcessorList",
@@ -58,7 +59,7 @@ __all__ = [
     "InfNanRemove", "LogitNormalization", "ExponentialDecayLengthPenalty", "NoBadWords", "SequenceBias",
     "PrefixAllowedTokens", "TopH",
     "ClassifierFreeGuidance", "RowGuidance", "UnconditionalBranch",
-    "Watermark", "RowWatermark", "WatermarkSettings",
+    "Watermark", "RowWatermark", "EachOnItsRows", "WatermarkSettings",
     "TRANSFORMERS_PROCESSOR_ORDER", "LLAMA_CPP_PROCESSOR_ORDER", "VLLM_PROCESSOR_ORDER", "SAMPLER_ORDERS",
     "build_processors", "processor_factories",
     "TopNSigma", "XTC", "DynamicTemperature", "DRY", "Mirostat", "PresenceFrequencyPenalty", "LogitBias",

@@ -9,8 +9,8 @@ in the same dtype (float32 scalars and float32 (R, 1) tensors round identically)
 A row whose configuration does not use a processor gets a neutral value that changes nothing exactly
 (temperature 1, no top-k threshold, a top-p threshold below every cumulative mass, min-p 0), or, for
 processors without such a value (top-h, guidance: its log-softmax changes the scores), is left out by a
-row mask. Typical, epsilon and eta sampling run each configuration's own processor on its own block of rows
-(`EachOnItsRows`): one call per configuration that uses them, exact by construction.
+row mask. Typical, epsilon and eta sampling and the watermark run each configuration's own processor on its
+own block of rows (`EachOnItsRows`): one call per configuration that uses them, exact by construction.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from .guidance import row_guidance
 from .order import processor_factories
 from .temperature import Temperature
 from .truncation import MinP, TopH, TopK, TopP, drop_below_min_p, drop_beyond_entropy_share, drop_low_mass
-from .watermark import RowWatermark
 
 if TYPE_CHECKING:  # params.py imports the package for the order: no runtime import back
     from ..params import GenerationParams
@@ -39,7 +38,7 @@ ROW_PARAMETERS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "top_h"
                   # truncations without a per-row formula here: each configuration's own on its own rows
                   "typical_p", "epsilon_cutoff", "eta_cutoff")
 # Of those, the ones whose configurations each run their own processor on their own block of rows (`EachOnItsRows`).
-OWN_ROWS_PARAMETERS = ("typical_p", "epsilon_cutoff", "eta_cutoff")
+OWN_ROWS_PARAMETERS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "watermarking_config")
 
 
 class RowTemperature(LogitsProcessor):
@@ -105,17 +104,31 @@ class EachOnItsRows(LogitsProcessor):
     without one unchanged.
 
     Why blocks, not a per-row formula: the block is the batch the configuration has alone (same rows, same
-    shape), so each row gets its lone run's scores bit for bit whatever the processor computes; the cost is
-    one call per configuration that uses it, on its rows only."""
+    shape), so each row gets its lone run's scores bit for bit whatever the processor computes (a watermark's
+    greenlists, typical sampling's entropy); the cost is one call per configuration that uses it, on its rows.
 
-    def __init__(self, built: Sequence[LogitsProcessor | None], rows_per_config: int):
-        self.parts = [(c * rows_per_config, (c + 1) * rows_per_config, p) for c, p in enumerate(built) if p is not None]
+    Args:
+        per_config: one processor or None per configuration.
+        rows_per_config: n, adjacent rows per configuration.
+    """
 
-    def __call__(self, input_ids, scores):
-        out = scores.clone()
-        for start, stop, processor in self.parts:
-            out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
-        return out
+    def __init__(self, per_config: Sequence[LogitsProcessor | None], rows_per_config: int):
+        self.per_config = list(per_config)
+        self.rows_per_config = rows_per_config
+
+    def __repr__(self) -> str:
+        return f"EachOnItsRows({self.per_config!r}, rows_per_config={self.rows_per_config})"
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        n = self.rows_per_config
+        parts = []
+        for c, processor in enumerate(self.per_config):
+            rows = slice(c * n, (c + 1) * n)
+            parts.append(scores[rows] if processor is None else processor(input_ids[rows], scores[rows]))
+        return torch.cat(parts, dim=0)  # (C * n, V)
+
+
+RowWatermark = EachOnItsRows  # the name a batched watermark had before the block logic was shared
 
 
 def _per_row(values: Sequence, rows_per_config: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -150,8 +163,6 @@ def _row_version(name: str, built: list[LogitsProcessor | None], rows_per_config
         return RowTopH(col([p.top_h if isinstance(p, TopH) else 1.0 for p in built]), rows)
     if name in OWN_ROWS_PARAMETERS:
         return EachOnItsRows(built, rows_per_config)
-    if name == "watermarking_config":  # each configuration's own greenlists (or none) on its rows
-        return RowWatermark(built, rows_per_config)
     if name == "guidance_scale":  # unconditional rows for the guided rows only
         return row_guidance(built, rows_per_config, prompt_rows, device)
     return None

@@ -286,31 +286,6 @@ def build_watermark(settings: WatermarkSettings | None, model: Any) -> Watermark
     return Watermark(settings, config_vocab_size(model))
 
 
-class RowWatermark(LogitsProcessor):
-    """A batched sweep's watermark: configuration c's rows [c * n, (c + 1) * n) get c's own watermark (or
-    none). Every row's greenlist depends on that row alone, so each row gets what its run alone gets.
-
-    Args:
-        per_config: one `Watermark` or None per configuration.
-        rows_per_config: n, adjacent rows per configuration.
-    """
-
-    def __init__(self, per_config: list[Watermark | None], rows_per_config: int):
-        self.per_config = per_config
-        self.rows_per_config = rows_per_config
-
-    def __repr__(self) -> str:
-        return f"RowWatermark({self.per_config!r}, rows_per_config={self.rows_per_config})"
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        n = self.rows_per_config
-        parts = []
-        for c, processor in enumerate(self.per_config):
-            rows = slice(c * n, (c + 1) * n)
-            parts.append(scores[rows] if processor is None else processor(input_ids[rows], scores[rows]))
-        return torch.cat(parts, dim=0)
-
-
 def settings_dict(settings: WatermarkSettings) -> dict[str, Any]:
     """The settings as a plain dict of WatermarkingConfig's fields (for `WatermarkingConfig(**...)`)."""
     return asdict(settings)
