@@ -164,9 +164,9 @@ def load_offline_wandb_run(folder: Path) -> Run:
 
 def recorded_run(key: str, source: str, config: dict, values: dict[str, Any], versions: dict[str, str]) -> Run:
     """A Run from what a job recorded (metrics.json or a W&B summary): its metrics and its `meta/` notes."""
-    features = values.get("meta/mauve_features")
     from experiments.jobs import with_recorded_defaults
 
+    features = values.get("meta/mauve_features")
     # A config written before a setting was recorded shows the value its run used (prompts.warmup_batches=0),
     # so it is grouped with newer runs of the same experiment instead of looking like another one.
     return Run(key=key, source=source, config=with_recorded_defaults(config or {}), metrics=numeric_metrics(values),

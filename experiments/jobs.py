@@ -70,6 +70,14 @@ def _without_recorded_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def sweep_cache_file(output_root: str | Path, kind: str, key_data: Any, suffix: str) -> Path:
+    """`<output_root>/cache/<kind>-<key><suffix>`: a file the jobs of a sweep share, named by the first 16 hex
+    digits of the sha256 of `key_data` (plain JSON data: everything the cached value depends on) as sorted JSON,
+    so a change in any of it names another file."""
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(output_root) / "cache" / f"{kind}-{key}{suffix}"
+
+
 def config_fingerprint(config: dict[str, Any]) -> str:
     """The fingerprint of a resolved config as plain data (as `config.yaml` holds it, `yaml.safe_load`ed).
 

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- disk
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary sibling renamed over the target.
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a whole file or nothing: a temporary sibling renamed over the target. `text` is written as
+    UTF-8; bytes (an `np.save` buffer, say) as they are.
 
     The sibling is opened like `open(path, "w")` opens a file (mode 0o666 less the umask), not like
     `tempfile.mkstemp` (0o600), so collaborators on a shared machine can read results as they can read
@@ -45,7 +46,8 @@ def write_atomic(path: str | Path, text: str) -> None:
         except FileExistsError:  # a name another writer drew: draw again
             continue
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        binary = isinstance(text, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -9,17 +9,16 @@ and so the same MAUVE, as one that computes them. A file that does not load is m
 
 from __future__ import annotations
 
-import hashlib
-import json
+import io
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.jobs import move_aside
+from experiments.jobs import move_aside, sweep_cache_file
+from experiments.logging import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,7 @@ def cache_path(cfg: DictConfig, references: Sequence[str]) -> Path:
     key_data = {"references": list(references),
                 "scorer": OmegaConf.to_container(OmegaConf.create({"node": scorer_node}), resolve=True)["node"],
                 "batch_size": mauve_score.FEATURE_BATCH_SIZE, "max_text_length": mauve_score.MAX_TEXT_LENGTH}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cfg.paths.output_root) / "cache" / f"mauve-features-{key}.npy"
+    return sweep_cache_file(cfg.paths.output_root, "mauve-features", key_data, ".npy")
 
 
 def reference_features(cfg: DictConfig, references: Sequence[str], scorer: Any, scorer_tokenizer: Any):
@@ -49,9 +47,7 @@ def reference_features(cfg: DictConfig, references: Sequence[str], scorer: Any, 
         log.warning(f"MAUVE features cache {path} does not load ({err}); moved aside to {moved}, computing again")
     features = mauve_score.reference_features(references, scorer, scorer_tokenizer)
     if features is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:  # whole or not at all: written aside, then renamed over
-            np.save(handle, features, allow_pickle=False)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.save(buffer, features, allow_pickle=False)
+        write_atomic(path, buffer.getvalue())  # whole or not at all: a reader never sees half a matrix
     return features

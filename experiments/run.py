@@ -27,7 +27,6 @@ sweep exits non-zero at the end (`FailedJobsCallback`).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import resource
@@ -49,7 +48,7 @@ import decoding
 from experiments.generation import GenerationRun, drop_shared, load_shared, precomputed_run
 from experiments.faults import failpoint
 from experiments.jobs import (NOT_IN_FINGERPRINT, config_fingerprint, read_finished, read_json_or_move_aside,
-                             with_recorded_defaults)
+                             sweep_cache_file, with_recorded_defaults)
 from experiments.job_lock import check_wait, wait_for_lock
 from experiments import mauve_cache, validate
 from experiments.logging import NullLogger, clean_metrics, write_atomic, write_json, write_jsonl, write_metrics
@@ -140,8 +139,7 @@ def perplexity_metrics(cfg: DictConfig, model, tokenizer, documents) -> dict[str
 
     key_data = OmegaConf.to_container(OmegaConf.create({"model": cfg.model, "dataset": cfg.dataset,
                                                         "perplexity": cfg.perplexity}), resolve=True)
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
-    cache_file = Path(cfg.paths.output_root) / "cache" / f"perplexity-{key}.json"
+    cache_file = sweep_cache_file(cfg.paths.output_root, "perplexity", key_data, ".json")
     cached = read_json_or_move_aside(cache_file, "perplexity cache", numbers=True)  # broken: moved aside, redone
     if cached is not None:
         return cached
@@ -211,8 +209,7 @@ def human_metrics(cfg: DictConfig, unique: list[dict], tokenizer, scorer, scorer
     key_data = {"texts": texts, "prompts": prompts, "seed": cfg.seed,
                 **OmegaConf.to_container(OmegaConf.create({"scorer": scorer_node, "metrics": cfg.metrics}),
                                          resolve=True)}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
-    cache_file = Path(cfg.paths.output_root) / "cache" / f"human-{key}.json"
+    cache_file = sweep_cache_file(cfg.paths.output_root, "human", key_data, ".json")
     cached = read_json_or_move_aside(cache_file, "human metrics cache")  # broken: moved aside, redone
     if cached is not None:
         return {k: (math.nan if v is None and not k.startswith("meta/") else v) for k, v in cached.items()}

@@ -82,12 +82,10 @@ def last_token_features(
     max_text_length: int = MAX_TEXT_LENGTH,
 ) -> np.ndarray:
     """Final-layer hidden state at the last token of each non-empty text: float32 array (N, hidden size)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be a positive integer")
-    ids = token_ids(texts, tokenizer, max_text_length=max_text_length)
-    if not ids:
+    features = reference_features(texts, model, tokenizer, batch_size=batch_size, max_text_length=max_text_length)
+    if features is None:
         raise ValueError("MAUVE features need at least one non-empty text, got only empty strings or none")
-    return _features_of(ids, model, tokenizer, batch_size)
+    return features
 
 
 def token_ids(texts: Sequence[str], tokenizer: Any, *, max_text_length: int = MAX_TEXT_LENGTH) -> list[list[int]]:
@@ -109,6 +107,8 @@ def reference_features(references: Sequence[str], model: Any, tokenizer: Any, *,
                        max_text_length: int = MAX_TEXT_LENGTH) -> np.ndarray | None:
     """The features `measure_mauve` computes for `references` (P), to compute once and pass back as its
     `reference_features`: (N kept, H) float32, or None when every reference is empty."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer")
     kept = _kept_token_ids(references, tokenizer, max_text_length)
     return _features_of([ids for _, ids in kept], model, tokenizer, batch_size) if kept else None
 

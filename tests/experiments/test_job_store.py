@@ -21,7 +21,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from experiments.job_lock import LOCK_NAME, JobLockedError, lock_holder, try_lock
-from experiments.jobs import config_fingerprint, read_finished
+from experiments.jobs import config_fingerprint, read_finished, sweep_cache_file
 from experiments.logging import clean_metrics, find_offline_runs, read_offline_run, write_atomic, write_metrics
 from experiments.run import FailedJobsCallback, fingerprint, plain, run
 from tests.experiments.runner_helpers import REPO, TINY_RUN, compose_config
@@ -294,7 +294,7 @@ def test_a_run_waits_for_the_other_process_and_reads_its_result(job, caplog):
     folder, metrics = job
     stash = folder.parent / "metrics.json.elsewhere"
     os.replace(folder / "metrics.json", stash)
-    proc = hold(folder, 1.5, finish_from=stash)
+    proc = hold(folder, 4, finish_from=stash)  # long enough that a loaded machine still sees it wait
     again = rerun(folder, caplog, "++lock_wait_s=60")
     proc.wait()
     assert "waiting for" in caplog.text and "already finished" in caplog.text and not computed(folder, caplog)
@@ -392,3 +392,20 @@ def test_the_failed_jobs_callback_judges_only_this_multiruns_jobs(tmp_path, caps
         callback.on_multirun_end(cfg)
     err = capsys.readouterr().err
     assert "rewritten again" in err and "error: new" in err and "old" not in err
+
+
+def test_write_atomic_writes_bytes_as_they_are(tmp_path):
+    data = bytes(range(256)) + "é\n".encode()
+    write_atomic(tmp_path / "features.npy", data)
+    write_atomic(tmp_path / "text.txt", "é\n")
+    assert (tmp_path / "features.npy").read_bytes() == data
+    assert (tmp_path / "text.txt").read_bytes() == "é\n".encode("utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy", "text.txt"]  # no temp file left
+
+
+def test_sweep_cache_files_keep_their_names(tmp_path):
+    # The name is a sha256 of the sorted JSON of what the value depends on: caches written before stay found.
+    path = sweep_cache_file(tmp_path, "human", {"texts": ["a"], "seed": 0}, ".json")
+    assert path == tmp_path / "cache" / "human-29037f197c7cdc50.json"
+    assert sweep_cache_file(tmp_path, "human", {"seed": 0, "texts": ["a"]}, ".json") == path  # key order: same
+    assert sweep_cache_file(tmp_path, "human", {"texts": ["b"], "seed": 0}, ".json") != path
