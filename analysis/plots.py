@@ -28,6 +28,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
@@ -36,7 +37,7 @@ import pandas as pd  # noqa: E402
 from analysis.outputs import replacing  # noqa: E402
 from analysis.runs import has_values, safe_name  # noqa: E402
 from analysis.sweeps import Curve, human_groups, method_order, run_labels  # noqa: E402
-from analysis.tables import format_value, interval  # noqa: E402
+from analysis.tables import context_text, format_value, interval  # noqa: E402
 
 DPI = 110
 PARAM_TITLES = {"decoding.top_p": "top-p", "decoding.top_k": "top-k", "decoding.temperature": "temperature",
@@ -114,6 +115,30 @@ QUALITY_PANELS = (
     ("distinct-n (across texts)", ("gen/distinct_1", "gen/distinct_2", "gen/distinct_3", "gen/distinct_4"), ""),
 )
 MARKERS = ("o", "s", "^", "D", "v", "P")
+SET_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3")  # one per set of prompts (red stays the human's)
+
+
+@dataclass
+class PromptSets:
+    """How a figure tells several sets of prompts apart (study 1's seen and held-out speeches): each run's
+    colour is its set's, and its label leaves the set out (the legend names it). One set: one colour, the
+    runs' own labels."""
+    labels: pd.Series  # run key -> label
+    color: dict[str, str]  # run key -> colour
+    sets: list[tuple[str, str, list[str]]]  # (name, colour, run keys) per set; name "" when there is one set
+
+
+def prompt_sets(frame: pd.DataFrame) -> PromptSets:
+    groups = human_groups(frame)
+    if len(groups) < 2:
+        return PromptSets(run_labels(frame), {k: SET_COLORS[0] for k in frame.index}, [("", SET_COLORS[0],
+                                                                                       list(frame.index))])
+    sets = [(context_text(frame, keys[0], groups), SET_COLORS[g % len(SET_COLORS)], keys)
+            for g, (_, keys) in enumerate(groups)]
+    color = {k: c for _, c, keys in sets for k in keys}
+    # Labelled within its set: what tells a set's runs apart, not the set (the colour and legend say it).
+    labels = pd.concat([run_labels(frame.loc[keys]) for _, _, keys in sets])
+    return PromptSets(labels, color, sets)
 
 
 def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve],
@@ -148,7 +173,8 @@ def _quality_panel(axis, frame: pd.DataFrame, found: list[Curve],
                     for i, c in enumerate(found)]
     if any_human:  # MAUVE has no human value: no line, no legend entry
         handles.append(Line2D([], [], color="gray", linestyle="--", linewidth=1, label="human"))
-    axis.legend(handles=handles, fontsize=7)
+    # Below the axis, not on it: a legend inside covers the points and the human lines it explains.
+    axis.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
     if metrics == ("gen/ppl",):
         _log_if_wide(axis, drawn)
     _pad_if_flat(axis, drawn)
@@ -169,7 +195,8 @@ def quality_curves(frame: pd.DataFrame, param: str, found: list[Curve], out_dir:
     title = PARAM_TITLES.get(param, param)
     ncols = min(2, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.8 * nrows), squeeze=False)
+    entries = len(found) + 5  # legend rows at most: distinct-1..4, a marker per curve, human
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, (3.8 + 0.14 * entries) * nrows), squeeze=False)
     for axis in axes.flat[len(panels):]:
         axis.set_visible(False)
     bars = []
@@ -192,24 +219,29 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     if not has_values(frame, "gen/ppl"):
         return None
     order = method_order(frame)
-    labels = run_labels(frame)
+    by_set = prompt_sets(frame)
     ppl = _values(frame, order, "gen/ppl")
-    fig, axis = plt.subplots(figsize=(7.5, 0.45 * len(order) + 2.2))
+    height = 0.3 * len(order) + 2.2
+    fig, axis = plt.subplots(figsize=(7.5, height))
     positions = list(range(len(order)))[::-1]  # first method on top
-    axis.barh(positions, ppl, color="#4c72b0", label="generations (per token)")
+    axis.barh(positions, ppl, color=[by_set.color[k] for k in order])
     bars = _error_bars(axis, frame, order, "gen/ppl", positions, ppl, "black", horizontal=True)
-    axis.set_yticks(positions, [labels[k] for k in order], fontsize=8)
+    axis.set_yticks(positions, [by_set.labels[k] for k in order], fontsize=8)
     references = [v for v in ppl if v == v]
-    styles = ("-", ":", "-.", (0, (5, 1)))
-    for index, (human_label, keys) in enumerate(human_groups(frame)):
+    handles = []
+    for name, color, keys in by_set.sets:
+        if name:  # several sets: the legend says which colour is which
+            handles.append(matplotlib.patches.Patch(color=color, label=f"generations: {name}"))
         human = _human(frame, keys[0], "gen/ppl")
+        line_color = "#c44e52" if not name else color
         if human is not None:
-            axis.axvline(human, color="#c44e52", linestyle=styles[index % 4], label=f"{human_label} continuations")
+            handles.append(axis.axvline(human, color=line_color, linestyle="--",
+                                        label="human continuations" + (f": {name}" if name else "")))
             references.append(human)
         if has_values(frame.loc[keys], "ppl/token"):
             tf = float(frame.loc[keys[0], "ppl/token"])
-            axis.axvline(tf, color="#55a868", linestyle=styles[(index + 1) % 4],
-                         label="dataset, teacher-forced" + (f" ({human_label})" if index else ""))
+            handles.append(axis.axvline(tf, color="#55a868" if not name else color, linestyle=":",
+                                        label="dataset, teacher-forced" + (f": {name}" if name else "")))
             references.append(tf)
     # bar position -> the right end of its error bar: the label goes beyond it
     drawn_high = {key: high for key, _, _, high in bars}
@@ -220,47 +252,60 @@ def perplexity_vs_generation(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
                           xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
     if references and min(references) > 0:
         _log_scale(axis, "x")
+    axis.set_ylim(-0.7, len(order) - 0.3)
     axis.set_xlabel("perplexity per token (log scale)")
     axis.grid(axis="x", alpha=0.3)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+    below = -0.6 / (height - 1.2)  # about 0.6 inch under the axis, below the x label, whatever the height
+    axis.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, below), frameon=False)
     axis.set_title("Perplexity versus generation", fontsize=11)
     _save(fig, out_dir, "perplexity_vs_generation.png")
     return Plot("perplexity_vs_generation.png", "Perplexity versus generation",
                 "Bars: how likely the scorer finds each method's continuations, with its 95% bootstrap interval "
                 "over the prompts where the run has one. Lines: the human continuations of the same prompts, and "
-                "the model's teacher-forced perplexity on the dataset.", intervals=bars)
+                "the model's teacher-forced perplexity on the dataset"
+                + ("; one colour per set of prompts." if len(by_set.sets) > 1 else "."), intervals=bars)
 
 
 def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     if not (has_values(frame, "gen/ppl") and has_values(frame, "gen/diversity")) or len(frame) < 2:
         return None
-    labels = run_labels(frame)
-    fig, axis = plt.subplots(figsize=(6.5, 4.5))
-    xs, ys = _values(frame, list(frame.index), "gen/diversity"), _values(frame, list(frame.index), "gen/ppl")
-    axis.scatter(xs, ys, color="#4c72b0", zorder=3)
+    by_set = prompt_sets(frame)
+    fig, axis = plt.subplots(figsize=(8.5, 6.0))
     keys = list(frame.index)
-    bars = _error_bars(axis, frame, keys, "gen/ppl", xs, ys, "#4c72b0")  # ppl along y
-    bars += _error_bars(axis, frame, keys, "gen/diversity", ys, xs, "#4c72b0", horizontal=True)  # diversity along x
-    for key, x, y in zip(frame.index, xs, ys):
-        if x == x and y == y:
-            axis.annotate(labels[key], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    for human_label, keys in human_groups(frame):
-        hx, hy = _human(frame, keys[0], "gen/diversity"), _human(frame, keys[0], "gen/ppl")
+    xs, ys = _values(frame, keys, "gen/diversity"), _values(frame, keys, "gen/ppl")
+    all_ys = list(ys)
+    bars = []
+    for name, color, set_keys in by_set.sets:
+        sx, sy = _values(frame, set_keys, "gen/diversity"), _values(frame, set_keys, "gen/ppl")
+        axis.scatter(sx, sy, color=color, s=18, zorder=3, label=f"generations: {name}" if name else None)
+        bars += _error_bars(axis, frame, set_keys, "gen/ppl", sx, sy, color)  # ppl along y
+        bars += _error_bars(axis, frame, set_keys, "gen/diversity", sy, sx, color, horizontal=True)  # along x
+        hx, hy = _human(frame, set_keys[0], "gen/diversity"), _human(frame, set_keys[0], "gen/ppl")
         if hx is not None and hy is not None:
-            axis.scatter([hx], [hy], marker="*", s=160, color="#c44e52", zorder=4, label=human_label)
-            ys = ys + [hy]
-    _log_if_wide(axis, ys)
+            axis.scatter([hx], [hy], marker="*", s=160, color="#c44e52" if not name else color, edgecolor="black",
+                         linewidth=0.5, zorder=4, label="Human" + (f": {name}" if name else ""))
+            all_ys.append(hy)
+    for key, x, y in zip(keys, xs, ys):
+        if x == x and y == y:
+            axis.annotate(by_set.labels[key], (x, y), fontsize=6, xytext=(4, 2), textcoords="offset points",
+                          color=by_set.color[key])
+    _log_if_wide(axis, all_ys)
     axis.set_xlabel("diversity = \u220f(1 - rep-n/100), n=2..4  (1 = no repeated n-grams)")
     axis.set_ylabel("generation perplexity")
     axis.grid(alpha=0.3)
+    shown = [v for v in xs + [h for h in (_human(frame, k[0], "gen/diversity") for _, _, k in by_set.sets) if h]
+             if v == v]
+    span = (max(shown) - min(shown)) or 1.0
+    axis.set_xlim(min(shown) - 0.05 * span, max(shown) + 0.4 * span)  # room on the right for the labels
     if axis.get_legend_handles_labels()[0]:
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     axis.set_title("Quality versus diversity, every run", fontsize=11)
     _save(fig, out_dir, "quality_vs_diversity.png")
     return Plot("quality_vs_diversity.png", "Quality versus diversity",
                 "Each run as one point, with 95% bootstrap intervals over the prompts where the run has them; the "
-                "star is the human continuations. Degenerate decoding sits low and left (likely, repetitive text); "
-                "human text is diverse at a moderate perplexity.", intervals=bars)
+                "star is the human continuations" + (" (one colour per set of prompts)" if len(by_set.sets) > 1
+                                                    else "") + ". Degenerate decoding sits low and left (likely, "
+                "repetitive text); human text is diverse at a moderate perplexity.", intervals=bars)
 
 
 SPEED_SERIES = (("speed/prefill_tok_s", "prefill"), ("speed/decode_tok_s", "decode"), ("speed/tok_s", "end to end"))

@@ -19,11 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.methods import decoding_of, method_label  # noqa: E402
-from analysis.plots import Plot, _error_bars, _log_scale, _save  # noqa: E402
+from analysis.plots import SET_COLORS as COLORS, Plot, _error_bars, _log_scale, _save  # noqa: E402
 from analysis.sweeps import human_groups, method_order  # noqa: E402
 from analysis.tables import HOLTZMAN_COLUMNS, context_text  # noqa: E402
 
-COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
 LOG_METRICS = ("ppl",)  # perplexities differ by orders of magnitude between methods
 
 

@@ -163,3 +163,27 @@ def test_the_speed_figure_compares_each_run_with_the_plain_greedy_run_most_runs_
     (tmp_path / "out").mkdir()
     plot = speed_by_run(frame, tmp_path / "out")
     assert plot.file == "speed_by_run.png" and (tmp_path / "out" / plot.file).stat().st_size > 0
+
+
+def test_figures_colour_runs_by_their_set_of_prompts_and_label_them_by_method(tmp_path):
+    from analysis.plots import perplexity_vs_generation, prompt_sets, quality_diversity
+
+    for split, seen in (("all", True), ("test", False)):
+        for name, decoding in (("greedy", {"do_sample": False}), ("top_p", {"do_sample": True, "top_k": 0, "top_p": 0.95})):
+            config = config_for({"name": name, **decoding})
+            config["dataset"].update(split=split, first_year=2000 if seen else None, last_year=2023 if seen else None)
+            write_job(tmp_path / f"{split}-{name}", config, metrics_for(3.0 if seen else 2.0))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    sets = prompt_sets(frame)
+    # The set is the colour and the legend's; the label says the method alone, and runs of one set share a colour.
+    assert sorted(sets.labels[k] for k in frame.index) == ["Greedy", "Greedy", "Nucleus, p=0.95", "Nucleus, p=0.95"]
+    assert sorted(name for name, _, _ in sets.sets) == ["first_year=2000, last_year=2023, split=all", "split=test"]
+    for _, color, keys in sets.sets:
+        assert {sets.color[k] for k in keys} == {color} and len(keys) == 2
+    assert len({color for _, color, _ in sets.sets}) == 2
+    one_set = prompt_sets(frame[frame["dataset.split"] == "test"])
+    assert [name for name, _, _ in one_set.sets] == [""]
+    (tmp_path / "out").mkdir()
+    for draw in (perplexity_vs_generation, quality_diversity):
+        plot = draw(frame, tmp_path / "out")
+        assert (tmp_path / "out" / plot.file).stat().st_size > 0 and "one colour per set of prompts" in plot.caption
