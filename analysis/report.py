@@ -30,6 +30,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import plots as figures
 from analysis import speed_plots as speed_figures
 from analysis.html import Section, render_page
@@ -45,15 +47,27 @@ from analysis.task_report import task_section
 from experiments.faults import failpoint
 
 
+def generating_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs that generated (they have `gen/samples`), or all runs if none did. Why: a study that also scores
+    tasks (study 2: task=lm_eval beside task=generate) would otherwise fill Table 1 and the generation figures
+    with rows of dashes, and label every method by its task setting."""
+    if "gen/samples" not in frame.columns or not frame["gen/samples"].notna().any():
+        return frame
+    part = frame[frame["gen/samples"].notna()]
+    part.attrs = frame.attrs  # the runs' notes (not_measurable, caveats, written) travel with the rows
+    return part
+
+
 def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],
                    paths: list[str] | None = None) -> list[Section]:
+    everything, frame = frame, generating_runs(frame)
     sections = [Section("methods", "Decoding methods against human text",
                         tables=[*holtzman_tables(frame), *[t for t in [claims_table(frame)] if t],
                                 sampler_order_table(frame)],
                         plots=[p for p in [table1_side_by_side(frame, out_dir)] if p])]
 
     ppl = Section("perplexity", "Perplexity versus generation")
-    ppl.tables += [t for t in [perplexity_table(frame)] if t]
+    ppl.tables += [t for t in [perplexity_table(everything)] if t]
     ppl.plots += [p for p in (figures.perplexity_vs_generation(frame, out_dir),
                               figures.quality_diversity(frame, out_dir)) if p]
     if ppl.tables or ppl.plots:
@@ -82,7 +96,7 @@ def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],
     if tasks is not None:
         sections.append(tasks)
 
-    sections.append(Section("all-metrics", "Every number", tables=[all_metrics_table(frame)], collapsed=True))
+    sections.append(Section("all-metrics", "Every number", tables=[all_metrics_table(everything)], collapsed=True))
     if skipped:
         sections.append(Section("skipped", "Skipped folders", tables=[skipped_table(skipped)]))
     return sections

@@ -182,7 +182,7 @@ def plot_curves(task_curves: dict[str, dict[str, Any]], task: str, metric: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.8))
     for method, curve in task_curves.items():
         points = [p for p in curve["points"] if isinstance(p[0], (int, float))]
         if not points:
@@ -195,7 +195,7 @@ def plot_curves(task_curves: dict[str, dict[str, Any]], task: str, metric: str, 
     ax.set_xlabel(f"decoding.{params.pop()}" if len(params) == 1 else "swept parameter (per method, in the legend)")
     ax.set_ylabel(f"{metric} (95% bootstrap interval)")
     ax.set_title(task)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)  # off the data
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

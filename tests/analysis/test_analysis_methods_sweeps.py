@@ -187,3 +187,23 @@ def test_figures_colour_runs_by_their_set_of_prompts_and_label_them_by_method(tm
     for draw in (perplexity_vs_generation, quality_diversity):
         plot = draw(frame, tmp_path / "out")
         assert (tmp_path / "out" / plot.file).stat().st_size > 0 and "one colour per set of prompts" in plot.caption
+
+
+def test_table1_and_the_generation_figures_leave_out_runs_that_only_scored_tasks(tmp_path):
+    from analysis.report import build_sections
+
+    for name, task in (("top_p-generate", {"perplexity": True, "generate": True}),
+                       ("top_p-lm_eval", {"perplexity": False, "generate": False, "lm_eval": True})):
+        config = config_for({"name": "top_p", "do_sample": True, "top_k": 0, "top_p": 0.95})
+        config["task"] = task
+        metrics = metrics_for(3.0) if task["generate"] else {"task/sotu_last_word/exact_match": 0.4}
+        write_job(tmp_path / name, config, metrics)
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    assert len(frame) == 2
+    (tmp_path / "out").mkdir()
+    sections = build_sections(frame, tmp_path / "out", [])
+    table1 = sections[0].tables[0]
+    # One method row, named by its method alone (not by its task setting), and the human row.
+    assert [row.label for row in table1.rows] == ["Human", "Nucleus, p=0.95"]
+    every_number = next(s for s in sections if s.id == "all-metrics").tables[0]
+    assert len(every_number.columns) == 3  # both runs still in "Every number"
