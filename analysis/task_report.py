@@ -242,7 +242,7 @@ def task_section(paths: list[str | Path], out_dir: Path):
         task_curves = curves(jobs, task, metric)
         file = f"task_{task}_curve.png"
         plot_curves(task_curves, task, metric, out_dir / file)
-        drawn = [(str(Path(p[4]).resolve()), key, p[2], p[3]) for c in task_curves.values() for p in c["points"]
+        drawn = [(str(p[4]), key, p[2], p[3]) for c in task_curves.values() for p in c["points"]
                  if p[2] is not None and p[3] is not None]
         section.plots.append(Plot(file, f"{task}: {metric} against the swept parameter",
                                   "One line per method; error bars are each job's 95% bootstrap interval over "
@@ -258,7 +258,7 @@ def task_section(paths: list[str | Path], out_dir: Path):
             table.notes.append(f"no equal-budget table: {err}")
             budget = {"methods": {}}
         for method, row in sorted(budget["methods"].items(), key=lambda kv: -kv[1]["score"]):
-            folder = str(Path(row["folder"]).resolve())
+            folder = str(row["folder"])  # named as the main report names runs: relative stays relative
             paired = row["paired_vs_best"]
             diff = ("(best)" if paired is None else f"{_fmt(paired['diff'])} [{_fmt(paired['ci95_low'])}, "
                     f"{_fmt(paired['ci95_high'])}], p = {_fmt(paired['p_value'])}")
