@@ -44,7 +44,9 @@ SPEED_PARAMS = ("prompts.batch_size", "decoding.num_beams", "cache.setting")
 DECODING_DEFAULTS = {"decoding.temperature": 1.0, "decoding.top_p": 1.0, "decoding.num_beams": 1,
                      **{f"decoding.{k}": v for k, v in RECORDED_DEFAULTS["decoding"].items()}}
 # Settings the human continuations do not depend on.
-NOT_CONTEXT_PREFIXES = ("decoding.", "cache.", "task.", "perplexity.")
+# Settings that change how a run generates, not which prompts and human texts it is scored against (a speculative
+# run's draft model proposes tokens; the scorer and the prompts are the target's).
+NOT_CONTEXT_PREFIXES = ("decoding.", "cache.", "task.", "perplexity.", "draft.")
 NOT_CONTEXT = {"prompts.batch_size"}
 
 

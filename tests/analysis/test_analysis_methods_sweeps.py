@@ -207,3 +207,13 @@ def test_table1_and_the_generation_figures_leave_out_runs_that_only_scored_tasks
     assert [row.label for row in table1.rows] == ["Human", "Nucleus, p=0.95"]
     every_number = next(s for s in sections if s.id == "all-metrics").tables[0]
     assert len(every_number.columns) == 3  # both runs still in "Every number"
+
+
+def test_a_draft_model_does_not_make_another_set_of_prompts(tmp_path):
+    plain = config_for({"name": "greedy", "do_sample": False})
+    drafted = config_for({"name": "speculative_draft", "do_sample": False, "assistant": "draft"})
+    drafted["draft"] = {"_target_": "experiments.models.load_model", "name": "smollm2", "quantization": "int4_weight_only"}
+    write_job(tmp_path / "greedy", plain, metrics_for(2.0))
+    write_job(tmp_path / "speculative_draft", drafted, metrics_for(2.0))
+    frame = runs_frame(load_runs([tmp_path]).runs)
+    assert [len(keys) for _, keys in human_groups(frame)] == [2]  # one Table 1: same prompts, same scorer
