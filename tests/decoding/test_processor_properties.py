@@ -474,6 +474,21 @@ def test_on_rows_applies_the_processor_to_its_rows_only(data, top_k):
     assert torch.equal(out, expected)
 
 
+@PROPERTY
+@given(data=st.data(), configs=st.integers(1, 3), rows_per_config=st.integers(1, 2))
+def test_each_on_its_rows_gives_every_block_its_lone_run(data, configs, rows_per_config):
+    scores = data.draw(score_tensors(rows=configs * rows_per_config))
+    choices = st.one_of(st.none(), st.builds(P.Typical, st.floats(0.2, 0.99)), st.builds(P.EtaCutoff, st.floats(1e-4, 0.2)))
+    per_config = data.draw(st.lists(choices, min_size=configs, max_size=configs))
+    before = scores.clone()
+    out = rows.EachOnItsRows(per_config, rows_per_config)(ids_for(scores), scores)
+    assert torch.equal(scores, before) and out.shape == scores.shape
+    for c, processor in enumerate(per_config):
+        block = slice(c * rows_per_config, (c + 1) * rows_per_config)
+        alone = scores[block] if processor is None else processor(ids_for(scores[block]), scores[block].clone())
+        assert torch.equal(out[block], alone), (c, processor)  # bit for bit what the block gets alone
+
+
 # ---- every class has a property test ----------------------------------------------------------------------------
 
 COVERED = {
@@ -483,6 +498,7 @@ COVERED = {
     "PrefixAllowedTokens", "SequenceBias", "NoBadWords", "Temperature", "InfNanRemove", "LogitNormalization",
     "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff", "TopH",
     "RowTemperature", "RowTopK", "RowTopP", "RowMinP", "RowTopH", "OnRows",
+    "EachOnItsRows", "RowWatermark",  # one class: RowWatermark is its older name
 }
 
 
