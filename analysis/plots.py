@@ -273,7 +273,7 @@ def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     fig, axis = plt.subplots(figsize=(8.5, 6.0))
     keys = list(frame.index)
     xs, ys = _values(frame, keys, "gen/diversity"), _values(frame, keys, "gen/ppl")
-    all_ys = list(ys)
+    all_xs, all_ys = list(xs), list(ys)  # the runs' and the human stars' values: the axes' extent
     bars = []
     for name, color, set_keys in by_set.sets:
         sx, sy = _values(frame, set_keys, "gen/diversity"), _values(frame, set_keys, "gen/ppl")
@@ -284,6 +284,7 @@ def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
         if hx is not None and hy is not None:
             axis.scatter([hx], [hy], marker="*", s=160, color="#c44e52" if not name else color, edgecolor="black",
                          linewidth=0.5, zorder=4, label="Human" + (f": {name}" if name else ""))
+            all_xs.append(hx)
             all_ys.append(hy)
     for key, x, y in zip(keys, xs, ys):
         if x == x and y == y:
@@ -293,8 +294,7 @@ def quality_diversity(frame: pd.DataFrame, out_dir: Path) -> Plot | None:
     axis.set_xlabel("diversity = \u220f(1 - rep-n/100), n=2..4  (1 = no repeated n-grams)")
     axis.set_ylabel("generation perplexity")
     axis.grid(alpha=0.3)
-    shown = [v for v in xs + [h for h in (_human(frame, k[0], "gen/diversity") for _, _, k in by_set.sets) if h]
-             if v == v]
+    shown = [v for v in all_xs if v == v]
     span = (max(shown) - min(shown)) or 1.0
     axis.set_xlim(min(shown) - 0.05 * span, max(shown) + 0.4 * span)  # room on the right for the labels
     if axis.get_legend_handles_labels()[0]:

@@ -37,7 +37,7 @@ from analysis import speed_plots as speed_figures
 from analysis.html import Section, render_page
 from analysis.outputs import remove_leftovers, replacing, write_text
 from analysis.provenance import provenance
-from analysis.runs import SOURCES, load_runs, runs_frame
+from analysis.runs import SOURCES, load_runs, runs_frame, runs_subset
 from analysis.paper_claims import claims_table
 from analysis.side_by_side import table1_side_by_side
 from analysis.sweeps import QUALITY_PARAMS, SPEED_PARAMS, swept
@@ -53,9 +53,7 @@ def generating_runs(frame: pd.DataFrame) -> pd.DataFrame:
     with rows of dashes, and label every method by its task setting."""
     if "gen/samples" not in frame.columns or not frame["gen/samples"].notna().any():
         return frame
-    part = frame[frame["gen/samples"].notna()]
-    part.attrs = frame.attrs  # the runs' notes (not_measurable, caveats, written) travel with the rows
-    return part
+    return runs_subset(frame, frame["gen/samples"].notna())
 
 
 def build_sections(frame, out_dir: Path, skipped: list[tuple[str, str]],

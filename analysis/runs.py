@@ -360,6 +360,14 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     return frame
 
 
+def runs_subset(frame: pd.DataFrame, rows) -> pd.DataFrame:
+    """`frame.loc[rows]` (run keys or a boolean mask) with the runs' notes (`attrs`: written, not_measurable,
+    caveats, mauve_features), which pandas does not carry through every selection."""
+    part = frame.loc[rows]
+    part.attrs = frame.attrs
+    return part
+
+
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if is_metric_key(c)]
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.methods import number_text
-from analysis.runs import has_values, is_missing, metric_columns
+from analysis.runs import has_values, is_missing, metric_columns, runs_subset
 from analysis.sweeps import context_columns, effective_settings, human_groups, method_order, run_labels
 
 
@@ -181,8 +181,7 @@ def holtzman_tables(frame: pd.DataFrame) -> list[Table]:
         return [holtzman_table(frame)]
     tables = []
     for index, (label, keys) in enumerate(groups, start=1):
-        part = frame.loc[keys]
-        part.attrs = frame.attrs  # the runs' notes (not_measurable, caveats, written) travel with the rows
+        part = runs_subset(frame, keys)
         table = holtzman_table(part)
         context = context_text(frame, keys[0], groups)
         samples = metric_cell(frame, keys[0], "gen/samples").value
